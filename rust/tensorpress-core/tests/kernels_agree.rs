@@ -1,0 +1,167 @@
+//! Differential tests: every kernel returns exactly the scalar reference's output, and fails on
+//! exactly the same corrupt inputs with the same error, for every codec, lane count 1..=32 and
+//! several chunk sizes, on uniform, skewed and e4m3-like data.
+
+use proptest::prelude::*;
+use tensorpress_core::stream::{decode, encode, Codec, DecodeOptions, EncodeOptions, MIN_CHUNK_SIZE};
+use tensorpress_core::Kernel;
+
+const CODECS: [Codec; 6] = [Codec::Raw, Codec::Qlc, Codec::Dlc, Codec::Huffman, Codec::ExpGolomb, Codec::ExpGolombRank];
+
+/// Bytes with a controllable skew: `skew` 0 is uniform, larger values concentrate the mass on
+/// few symbols (like exponent bytes of weights).
+fn skewed(seed: u64, n: usize, skew: u32) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let u = (x >> 11) as f64 / (1u64 << 53) as f64;
+            // Geometric-like around a centre, symmetric: e4m3-ish sign/exponent structure.
+            let mag = (-(1.0 - u).ln() * 256.0 / f64::from(skew.max(1) * 4)) as u32;
+            let v = if skew == 0 { (x >> 3) as u32 & 0xff } else { 0x38u32.wrapping_add(mag.min(0x3f)) };
+            (v as u8) ^ if x & (1 << 40) != 0 { 0x80 } else { 0 }
+        })
+        .collect()
+}
+
+fn decode_with(blob: &[u8], kernel: Kernel) -> Result<Vec<u8>, String> {
+    decode(blob, &DecodeOptions { kernel, threads: Some(1) }).map_err(|e| format!("{e:?}"))
+}
+
+fn kernels() -> Vec<Kernel> {
+    let mut k = Kernel::available();
+    k.push(Kernel::Auto);
+    k
+}
+
+fn check_all_agree(blob: &[u8]) -> Result<(), TestCaseError> {
+    let reference = decode_with(blob, Kernel::Scalar);
+    for kernel in kernels() {
+        let got = decode_with(blob, kernel);
+        prop_assert_eq!(&got, &reference, "kernel {:?}", kernel);
+    }
+    Ok(())
+}
+
+fn codec_strategy() -> impl Strategy<Value = Codec> {
+    prop::sample::select(CODECS.to_vec())
+}
+
+proptest! {
+    // 96 cases by default; PROPTEST_CASES=n for a longer run.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(96),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn kernels_match_reference(
+        seed in any::<u64>(),
+        n in 0usize..40_000,
+        skew in 0u32..12,
+        lanes in 1usize..=32,
+        chunk_pow in 10u32..=15,
+        codec in codec_strategy(),
+    ) {
+        let data = skewed(seed, n, skew);
+        let opts = EncodeOptions { codec, lanes, chunk_size: 1 << chunk_pow, threads: Some(1) };
+        let blob = encode(&data, &opts).unwrap();
+        for kernel in kernels() {
+            let out = decode_with(&blob, kernel);
+            prop_assert_eq!(out.as_deref(), Ok(&data[..]), "kernel {:?} codec {:?} lanes {}", kernel, codec, lanes);
+        }
+    }
+
+    #[test]
+    fn kernels_match_reference_on_simd_lane_counts(
+        seed in any::<u64>(),
+        n in 0usize..300_000,
+        skew in 1u32..12,
+        lanes in prop::sample::select(vec![8usize, 16, 24, 32]),
+        codec in codec_strategy(),
+    ) {
+        let data = skewed(seed, n, skew);
+        let opts = EncodeOptions { codec, lanes, chunk_size: 1 << 16, threads: Some(1) };
+        let blob = encode(&data, &opts).unwrap();
+        check_all_agree(&blob)?;
+        let out = decode_with(&blob, Kernel::Scalar);
+        prop_assert_eq!(out.as_deref(), Ok(&data[..]));
+    }
+
+    /// Corrupt streams: the CRCs are recomputed after flipping bits inside coded lanes, so the
+    /// corruption reaches the kernels; every kernel must fail (or succeed) exactly as the
+    /// reference does, with the same error.
+    #[test]
+    fn kernels_fail_like_reference(
+        seed in any::<u64>(),
+        n in 2_000usize..60_000,
+        skew in 1u32..12,
+        lanes in prop::sample::select(vec![1usize, 3, 8, 16, 32]),
+        codec in codec_strategy(),
+        flips in prop::collection::vec((any::<prop::sample::Index>(), 0u8..8), 1..6),
+        cut_lane_byte in any::<bool>(),
+    ) {
+        let data = skewed(seed, n, skew);
+        let opts = EncodeOptions { codec, lanes, chunk_size: MIN_CHUNK_SIZE * 16, threads: Some(1) };
+        let blob = encode(&data, &opts).unwrap();
+        let info = tensorpress_core::parse_header(&blob).unwrap();
+        let mut bad = blob.clone();
+        for (at, bit) in &flips {
+            let (off, len, _) = info.chunks[at.index(info.chunks.len())];
+            if len > 1 + 4 * lanes {
+                // Inside the lane data (past the mode byte and jump table).
+                let i = off + 1 + 4 * lanes + at.index(len - 1 - 4 * lanes);
+                bad[i] ^= 1 << bit;
+            }
+        }
+        if cut_lane_byte {
+            // Claim one byte less for lane 0 of the first chunk and one more for lane 1.
+            let (off, len, _) = info.chunks[0];
+            if lanes > 1 && len > 1 + 4 * lanes && bad[off] == 1 {
+                let l0 = u32::from_le_bytes(bad[off + 1..off + 5].try_into().unwrap());
+                if l0 > 0 {
+                    bad[off + 1..off + 5].copy_from_slice(&(l0 - 1).to_le_bytes());
+                    let l1 = u32::from_le_bytes(bad[off + 5..off + 9].try_into().unwrap());
+                    bad[off + 5..off + 9].copy_from_slice(&(l1 + 1).to_le_bytes());
+                }
+            }
+        }
+        // Re-seal: chunk CRCs, then the header CRC.
+        let index_at = info.header_len - 4 - info.chunks.len() * 8;
+        for (i, &(off, len, _)) in info.chunks.iter().enumerate() {
+            let crc = crc32c::crc32c(&bad[off..off + len]);
+            bad[index_at + 8 * i + 4..index_at + 8 * i + 8].copy_from_slice(&crc.to_le_bytes());
+        }
+        let hcrc = crc32c::crc32c(&bad[..info.header_len - 4]);
+        bad[info.header_len - 4..info.header_len].copy_from_slice(&hcrc.to_le_bytes());
+        check_all_agree(&bad)?;
+    }
+}
+
+#[test]
+fn available_lists_only_runnable_kernels() {
+    let names: Vec<_> = Kernel::available().into_iter().map(Kernel::name).collect();
+    assert_eq!(names[0], "scalar");
+    assert!(names.contains(&"interleaved"));
+    #[cfg(target_arch = "x86_64")]
+    assert_eq!(names.contains(&"avx2"), std::arch::is_x86_feature_detected!("avx2"));
+    for name in names {
+        assert_eq!(Kernel::from_name(name).unwrap().name(), name);
+    }
+}
+
+#[test]
+fn every_lane_count_and_codec_on_large_skewed_data() {
+    let data = skewed(42, 1 << 20, 5);
+    for codec in CODECS {
+        for lanes in [1, 2, 7, 8, 9, 15, 16, 17, 24, 31, 32] {
+            let blob = encode(&data, &EncodeOptions { codec, lanes, chunk_size: 1 << 18, threads: Some(2) }).unwrap();
+            for kernel in kernels() {
+                let out = decode(&blob, &DecodeOptions { kernel, threads: Some(2) }).unwrap();
+                assert!(out == data, "{codec:?} lanes={lanes} {kernel:?}");
+            }
+        }
+    }
+}
