@@ -1,0 +1,193 @@
+"""Lossless entropy codes for bytes: Quad/Dual Length Codes, canonical Huffman, Exp-Golomb.
+
+The work happens in the Rust core with the GIL released; one call per tensor, no Python loop
+per chunk. A blob is self-describing (codec, table, chunk index, checksums), see
+``docs/format.md``.
+
+>>> import numpy as np, tensorpress.entropy as te
+>>> blob = te.encode(np.arange(1000, dtype=np.uint8) % 7, codec="huffman")
+>>> te.decode(blob)[:8]
+array([0, 1, 2, 3, 4, 5, 6, 0], dtype=uint8)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tensorpress import _core
+from tensorpress.errors import FormatError, InvalidArgumentError
+
+#: Codec names accepted by :func:`encode`.
+CODECS: tuple[str, ...] = tuple(_core.CODECS)
+DEFAULT_CHUNK_SIZE: int = _core.DEFAULT_CHUNK_SIZE
+DEFAULT_LANES: int = _core.DEFAULT_LANES
+
+
+def as_byte_view(data: Any) -> bytes | bytearray | memoryview | np.ndarray:
+    """The bytes of ``data`` as a flat uint8 buffer, without copying when it is contiguous.
+
+    Accepts bytes, bytearray, memoryview and numpy arrays of any fixed-size dtype (encoded as
+    their raw bytes in memory order). Non-contiguous arrays are copied once.
+    """
+    if isinstance(data, bytes | bytearray):
+        return data
+    if isinstance(data, memoryview):
+        if not data.c_contiguous:
+            data = memoryview(data.tobytes())
+        return data.cast("B") if data.format != "B" or data.ndim != 1 else data
+    if isinstance(data, np.ndarray):
+        if data.dtype.hasobject:
+            raise TypeError("object arrays have no byte representation to encode")
+        return np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+    raise TypeError(f"expected bytes, bytearray, memoryview or a numpy array, got {type(data).__name__}")
+
+
+def _check_codec(codec: str) -> None:
+    if codec not in CODECS:
+        raise InvalidArgumentError(f"unknown codec {codec!r}; choose one of {', '.join(CODECS)}")
+
+
+def encode(
+    data: Any,
+    codec: str = "qlc",
+    threads: int | None = None,
+    *,
+    lanes: int = DEFAULT_LANES,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> bytes:
+    """Entropy-code the bytes of ``data``.
+
+    Args:
+        data: bytes-like or numpy array (its bytes are coded).
+        codec: ``"qlc"`` (Quad Length Codes), ``"dlc"`` (Dual Length Codes), ``"huffman"``,
+            ``"expgolomb"`` (on byte values), ``"expgolomb-rank"`` (on frequency ranks) or ``"raw"``.
+        threads: worker threads (default: all cores).
+        lanes: interleaved bitstreams per chunk (1-32).
+        chunk_size: decoded bytes per independently decodable chunk.
+    """
+    _check_codec(codec)
+    if threads is not None and threads < 1:
+        raise InvalidArgumentError(f"threads must be >= 1, got {threads}")
+    return _core.encode(as_byte_view(data), codec, lanes, chunk_size, threads)
+
+
+def decoded_size(blob: Any) -> int:
+    """Bytes ``blob`` decodes to (header and its checksum verified)."""
+    return _core.decoded_len(_blob_view(blob))
+
+
+def _blob_view(blob: Any) -> bytes | bytearray | memoryview | np.ndarray:
+    try:
+        return as_byte_view(blob)
+    except TypeError as exc:
+        raise FormatError(f"a tensorpress stream must be bytes-like: {exc}") from None
+
+
+def decode(
+    blob: Any,
+    threads: int | None = None,
+    *,
+    kernel: str = "auto",
+    max_size: int | None = None,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Decode a blob made by :func:`encode` into a new (or the given) uint8 array.
+
+    ``max_size`` refuses streams that declare more decoded bytes (before allocating).
+    ``kernel`` forces a decode kernel (see :func:`kernels`); results never depend on it.
+    """
+    view = _blob_view(blob)
+    n = _core.decoded_len(view)
+    if max_size is not None and n > max_size:
+        raise FormatError(f"stream decodes to {n} bytes, more than max_size={max_size}")
+    if out is None:
+        out = np.empty(n, dtype=np.uint8)
+    elif out.dtype != np.uint8 or out.size != n or not out.flags.c_contiguous:
+        raise InvalidArgumentError(f"out must be a contiguous uint8 array of {n} elements")
+    _core.decode_into(view, out.reshape(-1), threads, kernel)
+    return out
+
+
+def decode_chunk(blob: Any, index: int, *, kernel: str = "auto") -> np.ndarray:
+    """Decode chunk ``index`` alone (random access); see :func:`info` for the chunk layout."""
+    view = _blob_view(blob)
+    meta = _core.stream_info(view)
+    n_chunks = len(meta["chunks"])
+    if not 0 <= index < n_chunks:
+        raise InvalidArgumentError(f"chunk {index} out of range ({n_chunks} chunks)")
+    start = index * meta["chunk_size"]
+    out = np.empty(min(meta["chunk_size"], meta["decoded_len"] - start), dtype=np.uint8)
+    _core.decode_chunk(view, index, out, kernel)
+    return out
+
+
+def info(blob: Any) -> dict[str, Any]:
+    """Header of a blob: codec, lanes, decoded length, chunk size and (offset, length) per chunk."""
+    return _core.stream_info(_blob_view(blob))
+
+
+def kernels() -> list[str]:
+    """Decode kernels available on this CPU (``"scalar"`` is the reference)."""
+    return _core.kernels()
+
+
+@dataclass(frozen=True)
+class CodecStats:
+    """What one codec achieves on some bytes (code bits only, no table or chunk overhead)."""
+
+    codec: str
+    mean_code_len: float
+    saving: float
+    params: str
+
+
+@dataclass(frozen=True)
+class EntropyStats:
+    """Shannon entropy of the bytes and each codec's mean code length."""
+
+    symbols: int
+    entropy_bits: float
+    codecs: dict[str, CodecStats] = field(default_factory=dict)
+
+    @property
+    def entropy_saving(self) -> float:
+        """The best possible saving of any order-0 code: (8 − H) / 8."""
+        return (8.0 - self.entropy_bits) / 8.0
+
+    def __str__(self) -> str:
+        lines = [
+            f"{self.symbols} bytes, entropy {self.entropy_bits:.4f} bits/byte "
+            f"(bound: saving {100 * self.entropy_saving:.2f} %)",
+            f"{'codec':<16}{'bits/byte':>10}{'saving':>10}{'vs entropy':>12}  params",
+        ]
+        for c in self.codecs.values():
+            ratio = c.mean_code_len / self.entropy_bits if self.entropy_bits else float("nan")
+            lines.append(
+                f"{c.codec:<16}{c.mean_code_len:>10.4f}{100 * c.saving:>9.2f}%"
+                f"{100 * (ratio - 1):>11.2f}%  {c.params}"
+            )
+        return "\n".join(lines)
+
+
+def stats(data: Any, threads: int | None = None) -> EntropyStats:
+    """Entropy of the bytes of ``data`` and the mean code length / saving of every codec."""
+    raw = _core.stats(as_byte_view(data), threads)
+    codecs = {name: CodecStats(name, **fields) for name, fields in raw["codecs"].items()}
+    return EntropyStats(symbols=raw["symbols"], entropy_bits=raw["entropy_bits"], codecs=codecs)
+
+
+__all__ = [
+    "CODECS",
+    "CodecStats",
+    "EntropyStats",
+    "as_byte_view",
+    "decode",
+    "decode_chunk",
+    "decoded_size",
+    "info",
+    "kernels",
+    "stats",
+]

@@ -1,0 +1,27 @@
+"""Shared fixtures: real weights from pip packages (DESIGN.md §4), never a model hub."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def minilm() -> dict[str, np.ndarray]:
+    """Real fp32 MiniLM-L6-v2 weights by name."""
+    from tensorpress import samples
+
+    return samples.minilm_weights()
+
+
+@pytest.fixture(scope="session")
+def minilm_e4m3_bytes(minilm: dict[str, np.ndarray]) -> np.ndarray:
+    """Every MiniLM matrix cast to float8_e4m3fn (per-tensor scaled), as one uint8 array."""
+    from tensorpress import samples
+
+    parts = [samples.to_e4m3(w).view(np.uint8).reshape(-1) for w in minilm.values() if w.ndim == 2]
+    return np.concatenate(parts)

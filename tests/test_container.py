@@ -1,0 +1,194 @@
+"""The .tpz container: round trips, lazy access, atomic writes, golden files, corruption."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import tensorpress as tp
+from tensorpress import container, entropy
+from tensorpress.errors import ChecksumError, CorruptDataError, FormatError, InvalidArgumentError
+
+GOLDEN = Path(__file__).parent / "golden"
+DATA_ERRORS = (FormatError, CorruptDataError, ChecksumError)
+
+
+def load_golden_module():  # type: ignore[no-untyped-def]
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_golden", GOLDEN / "make_golden.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def assert_same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    assert list(a) == list(b)
+    for k in a:
+        assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
+        assert a[k].tobytes() == b[k].tobytes(), k
+
+
+def test_golden_file_decodes_to_known_tensors() -> None:
+    golden = load_golden_module()
+    assert_same(tp.load(GOLDEN / "v1-ok.tpz"), golden.golden_tensors())
+    with tp.open(GOLDEN / "v1-ok.tpz") as f:
+        assert f.metadata == {"purpose": "golden"}
+    for codec in entropy.CODECS:
+        blob = (GOLDEN / f"stream-v1-{codec}.tpe").read_bytes()
+        assert entropy.decode(blob).tobytes() == golden.golden_stream_data(), codec
+
+
+@pytest.mark.parametrize(
+    ("name", "error", "match"),
+    [
+        ("bad-magic", FormatError, "magic"),
+        ("future-major", FormatError, "version 2"),
+        ("reserved-flag", FormatError, "reserved"),
+        ("oversized-header", FormatError, "header length"),
+        ("truncated", FormatError, "truncated"),
+        ("preamble-crc", ChecksumError, "preamble"),
+        ("header-flip", ChecksumError, "header"),
+        ("trailing-bytes", FormatError, "bytes"),
+    ],
+)
+def test_golden_must_fail_files(name: str, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        tp.load(GOLDEN / f"v1-{name}.tpz")
+
+
+def test_golden_payload_flip_is_caught_on_access_of_that_tensor() -> None:
+    with tp.open(GOLDEN / "v1-payload-flip.tpz") as f:
+        last = list(f)[-2]  # the final payload ("empty" has none)
+        names = [n for n in f if f.entry(n)["length"]]
+        with pytest.raises(ChecksumError):
+            f[names[-1]]
+        assert f[names[0]] is not None  # other tensors still readable
+        assert last
+
+
+def test_round_trip_mixed_kinds_and_metadata(tmp_path: Path) -> None:
+    data = {
+        "w": np.random.default_rng(0).standard_normal((64, 48)).astype(ml_dtypes.bfloat16),
+        "b": np.arange(48, dtype=np.float32),
+        "q": np.arange(-8, 8, dtype=np.int8),
+    }
+    path = tp.save(data, tmp_path / "m.tpz", metadata={"model": "test"})
+    assert_same(tp.load(path), data)
+    with tp.open(path) as f:
+        assert set(f) == set(data) and len(f) == 3
+        assert f.metadata == {"model": "test"}
+        assert f.entry("w")["dtype"] == "bfloat16" and f.entry("w")["shape"] == [64, 48]
+        assert f["b"].tobytes() == data["b"].tobytes()
+        with pytest.raises(KeyError):
+            f["missing"]
+
+
+def test_payloads_are_aligned_and_tile_the_file(tmp_path: Path) -> None:
+    data = {f"t{i}": np.arange(i * 37, dtype=np.float32) for i in range(6)}
+    path = tp.save(data, tmp_path / "a.tpz")
+    with tp.open(path) as f:
+        entries = f.entries()
+        start = f._data_start
+    assert start % container.ALIGNMENT == 0
+    end = 0
+    for e in entries:
+        assert e["offset"] % container.ALIGNMENT == 0 and e["offset"] == -(-end // 64) * 64
+        end = e["offset"] + e["length"]
+    assert path.stat().st_size == start + end
+
+
+def test_precompressed_values_are_stored_as_is(tmp_path: Path) -> None:
+    arr = np.linspace(-1, 1, 1000, dtype=np.float32)
+    packed = tp.compress(arr, "huffman")
+    tp.save({"x": packed}, tmp_path / "p.tpz")
+    with tp.open(tmp_path / "p.tpz") as f:
+        assert f.entry("x")["codec"] == packed.codec
+        assert f["x"].tobytes() == arr.tobytes()
+
+
+def test_safetensors_read_and_write(tmp_path: Path, minilm: dict[str, np.ndarray]) -> None:
+    few = dict(list(minilm.items())[:5])
+    tp.save(few, tmp_path / "m.safetensors")
+    back = tp.load(tmp_path / "m.safetensors")
+    assert_same({k: back[k] for k in few}, few)
+    tp.save(back, tmp_path / "m.tpz")
+    assert_same({k: v for k, v in tp.load(tmp_path / "m.tpz").items()}, {k: back[k] for k in back})
+
+
+def test_atomic_write_never_leaves_partial_file(tmp_path: Path) -> None:
+    path = tmp_path / "keep.tpz"
+    tp.save({"a": np.arange(10, dtype=np.float32)}, path)
+    before = path.read_bytes()
+
+    class Boom:
+        method = "lossless"
+
+        def header(self) -> dict[str, object]:
+            raise RuntimeError("crash while writing")
+
+        def payload(self) -> bytes:
+            return b""
+
+    with pytest.raises(RuntimeError):
+        tp.save({"a": np.zeros(3, dtype=np.float32), "b": Boom()}, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.tpz"]
+    assert oct(path.stat().st_mode & 0o777) != oct(0o600) or os.umask(0o022) == 0o077
+
+
+def test_invalid_arguments(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgumentError):
+        tp.save({"": np.zeros(1)}, tmp_path / "x.tpz")
+    with pytest.raises(InvalidArgumentError):
+        tp.save([np.zeros(1)], tmp_path / "x.tpz")  # type: ignore[arg-type]
+    with pytest.raises(FileNotFoundError):
+        tp.load(tmp_path / "nope.tpz")
+
+
+def test_every_truncation_and_flip_raises(tmp_path: Path) -> None:
+    path = tp.save(
+        {"a": np.linspace(0, 1, 3000, dtype=np.float32), "b": np.arange(70, dtype=np.int8)},
+        tmp_path / "c.tpz",
+    )
+    blob = path.read_bytes()
+    bad = tmp_path / "bad.tpz"
+    for cut in range(0, len(blob), 97):
+        bad.write_bytes(blob[:cut])
+        with pytest.raises(DATA_ERRORS):
+            tp.load(bad)
+    for i in range(0, len(blob), 53):
+        flipped = bytearray(blob)
+        flipped[i] ^= 0x01
+        bad.write_bytes(bytes(flipped))
+        try:
+            out = tp.load(bad)
+        except DATA_ERRORS:
+            continue
+        # A flip may only land in zero padding that is never read... which must then be refused.
+        raise AssertionError(f"flip at {i} decoded silently: {list(out)}")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    arrays=st.lists(
+        hnp.arrays(
+            dtype=st.sampled_from([np.dtype(np.float32), np.dtype(np.uint16), np.dtype(np.int8)]),
+            shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=12),
+        ),
+        max_size=5,
+    )
+)
+def test_hypothesis_round_trip(tmp_path: Path, arrays: list[np.ndarray]) -> None:
+    # uint16 bit patterns stand in for bfloat16 (hypothesis cannot draw ml_dtypes directly).
+    data = {f"t{i}": a.view(ml_dtypes.bfloat16) if a.dtype == np.uint16 else a for i, a in enumerate(arrays)}
+    path = tp.save(data, tmp_path / "h.tpz")
+    assert_same(tp.load(path), data)
