@@ -1,0 +1,469 @@
+"""Video codec backends: PyAV (bundled FFmpeg — libx265, libx264, libsvtav1, dav1d; CPU, always
+available with the ``video`` extra) and PyNvVideoCodec (NVENC encode / NVDEC decode, ``gpu`` extra).
+
+A backend turns equal-size luma frames (uint16 arrays holding ``bit_depth``-bit codes) into one
+intra-only bitstream (one packet per frame) and back. Both libraries are imported lazily: importing
+this module never fails, using a missing backend raises :class:`BackendUnavailableError`.
+"""
+
+from __future__ import annotations
+
+import fractions
+import functools
+import os
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+
+from tensorpress.errors import (
+    BackendUnavailableError,
+    CorruptDataError,
+    InvalidArgumentError,
+    TensorpressError,
+)
+
+CODECS = ("hevc", "h264", "av1")
+
+#: Highest QP each codec accepts (x265/x264 8-bit scale; SVT-AV1 0–63).
+QP_RANGE: dict[str, tuple[int, int]] = {"hevc": (0, 51), "h264": (0, 51), "av1": (1, 63)}
+
+#: Bit depths each PyAV encoder takes in a luma-only (or constant-chroma) format.
+PYAV_BIT_DEPTHS: dict[str, tuple[int, ...]] = {"hevc": (8, 10, 12), "h264": (8, 10), "av1": (8, 10)}
+
+#: Smallest frame side each encoder opens with (x265 refuses < 16, SVT-AV1 < 4).
+MIN_SIDE: dict[str, int] = {"hevc": 16, "h264": 2, "av1": 8}
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """What the encoder is asked for. ``qp`` is ignored when ``lossless``."""
+
+    codec: str
+    bit_depth: int
+    qp: int
+    lossless: bool = False
+    preset: str | None = None
+    threads: int | None = None
+
+
+class Backend(Protocol):
+    """An encoder and/or decoder of luma frames."""
+
+    name: str
+
+    def encode(self, frames: list[np.ndarray], opts: EncodeOptions) -> list[bytes]: ...
+
+    def decode(
+        self, packets: list[bytes], codec: str, bit_depth: int, height: int, width: int
+    ) -> list[np.ndarray]: ...
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _strip_h264_sei(data: bytes) -> bytes:
+    """Drop SEI NAL units (type 6) from an Annex-B H.264 access unit: x264 writes ~600 bytes of
+    its settings there, which no decoder needs and which dominate small tensors."""
+    out = bytearray()
+    i, n = 0, len(data)
+    starts = []
+    while True:
+        j = data.find(b"\x00\x00\x01", i)
+        if j < 0:
+            break
+        starts.append(j)
+        i = j + 3
+    if not starts:
+        return data
+    for k, s in enumerate(starts):
+        end = starts[k + 1] if k + 1 < len(starts) else n
+        # a 4-byte start code leaves its leading zero on the previous unit: harmless (trailing zero)
+        nal_type = data[s + 3] & 0x1F if s + 3 < n else 0
+        if nal_type != 6:
+            out += data[s:end]
+    return bytes(out)
+
+
+def _check_depth(codec: str, bit_depth: int, backend: str) -> None:
+    if codec not in CODECS:
+        raise InvalidArgumentError(f"codec must be one of {CODECS}, got {codec!r}")
+    if bit_depth not in PYAV_BIT_DEPTHS[codec]:
+        raise InvalidArgumentError(
+            f"{backend} cannot code {codec} at bit_depth={bit_depth}; supported: {PYAV_BIT_DEPTHS[codec]}"
+        )
+
+
+# --------------------------------------------------------------------------- PyAV
+
+
+@functools.lru_cache(maxsize=1)
+def _import_av() -> Any:
+    try:
+        import av
+    except ImportError as exc:
+        raise BackendUnavailableError("PyAV is not installed", extra="video") from exc
+    return av
+
+
+class PyAVBackend:
+    """CPU encode and decode through PyAV's bundled FFmpeg."""
+
+    name = "pyav"
+    ENCODERS: ClassVar[dict[str, str]] = {"hevc": "libx265", "h264": "libx264", "av1": "libsvtav1"}
+    DECODERS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "hevc": ("hevc",),
+        "h264": ("h264",),
+        "av1": ("libdav1d", "av1"),
+    }
+
+    def __init__(self) -> None:
+        self.av = _import_av()
+
+    # -- capability
+    def can_encode(self, codec: str) -> bool:
+        return self._has(self.ENCODERS[codec], "w")
+
+    def can_decode(self, codec: str) -> bool:
+        return any(self._has(name, "r") for name in self.DECODERS[codec])
+
+    def _has(self, name: str, mode: str) -> bool:
+        try:
+            self.av.codec.Codec(name, mode)
+        except Exception:
+            return False
+        return True
+
+    # -- encode
+    @staticmethod
+    def _pix_fmt(codec: str, bit_depth: int) -> str:
+        if codec == "av1":  # SVT-AV1 has no 4:0:0 input: constant neutral chroma costs a few bytes
+            return "yuv420p" if bit_depth == 8 else "yuv420p10le"
+        return {8: "gray", 10: "gray10le", 12: "gray12le"}[bit_depth]
+
+    @staticmethod
+    def _options(opts: EncodeOptions) -> dict[str, str]:
+        if opts.codec == "hevc":
+            # keyint=1: every frame an IDR; tune psnr: no psycho-visual tricks (we want MSE);
+            # info=0: no ~1 kB settings SEI.
+            params = ["keyint=1", "min-keyint=1", "bframes=0", "info=0", "log-level=error", "range=full"]
+            params += ["lossless=1"] if opts.lossless else [f"qp={opts.qp}"]
+            if opts.threads:
+                params.append(f"pools={opts.threads}")
+            out = {"x265-params": ":".join(params), "tune": "psnr"}
+        elif opts.codec == "h264":
+            out = {"g": "1", "bf": "0", "tune": "psnr", "qp": "0" if opts.lossless else str(opts.qp)}
+            out["x264-params"] = "keyint=1:min-keyint=1:scenecut=0"
+            if opts.threads:
+                out["threads"] = str(opts.threads)
+        else:
+            params = ["keyint=1"]
+            if opts.lossless:
+                params.append("lossless=1")
+            out = {"svtav1-params": ":".join(params)}
+            if not opts.lossless:
+                out["qp"] = str(opts.qp)
+            if opts.threads:
+                out["svtav1-params"] += f":lp={opts.threads}"
+        if opts.preset:
+            out["preset"] = opts.preset
+        return out
+
+    def encode(self, frames: list[np.ndarray], opts: EncodeOptions) -> list[bytes]:
+        _check_depth(opts.codec, opts.bit_depth, "PyAV")
+        av = self.av
+        if not frames:
+            return []
+        height, width = frames[0].shape
+        pix_fmt = self._pix_fmt(opts.codec, opts.bit_depth)
+        os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its banner at info level otherwise
+        av.logging.set_level(av.logging.ERROR)
+        cc = av.CodecContext.create(self.ENCODERS[opts.codec], "w")
+        cc.width, cc.height, cc.pix_fmt = width, height, pix_fmt
+        cc.time_base = fractions.Fraction(1, 25)
+        cc.color_range = 2  # full (JPEG) range: code values are data, not video levels
+        cc.options = self._options(opts)
+        try:
+            cc.open()
+        except Exception as exc:
+            raise InvalidArgumentError(
+                f"{self.ENCODERS[opts.codec]} refused {width}x{height} {pix_fmt}: {exc}"
+            ) from exc
+        wide = opts.bit_depth > 8
+        dtype = np.uint16 if wide else np.uint8
+        neutral = 1 << (opts.bit_depth - 1)
+        packets: list[Any] = []
+        for idx, f in enumerate(frames):
+            vf = av.VideoFrame(width, height, pix_fmt)
+            plane = vf.planes[0]
+            itemsize = 2 if wide else 1
+            view = np.frombuffer(plane, dtype=dtype).reshape(height, plane.line_size // itemsize)
+            view[:, :width] = f
+            for p in vf.planes[1:]:
+                np.frombuffer(p, dtype=dtype)[:] = neutral
+            vf.pts = idx
+            vf.pict_type = av.video.frame.PictureType.I
+            packets.extend(cc.encode(vf))
+        packets.extend(cc.encode(None))
+        if len(packets) != len(frames):
+            raise TensorpressError(f"encoder produced {len(packets)} packets for {len(frames)} frames")
+        packets.sort(key=lambda p: p.pts if p.pts is not None else 0)
+        if not all(p.is_keyframe for p in packets):
+            raise TensorpressError("encoder produced a non-key frame in intra-only mode")
+        out = [bytes(p) for p in packets]
+        if opts.codec == "h264":
+            out = [_strip_h264_sei(b) for b in out]
+        return out
+
+    # -- decode
+    def decode(
+        self, packets: list[bytes], codec: str, bit_depth: int, height: int, width: int
+    ) -> list[np.ndarray]:
+        av = self.av
+        av.logging.set_level(av.logging.ERROR)
+        name = next((n for n in self.DECODERS[codec] if self._has(n, "r")), None)
+        if name is None:
+            raise BackendUnavailableError(f"this PyAV build has no {codec} decoder", extra="video")
+        cc = av.CodecContext.create(name, "r")
+        decoded: list[Any] = []
+        try:
+            if any(not p for p in packets):
+                # one bitstream not cut per frame (NVENC may batch access units): let FFmpeg split it
+                units = list(cc.parse(b"".join(packets))) + list(cc.parse(None))
+            else:
+                units = [av.Packet(p) for p in packets]
+            for unit in units:
+                decoded.extend(cc.decode(unit))
+            decoded.extend(cc.decode(None))
+        except av.FFmpegError as exc:
+            raise CorruptDataError(f"{codec} bitstream does not decode: {exc}") from exc
+        out = []
+        wide = bit_depth > 8
+        for vf in decoded:
+            if vf.width != width or vf.height != height:
+                raise CorruptDataError(f"decoded a {vf.width}x{vf.height} frame, expected {width}x{height}")
+            depth = vf.format.components[0].bits
+            if depth != bit_depth:
+                raise CorruptDataError(f"decoded {depth}-bit samples, expected {bit_depth}")
+            if not vf.key_frame:
+                raise CorruptDataError("stream holds a non-key frame; tensorpress writes intra-only streams")
+            plane = vf.planes[0]  # luma read directly: no pixel-format conversion touches the codes
+            itemsize = 2 if wide else 1
+            arr = np.frombuffer(plane, dtype=np.uint16 if wide else np.uint8)
+            arr = arr.reshape(height, plane.line_size // itemsize)[:, :width]
+            out.append(arr.astype(np.uint16))
+        return out
+
+
+# --------------------------------------------------------------------------- PyNvVideoCodec
+
+
+@functools.lru_cache(maxsize=1)
+def _import_nvc() -> Any:
+    try:
+        import PyNvVideoCodec as nvc  # noqa: N813 (the library's own docs use this name)
+    except (ImportError, RuntimeError, OSError) as exc:
+        # RuntimeError/OSError: the wheel is there but no driver/GPU (it probes CUDA on import)
+        raise BackendUnavailableError(f"PyNvVideoCodec is unusable here: {exc}", extra="gpu") from exc
+    return nvc
+
+
+class NvCodecBackend:
+    """NVENC encode (NV12/P010 with neutral chroma) and NVDEC decode through PyNvVideoCodec.
+
+    Data-center GPUs (H100/H200/A100) have NVDEC but no NVENC: :func:`capabilities` probes both,
+    and ``backend="auto"`` then encodes on the CPU and decodes here. NVDEC output is NV12/P016 on the
+    GPU; the luma plane is copied to host memory for dequantization.
+    """
+
+    name = "nvcodec"
+    _NV_BIT_DEPTHS = (8, 10)
+
+    def __init__(self, gpu_id: int = 0) -> None:
+        self.nvc = _import_nvc()
+        self.gpu_id = gpu_id
+
+    def _codec_id(self, codec: str) -> Any:
+        ids = self.nvc.cudaVideoCodec
+        return {"hevc": ids.HEVC, "h264": ids.H264, "av1": ids.AV1}[codec]
+
+    def encode(self, frames: list[np.ndarray], opts: EncodeOptions) -> list[bytes]:
+        if opts.bit_depth not in self._NV_BIT_DEPTHS:
+            raise InvalidArgumentError(f"NVENC codes 8 or 10 bits, not {opts.bit_depth}")
+        if not frames:
+            return []
+        height, width = frames[0].shape
+        fmt = "NV12" if opts.bit_depth == 8 else "P010"
+        kwargs: dict[str, Any] = {
+            "codec": opts.codec,
+            "gpu_id": self.gpu_id,
+            "preset": (opts.preset or "P7").upper(),
+            "rc": "constqp",
+            "constqp": 0 if opts.lossless else opts.qp,
+            "gop": 1,
+            "idrperiod": 1,
+            "bf": 0,
+            "repeatspspps": 1,
+        }
+        if opts.lossless:
+            kwargs["tuning_info"] = "lossless"
+        try:
+            enc = self.nvc.CreateEncoder(width, height, fmt, True, **kwargs)
+        except Exception as exc:
+            raise BackendUnavailableError(
+                f"NVENC cannot encode {opts.codec} here: {exc}", extra="gpu"
+            ) from exc
+        out: list[bytes] = []
+        neutral = 1 << (opts.bit_depth - 1)
+        for f in frames:
+            if opts.bit_depth == 8:
+                surf = np.empty((height * 3 // 2, width), dtype=np.uint8)
+                surf[:height] = f
+                surf[height:] = neutral
+            else:  # P010: 10 significant bits in the high bits of 16
+                surf16 = np.empty((height * 3 // 2, width), dtype=np.uint16)
+                surf16[:height] = f.astype(np.uint16) << 6
+                surf16[height:] = neutral << 6
+                surf = surf16.view(np.uint8)
+            data = bytes(enc.Encode(surf))
+            if data:
+                out.append(data)
+        tail = bytes(enc.EndEncode())
+        if tail:
+            out.append(tail)
+        if len(out) != len(frames):
+            # NVENC may batch access units: keep one bitstream, decoders re-split it (parser / NVDEC)
+            out = [b"".join(out)] + [b""] * (len(frames) - 1)
+        return out
+
+    def decode(
+        self, packets: list[bytes], codec: str, bit_depth: int, height: int, width: int
+    ) -> list[np.ndarray]:
+        nvc = self.nvc
+        import torch
+
+        try:
+            dec = nvc.CreateDecoder(
+                gpuid=self.gpu_id,
+                codec=self._codec_id(codec),
+                cudacontext=0,
+                cudastream=0,
+                usedevicememory=True,
+            )
+        except Exception as exc:
+            raise BackendUnavailableError(f"NVDEC cannot decode {codec} here: {exc}", extra="gpu") from exc
+        frames: list[Any] = []
+        keep: list[np.ndarray] = []  # the packet buffers must outlive Decode()
+        try:
+            for data in [*packets, b""]:  # an empty packet flushes the decoder
+                buf = np.frombuffer(data, dtype=np.uint8) if data else np.zeros(1, dtype=np.uint8)
+                keep.append(buf)
+                pkt = nvc.PacketData()
+                pkt.bsl_data = int(buf.ctypes.data)
+                pkt.bsl = len(data)
+                for fr in dec.Decode(pkt):
+                    frames.append(torch.from_dlpack(fr)[:height, :width].clone())
+        except Exception as exc:
+            raise CorruptDataError(f"NVDEC failed on the {codec} bitstream: {exc}") from exc
+        out = []
+        shift = 16 - bit_depth
+        for t in frames:
+            arr = t.cpu().numpy()
+            if arr.dtype == np.uint16 and shift:
+                arr = arr >> shift
+            out.append(arr.astype(np.uint16))
+        return out
+
+
+# --------------------------------------------------------------------------- selection
+
+
+@dataclass(frozen=True)
+class Capability:
+    """What one backend can do on this machine (``reason`` says why not, when it cannot)."""
+
+    backend: str
+    encode: tuple[str, ...]
+    decode: tuple[str, ...]
+    reason: str | None = None
+
+
+@functools.lru_cache(maxsize=1)
+def _nv_probe() -> Capability:
+    try:
+        nvc = _import_nvc()
+    except BackendUnavailableError as exc:
+        return Capability("nvcodec", (), (), str(exc))
+    enc: list[str] = []
+    dec: list[str] = []
+    for codec in CODECS:
+        try:  # creating a small session is the only reliable probe (H100 has no NVENC at all)
+            nvc.CreateEncoder(64, 64, "NV12", True, codec=codec, rc="constqp", constqp=30)
+            enc.append(codec)
+        except Exception:
+            pass
+        try:
+            b = NvCodecBackend.__new__(NvCodecBackend)
+            b.nvc, b.gpu_id = nvc, 0
+            nvc.CreateDecoder(
+                gpuid=0, codec=b._codec_id(codec), cudacontext=0, cudastream=0, usedevicememory=True
+            )
+            dec.append(codec)
+        except Exception:
+            pass
+    return Capability(
+        "nvcodec", tuple(enc), tuple(dec), None if enc or dec else "no NVENC/NVDEC session opens"
+    )
+
+
+def capabilities() -> dict[str, Capability]:
+    """Probe every backend once: which codecs each can encode and decode here."""
+    try:
+        pyav = PyAVBackend()
+        cap = Capability(
+            "pyav",
+            tuple(c for c in CODECS if pyav.can_encode(c)),
+            tuple(c for c in CODECS if pyav.can_decode(c)),
+        )
+    except BackendUnavailableError as exc:
+        cap = Capability("pyav", (), (), str(exc))
+    return {"pyav": cap, "nvcodec": _nv_probe()}
+
+
+def backends_available() -> dict[str, dict[str, list[str]]]:
+    """JSON-friendly summary: ``{"pyav": {"encode": [...], "decode": [...]}, "nvcodec": {...}}``."""
+    return {name: {"encode": list(c.encode), "decode": list(c.decode)} for name, c in capabilities().items()}
+
+
+def get_backend(name: str, role: str, codec: str) -> Backend:
+    """The backend to ``role`` (``"encode"``/``"decode"``) ``codec`` with. ``"auto"`` prefers the GPU
+    (NVENC for encode, NVDEC for decode) when it can do the job, else PyAV."""
+    if name not in ("auto", "pyav", "nvcodec"):
+        raise InvalidArgumentError(f"backend must be 'auto', 'pyav' or 'nvcodec', got {name!r}")
+    if codec not in CODECS:
+        raise InvalidArgumentError(f"codec must be one of {CODECS}, got {codec!r}")
+    if name in ("auto", "nvcodec"):
+        cap = _nv_probe()
+        if codec in getattr(cap, role):
+            return NvCodecBackend()
+        if name == "nvcodec":
+            why = (
+                cap.reason
+                or f"NVIDIA {'NVENC' if role == 'encode' else 'NVDEC'} cannot {role} {codec} on this GPU"
+            )
+            raise BackendUnavailableError(f"nvcodec backend unavailable: {why}", extra="gpu")
+    return PyAVBackend()
+
+
+__all__ = [
+    "CODECS",
+    "MIN_SIDE",
+    "QP_RANGE",
+    "Capability",
+    "EncodeOptions",
+    "NvCodecBackend",
+    "PyAVBackend",
+    "backends_available",
+    "capabilities",
+    "get_backend",
+]
