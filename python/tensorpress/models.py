@@ -1,0 +1,361 @@
+"""Whole models and KV caches: plan and compress every tensor, store them in one ``.tpz``.
+
+- :func:`compress_model` — runs :func:`tensorpress.plan` on every tensor of a torch module (its
+  ``state_dict()``), a Hugging Face model, or a plain mapping of tensors, and applies each plan.
+  Tied/shared weights (the same storage under several names, e.g. a tied LM head) are compressed
+  once; the other names are recorded as aliases.
+- :func:`save_model` writes the result to one ``.tpz``; the per-tensor plans, the aliases and the
+  constraint go into the container metadata (keys :data:`PLANS_KEY`, :data:`ALIASES_KEY`,
+  :data:`CONSTRAINT_KEY`), so ``tensorpress inspect`` can show each tensor's plan.
+- :func:`load_model` reads it back as a state dict (aliases share one tensor again) and, given a
+  module, loads it with ``load_state_dict(strict=True)``.
+- :func:`compress_kv_cache` / :func:`restore_kv_cache` — a transformers ``DynamicCache`` (or a
+  legacy tuple of ``(key, value)`` per layer) compressed losslessly (byte planes + entropy codes)
+  or lossily (planned per tensor under ``max_rel_error`` / ``bits_per_value``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tensorpress import container, tensors
+from tensorpress.errors import BackendUnavailableError, FormatError, InvalidArgumentError
+from tensorpress.planner import DEFAULT_SAMPLE, Plan, plan
+
+#: Metadata key holding ``{name: plan record}`` (JSON).
+PLANS_KEY = "tensorpress.plans"
+#: Metadata key holding ``{alias: stored name}`` for tied/shared tensors (JSON).
+ALIASES_KEY = "tensorpress.aliases"
+#: Metadata key holding the constraint the model was compressed under.
+CONSTRAINT_KEY = "tensorpress.constraint"
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError:
+        raise BackendUnavailableError("tensorpress.models needs torch", extra="torch") from None
+    return torch
+
+
+class CompressedModel(dict[str, Any]):
+    """``{name: compressed tensor}`` plus :attr:`plans` (name → :class:`~tensorpress.Plan`) and
+    :attr:`aliases` (tied name → stored name)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.plans: dict[str, Plan] = {}
+        self.aliases: dict[str, str] = {}
+        self.constraint: str = "lossless"
+
+    @property
+    def nbytes(self) -> int:
+        """Compressed bytes of all stored tensors."""
+        return sum(int(getattr(v, "nbytes", 0)) for v in self.values())
+
+    @property
+    def raw_nbytes(self) -> int:
+        """Uncompressed bytes of all stored tensors (aliases not counted twice)."""
+        return sum(int(getattr(v, "raw_nbytes", 0)) for v in self.values())
+
+
+def state_dict_of(model_or_state_dict: Any) -> dict[str, Any]:
+    """The tensors of a torch module / HF model (``state_dict()``) or of a mapping."""
+    if isinstance(model_or_state_dict, Mapping):
+        return dict(model_or_state_dict)
+    state_dict = getattr(model_or_state_dict, "state_dict", None)
+    if callable(state_dict):
+        return dict(state_dict())
+    raise TypeError(
+        f"expected a torch module or a mapping of tensors, got {type(model_or_state_dict).__name__}"
+    )
+
+
+def find_aliases(state: Mapping[str, Any]) -> dict[str, str]:
+    """``{alias: first name}`` for torch tensors that are the same view of the same storage."""
+    seen: dict[tuple[Any, ...], str] = {}
+    aliases: dict[str, str] = {}
+    for name, t in state.items():
+        if not tensors.is_torch_tensor(t) or t.numel() == 0:
+            continue
+        key = (
+            t.device.type,
+            t.untyped_storage().data_ptr(),
+            t.storage_offset(),
+            tuple(t.shape),
+            tuple(t.stride()),
+            t.dtype,
+        )
+        if key in seen:
+            aliases[name] = seen[key]
+        else:
+            seen[key] = name
+    return aliases
+
+
+def _constraint_kwargs(
+    lossless: bool | None, max_rel_error: float | None, bits_per_value: float | None
+) -> dict[str, Any]:
+    if max_rel_error is None and bits_per_value is None:
+        if lossless is False:
+            raise InvalidArgumentError("lossless=False needs max_rel_error=... or bits_per_value=...")
+        return {"lossless": True}
+    if lossless:
+        raise InvalidArgumentError(
+            "give one constraint: lossless=True, max_rel_error=... or bits_per_value=..."
+        )
+    return {"max_rel_error": max_rel_error, "bits_per_value": bits_per_value}
+
+
+def compress_model(
+    model_or_state_dict: Any,
+    *,
+    lossless: bool | None = None,
+    max_rel_error: float | None = None,
+    bits_per_value: float | None = None,
+    prefer: str = "size",
+    sample: int = DEFAULT_SAMPLE,
+    video: bool = False,
+    progress: bool = False,
+) -> CompressedModel:
+    """Plan and compress every tensor; returns a :class:`CompressedModel`.
+
+    The constraint applies per tensor (``max_rel_error`` is a relative MSE bound for each tensor;
+    integer and other non-float tensors are always stored losslessly). Video candidates are off by
+    default here (``video=True`` turns them on): each costs several CPU encodes per tensor.
+    """
+    state = state_dict_of(model_or_state_dict)
+    kwargs = _constraint_kwargs(lossless, max_rel_error, bits_per_value)
+    aliases = find_aliases(state)
+    out = CompressedModel()
+    out.aliases = aliases
+    items = [(k, v) for k, v in state.items() if k not in aliases]
+    iterator: Iterable[tuple[str, Any]] = items
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(items, desc="compress", unit="tensor")
+    for name, value in iterator:
+        p = plan(value, prefer=prefer, sample=sample, video=video, **kwargs)
+        out[name] = p.apply(value)
+        out.plans[name] = p
+        out.constraint = p.constraint
+    return out
+
+
+def save_model(
+    model_or_state_dict: Any,
+    path: str | os.PathLike[str],
+    *,
+    lossless: bool | None = None,
+    max_rel_error: float | None = None,
+    bits_per_value: float | None = None,
+    prefer: str = "size",
+    sample: int = DEFAULT_SAMPLE,
+    video: bool = False,
+    metadata: Mapping[str, str] | None = None,
+    progress: bool = False,
+) -> CompressedModel:
+    """Compress (unless given a :class:`CompressedModel`) and write one ``.tpz`` at ``path``.
+
+    Returns the compressed model (with its plans)."""
+    if isinstance(model_or_state_dict, CompressedModel):
+        packed = model_or_state_dict
+    else:
+        packed = compress_model(
+            model_or_state_dict,
+            lossless=lossless,
+            max_rel_error=max_rel_error,
+            bits_per_value=bits_per_value,
+            prefer=prefer,
+            sample=sample,
+            video=video,
+            progress=progress,
+        )
+    meta = dict(metadata or {})
+    meta[PLANS_KEY] = json.dumps({k: p.to_dict() for k, p in packed.plans.items()}, separators=(",", ":"))
+    meta[ALIASES_KEY] = json.dumps(packed.aliases, separators=(",", ":"))
+    meta[CONSTRAINT_KEY] = packed.constraint
+    container.save(packed, Path(path), metadata=meta, progress=progress)
+    return packed
+
+
+def read_plans(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """The per-tensor plan records stored by :func:`save_model` (empty for other files)."""
+    with container.open(path) as f:
+        return plans_from_metadata(f.metadata)
+
+
+def plans_from_metadata(metadata: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Parse the :data:`PLANS_KEY` metadata entry (FormatError if malformed)."""
+    text = metadata.get(PLANS_KEY)
+    if not text:
+        return {}
+    try:
+        plans = json.loads(text)
+    except ValueError as exc:
+        raise FormatError(f"malformed {PLANS_KEY} metadata: {exc}") from None
+    if not isinstance(plans, dict):
+        raise FormatError(f"{PLANS_KEY} metadata must be a JSON object")
+    return plans
+
+
+def load_model(
+    path: str | os.PathLike[str],
+    model: Any = None,
+    *,
+    strict: bool = True,
+    device: Any = None,
+) -> dict[str, Any]:
+    """Read a ``.tpz`` written by :func:`save_model` (or :func:`tensorpress.save`) as a state dict
+    of torch tensors; aliases (tied weights) share one tensor. With ``model``, also
+    ``model.load_state_dict(state, strict=strict)``."""
+    torch = _torch()
+    with container.open(path) as f:
+        aliases_text = f.metadata.get(ALIASES_KEY, "{}")
+        state: dict[str, Any] = {}
+        for name in f:
+            value = tensors.decompress(f.compressed(name), as_kind="torch")
+            state[name] = value.to(device) if device is not None else value
+    try:
+        aliases = json.loads(aliases_text)
+        if not isinstance(aliases, dict):
+            raise ValueError("not an object")
+    except ValueError as exc:
+        raise FormatError(f"malformed {ALIASES_KEY} metadata: {exc}") from None
+    for alias, target in aliases.items():
+        if target not in state:
+            raise FormatError(f"alias {alias!r} points at missing tensor {target!r}")
+        state[alias] = state[target]
+    if model is not None:
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        model.load_state_dict(state, strict=strict)
+    return state
+
+
+# --- KV cache ---------------------------------------------------------------------------------
+
+
+@dataclass
+class CompressedKVCache:
+    """A compressed KV cache: per layer (key, value) compressed tensors, and the cache's kind."""
+
+    layers: list[tuple[Any, Any]]
+    kind: str
+    constraint: str
+    sliding_windows: list[int | None] = field(default_factory=list)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(int(k.nbytes) + int(v.nbytes) for k, v in self.layers)
+
+    @property
+    def raw_nbytes(self) -> int:
+        return sum(int(k.raw_nbytes) + int(v.raw_nbytes) for k, v in self.layers)
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{"layers.{i}.key": obj, "layers.{i}.value": obj}`` for :func:`tensorpress.save`."""
+        out = {}
+        for i, (k, v) in enumerate(self.layers):
+            out[f"layers.{i}.key"] = k
+            out[f"layers.{i}.value"] = v
+        return out
+
+
+def _cache_layers(cache: Any) -> tuple[list[tuple[Any, Any]], str, list[int | None]]:
+    if isinstance(cache, tuple | list):
+        layers = []
+        for i, entry in enumerate(cache):
+            if not isinstance(entry, tuple | list) or len(entry) < 2:
+                raise InvalidArgumentError(f"legacy cache layer {i} is not a (key, value) pair")
+            layers.append((entry[0], entry[1]))
+        return layers, "legacy", [None] * len(layers)
+    cache_layers = getattr(cache, "layers", None)
+    if cache_layers is None:
+        raise TypeError(
+            f"expected a transformers Cache or a tuple of (key, value), got {type(cache).__name__}"
+        )
+    layers, windows = [], []
+    for i, layer in enumerate(cache_layers):
+        keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+        if keys is None or values is None:
+            raise InvalidArgumentError(f"cache layer {i} is empty (not initialised)")
+        layers.append((keys, values))
+        window = getattr(layer, "sliding_window", None)
+        windows.append(int(window) if isinstance(window, int) else None)
+    return layers, "dynamic", windows
+
+
+def compress_kv_cache(
+    cache: Any,
+    *,
+    lossless: bool | None = None,
+    max_rel_error: float | None = None,
+    bits_per_value: float | None = None,
+    threads: int | None = None,
+) -> CompressedKVCache:
+    """Compress a transformers ``DynamicCache`` (or legacy ``((k, v), ...)``) tensor by tensor.
+
+    Lossless (default): byte planes + the best entropy code per plane (bit-exact restore; bf16 and
+    fp16 caches compress best). Lossy: each key/value tensor planned under the constraint
+    (blockwise/tender-group candidates; video skipped for speed)."""
+    kwargs = _constraint_kwargs(lossless, max_rel_error, bits_per_value)
+    layers, kind, windows = _cache_layers(cache)
+    packed = []
+    constraint = "lossless"
+    for k, v in layers:
+        pair = []
+        for t in (k, v):
+            if "lossless" in kwargs:
+                pair.append(tensors.compress(t, "auto", threads=threads))
+            else:
+                p = plan(t, video=False, **kwargs)
+                constraint = p.constraint
+                pair.append(p.apply(t))
+        packed.append((pair[0], pair[1]))
+    return CompressedKVCache(packed, kind, constraint, windows)
+
+
+def restore_kv_cache(obj: CompressedKVCache, *, device: Any = None) -> Any:
+    """Rebuild the cache: a ``transformers.DynamicCache`` (or the legacy tuple) of torch tensors."""
+    torch = _torch()
+    layers = []
+    for k, v in obj.layers:
+        kt, vt = (tensors.decompress(x, as_kind="torch") for x in (k, v))
+        if device is not None:
+            kt, vt = kt.to(device), vt.to(device)
+        layers.append((kt, vt))
+    if obj.kind == "legacy":
+        return tuple(layers)
+    try:
+        from transformers import DynamicCache
+    except ImportError:
+        raise BackendUnavailableError("restoring a DynamicCache needs transformers", extra="eval") from None
+    data = []
+    for (kt, vt), window in zip(layers, obj.sliding_windows or [None] * len(layers), strict=True):
+        data.append((kt, vt) if window is None else (kt, vt, torch.tensor(window)))
+    return DynamicCache(data)
+
+
+__all__ = [
+    "ALIASES_KEY",
+    "CONSTRAINT_KEY",
+    "PLANS_KEY",
+    "CompressedKVCache",
+    "CompressedModel",
+    "compress_kv_cache",
+    "compress_model",
+    "find_aliases",
+    "load_model",
+    "plans_from_metadata",
+    "read_plans",
+    "restore_kv_cache",
+    "save_model",
+    "state_dict_of",
+]

@@ -1,0 +1,1008 @@
+"""The planner: pick a compression method per tensor under a constraint, and say why.
+
+:func:`plan` tries every candidate method that fits the constraint on a *sample* of the tensor,
+predicts its size (for the whole tensor), its error (relative MSE ``‖x − x̂‖² / ‖x‖²`` measured on
+the sample) and its decode speed, then picks one:
+
+- ``lossless=True`` (default): per byte plane (see :mod:`tensorpress.tensors`) every entropy code
+  (QLC, Huffman, Exp-Golomb on ranks) and raw storage; sizes come from the plane histograms
+  (:func:`tensorpress.entropy.stats`, one pass in Rust) plus the exact stream overheads
+  (:func:`tensorpress.tensors.predicted_size`). A constant plane is stored raw (the stream keeps
+  one byte per constant chunk).
+- ``max_rel_error=ε``: lossless plus lossy candidates whose sample error is at most
+  :data:`ERROR_MARGIN` · ε; the smallest wins (``prefer="size"``) or the fastest to decode within
+  :data:`SPEED_SLACK` of the smallest (``prefer="speed"``). :meth:`Plan.apply` re-measures the
+  error on the *full* tensor and moves to the next candidate if the bound is broken, so the result
+  always honours ``max_rel_error``.
+- ``bits_per_value=b``: every candidate whose predicted size is at most ``b`` bits per value; the
+  smallest error wins (``prefer="speed"``: the fastest within 2x the smallest error).
+
+Lossy candidates:
+
+- ``blockwise`` — round-to-nearest symmetric INT-b with one float16 scale per block of
+  ``block_size`` values along the last dimension (the BCT primitive; the same arithmetic as
+  :func:`tensorpress.quant.blockwise.quantize` with ``scale_format="fp16"``, re-implemented here in
+  numpy so the planner needs no torch). The integer codes are then entropy-coded (or bit-packed,
+  whichever is smaller), so a 4-bit code often costs ~3 bits.
+- ``tender-group`` — Tender-style channel grouping: channels (last dimension) are put in ``G``
+  groups by abs-max with power-of-two scale ratios (thresholds ``TMax / 2^(G−1−i)``), INT-b codes.
+  Meant for activations; for weights it is usually beaten by ``blockwise`` and says so.
+- ``video`` — :func:`tensorpress.video.encode` (LLM.265) at a few bits-per-value targets, when
+  :mod:`tensorpress.video` and its backend are importable; otherwise listed as unavailable.
+
+Decode speeds are table values (:data:`DECODE_GBPS`, measured on the development VM, see the
+table's comment) unless ``measure_speed=True``, which times the decoders on the sample.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tensorpress import entropy, tensors
+from tensorpress.errors import FormatError, InvalidArgumentError
+
+#: Default sample size (elements) the candidates are tried on.
+DEFAULT_SAMPLE = 1 << 20
+#: A lossy candidate must reach ``ERROR_MARGIN * max_rel_error`` on the sample to be feasible.
+ERROR_MARGIN = 0.8
+#: ``prefer="speed"`` accepts candidates up to this much larger than the smallest feasible one.
+SPEED_SLACK = 0.10
+#: Method name of :class:`BlockwiseTensor` in the container.
+BLOCKWISE_METHOD = "blockwise"
+
+#: Decode throughput (GB/s of decoded output, one core) per codec, used to predict decode speed.
+#: Entropy codes and raw: ``tensorpress.entropy.decode(threads=1)`` on a 4 MB fp32 exponent plane
+#: of the MiniLM weights, development VM (2 vCPU shared, load ~4) — best of 5. Lossy: numpy
+#: dequantization on the same VM (the codes' entropy decode is added per candidate). Video: not
+#: measured here (no backend at the time); 0.1 GB/s is an assumption for CPU FFmpeg decode.
+DECODE_GBPS: dict[str, float] = {
+    "raw": 10.0,
+    "qlc": 0.39,
+    "dlc": 0.39,
+    "huffman": 0.54,
+    "expgolomb-rank": 0.24,
+    "expgolomb": 0.24,
+    "dequant": 0.8,
+    "video": 0.1,
+}
+#: Where each :data:`DECODE_GBPS` value comes from.
+SPEED_SOURCE: dict[str, str] = {
+    **{
+        k: "table (measured, dev VM)" for k in ("raw", "qlc", "dlc", "huffman", "expgolomb-rank", "expgolomb")
+    },
+    "dequant": "table (measured, dev VM)",
+    "video": "table (assumed, not measured)",
+}
+#: Entropy codecs tried per plane.
+PLANE_CODECS = ("qlc", "huffman", "expgolomb-rank")
+#: (bits, block_size) pairs tried for ``blockwise``.
+BLOCKWISE_GRID = ((2, 32), (3, 64), (3, 32), (4, 128), (4, 64), (4, 32), (5, 64), (6, 64), (8, 128), (8, 64))
+#: (bits, groups) pairs tried for ``tender-group``.
+TENDER_GRID = ((4, 4), (6, 4), (8, 4), (8, 8))
+#: bits-per-value targets tried for ``video``.
+VIDEO_TARGETS = (2.0, 3.0, 4.0, 6.0)
+_FLOAT_DTYPES = ("float64", "float32", "float16", "bfloat16")
+
+
+# --- candidates and plans --------------------------------------------------------------------
+
+
+@dataclass
+class Candidate:
+    """One way to store the tensor, with its predictions on the sample."""
+
+    method: str
+    label: str
+    options: dict[str, Any]
+    predicted_bytes: int
+    bits_per_value: float
+    rel_error: float
+    decode_gbps: float
+    speed_source: str
+    lossless: bool
+    feasible: bool = True
+    note: str = ""
+    verdict: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able summary."""
+        return {
+            "method": self.method,
+            "label": self.label,
+            "options": self.options,
+            "predicted_bytes": self.predicted_bytes,
+            "bits_per_value": round(self.bits_per_value, 4),
+            "rel_error": self.rel_error,
+            "decode_gbps": self.decode_gbps,
+        }
+
+
+@dataclass
+class Plan:
+    """The planner's decision for one tensor: every candidate tried and the one chosen."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    constraint: str
+    prefer: str
+    sample_size: int
+    candidates: list[Candidate]
+    chosen: Candidate
+    max_rel_error: float | None = None
+    measured_error: float | None = field(default=None, init=False)
+
+    @property
+    def numel(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def raw_nbytes(self) -> int:
+        return self.numel * tensors.dtype_from_name(self.dtype).itemsize
+
+    @property
+    def method(self) -> str:
+        return self.chosen.method
+
+    @property
+    def lossless(self) -> bool:
+        return self.chosen.lossless
+
+    def summary(self) -> str:
+        """One line: the chosen label and its predicted ratio/error (for ``tensorpress inspect``)."""
+        c = self.chosen
+        ratio = 100 * c.predicted_bytes / self.raw_nbytes if self.raw_nbytes else 100.0
+        err = "lossless" if c.lossless else f"err {c.rel_error:.2e}"
+        return f"{c.label} ({ratio:.1f} %, {err}; {self.constraint})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able record of the decision (stored by :func:`tensorpress.save_model`)."""
+        return {
+            "constraint": self.constraint,
+            "prefer": self.prefer,
+            "chosen": self.chosen.to_dict(),
+            "summary": self.summary(),
+            "candidates": len(self.candidates),
+            "measured_error": self.measured_error,
+        }
+
+    def explain(self) -> str:
+        """Human-readable table of every candidate: predicted size, error, speed, and verdict."""
+        shape = "x".join(str(d) for d in self.shape) or "scalar"
+        lines = [
+            f"plan for {self.dtype}[{shape}] ({self.raw_nbytes:,} bytes raw), constraint {self.constraint}, "
+            f"prefer {self.prefer}; candidates tried on a sample of {self.sample_size:,} values",
+            f"chosen: {self.chosen.label} — {self.chosen.verdict}",
+            "",
+            f"{'candidate':<40}{'bytes':>14}{'bits/val':>10}{'rel MSE':>11}{'GB/s':>8}  verdict",
+        ]
+        for c in self.candidates:
+            mark = "*" if c is self.chosen else " "
+            err = "0" if c.lossless else (f"{c.rel_error:.2e}" if math.isfinite(c.rel_error) else "-")
+            size = f"{c.predicted_bytes:,}" if c.predicted_bytes >= 0 else "-"
+            bpv = f"{c.bits_per_value:.3f}" if c.predicted_bytes >= 0 else "-"
+            lines.append(f"{mark}{c.label:<39}{size:>14}{bpv:>10}{err:>11}{c.decode_gbps:>8.2f}  {c.verdict}")
+        sources = sorted({c.speed_source for c in self.candidates if c.speed_source})
+        lines.append("")
+        lines.append("decode speeds: " + "; ".join(sources))
+        if self.measured_error is not None:
+            lines.append(f"error of the applied result on the full tensor: {self.measured_error:.3e}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.explain()
+
+    def apply(self, tensor: Any) -> Any:
+        """Compress ``tensor`` (the one planned, or one like it) with the chosen candidate.
+
+        Returns a :class:`~tensorpress.tensors.CompressedTensor`, a :class:`BlockwiseTensor` or a
+        video tensor — all storable by :func:`tensorpress.save`. With ``max_rel_error`` the error is
+        re-measured on the full tensor; if the chosen candidate breaks the bound, the next feasible
+        candidate (by the same ordering) is applied instead and becomes :attr:`chosen`.
+        """
+        arr, kind, device = tensors.to_numpy(tensor)
+        order = [self.chosen] + [c for c in self._ranked() if c is not self.chosen]
+        for cand in order:
+            obj = _apply_candidate(cand, arr, kind, device)
+            if cand.lossless or self.max_rel_error is None:
+                self.measured_error = 0.0 if cand.lossless else None
+                if not cand.lossless:
+                    self.measured_error = rel_mse(arr, _decoded_numpy(obj))
+                self.chosen = cand
+                return obj
+            err = rel_mse(arr, _decoded_numpy(obj))
+            if err <= self.max_rel_error:
+                self.measured_error = err
+                if cand is not self.chosen:
+                    cand.verdict = f"applied instead (full-tensor error {err:.2e} meets the bound)"
+                self.chosen = cand
+                return obj
+            cand.verdict = f"rejected on apply: full-tensor error {err:.2e} > {self.max_rel_error:.2e}"
+        raise AssertionError("unreachable: the lossless candidate always meets the bound")
+
+    def _ranked(self) -> list[Candidate]:
+        return sorted(
+            (c for c in self.candidates if c.feasible and c.method != "lossless-plane"), key=_size_key
+        )
+
+
+def _size_key(c: Candidate) -> tuple[float, float]:
+    return (c.predicted_bytes, -c.decode_gbps)
+
+
+# --- numeric helpers --------------------------------------------------------------------------
+
+
+def rel_mse(reference: np.ndarray, approx: np.ndarray) -> float:
+    """``‖x − x̂‖² / ‖x‖²`` in float64 (0 when both are all zero; inf when x is 0 and x̂ is not)."""
+    x = np.asarray(reference, dtype=np.float64).reshape(-1)
+    y = np.asarray(approx, dtype=np.float64).reshape(-1)
+    num = float(np.sum((x - y) ** 2))
+    den = float(np.sum(x * x))
+    if den == 0.0:
+        return 0.0 if num == 0.0 else math.inf
+    return num / den
+
+
+def as_matrix(arr: np.ndarray) -> np.ndarray:
+    """2-D view ``(prod(leading dims), last dim)``; scalars are ``(1, 1)``, vectors ``(1, n)``."""
+    if arr.ndim == 0:
+        return arr.reshape(1, 1)
+    if arr.ndim == 1:
+        return arr.reshape(1, -1)
+    return arr.reshape(-1, arr.shape[-1])
+
+
+def sample_rows(arr: np.ndarray, max_values: int) -> np.ndarray:
+    """A sample of about ``max_values`` values that keeps the matrix structure: evenly spaced whole
+    rows of :func:`as_matrix`, or evenly spaced 4096-value segments of a very long row."""
+    m = as_matrix(np.ascontiguousarray(arr))
+    rows, cols = m.shape
+    if m.size <= max_values:
+        return m
+    if cols <= max_values:
+        k = max(1, max_values // cols)
+        idx = np.linspace(0, rows - 1, k).round().astype(np.int64)
+        return m[np.unique(idx)]
+    seg = 4096
+    k = max(1, max_values // seg)
+    flat = m.reshape(-1)
+    starts = np.linspace(0, flat.size - seg, k).round().astype(np.int64)
+    return np.stack([flat[s : s + seg] for s in np.unique(starts)])
+
+
+# --- blockwise / tender-group quantized tensors ----------------------------------------------
+
+
+def _fp16_scales(absmax: np.ndarray, qmax: int) -> np.ndarray:
+    """absmax/qmax rounded *up* to float16 (so no code overflows); 1 for all-zero blocks."""
+    raw = absmax.astype(np.float32) / np.float32(qmax)
+    with np.errstate(over="ignore"):
+        s16 = np.minimum(raw, np.float32(65504.0)).astype(np.float16)
+    low = s16.astype(np.float32) < raw
+    s16 = np.where(low, np.nextafter(s16, np.float16(np.inf)), s16)
+    return np.where(absmax > 0, s16, np.float16(1.0)).astype(np.float16)
+
+
+def rtn_blockwise(m: np.ndarray, bits: int, block_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Round-to-nearest symmetric INT-``bits`` with an fp16 scale per ``block_size`` values along
+    the rows of matrix ``m``. Returns (int codes in [−qmax, qmax] of shape m, fp16 scales of shape
+    (rows, n_blocks)). Same arithmetic as ``tensorpress.quant.blockwise.quantize(...,
+    scale_format="fp16")``."""
+    qmax = (1 << (bits - 1)) - 1
+    rows, cols = m.shape
+    pad = (-cols) % block_size
+    x = np.asarray(m, dtype=np.float32)
+    if pad:
+        x = np.pad(x, ((0, 0), (0, pad)))
+    blocks = x.reshape(rows, -1, block_size)
+    scales = _fp16_scales(np.abs(blocks).max(axis=-1), qmax)
+    codes = np.clip(np.rint(blocks / scales.astype(np.float32)[..., None]), -qmax, qmax)
+    return codes.reshape(rows, -1)[:, :cols].astype(np.int16), scales
+
+
+def rtn_dequantize(codes: np.ndarray, scales: np.ndarray, block_size: int) -> np.ndarray:
+    """Inverse of :func:`rtn_blockwise` (float32)."""
+    cols = codes.shape[1]
+    s = np.repeat(scales.astype(np.float32), block_size, axis=1)[:, :cols]
+    return codes.astype(np.float32) * s
+
+
+def tender_group(m: np.ndarray, bits: int, groups: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Tender-style grouping of the columns of ``m``: thresholds ``t_i = TMax / 2^(G−1−i)``, column
+    ``c`` in the smallest group with ``t_i ≥ absmax_c``, scale ``t_i / qmax``. Returns (codes,
+    group index per column as uint8, TMax)."""
+    qmax = (1 << (bits - 1)) - 1
+    x = np.asarray(m, dtype=np.float32)
+    absmax = np.abs(x).max(axis=0) if x.shape[0] else np.zeros(x.shape[1], np.float32)
+    tmax = float(absmax.max()) if absmax.size else 0.0
+    if tmax == 0.0 or not math.isfinite(tmax):
+        tmax = 1.0 if tmax == 0.0 else tmax
+    thresholds = np.float32(tmax) / np.exp2(np.arange(groups - 1, -1, -1, dtype=np.float32))
+    group = np.searchsorted(thresholds, absmax, side="left").clip(0, groups - 1).astype(np.uint8)
+    scale = (thresholds / np.float32(qmax))[group]
+    codes = np.clip(np.rint(x / scale), -qmax, qmax).astype(np.int16)
+    return codes, group, tmax
+
+
+def tender_dequantize(
+    codes: np.ndarray, group: np.ndarray, tmax: float, bits: int, groups: int
+) -> np.ndarray:
+    """Inverse of :func:`tender_group` (float32)."""
+    qmax = (1 << (bits - 1)) - 1
+    thresholds = np.float32(tmax) / np.exp2(np.arange(groups - 1, -1, -1, dtype=np.float32))
+    return codes.astype(np.float32) * (thresholds / np.float32(qmax))[group]
+
+
+def pack_bits(values: np.ndarray, bits: int) -> bytes:
+    """Pack unsigned ``values`` (< 2^bits) at ``bits`` bits each, LSB first."""
+    v = np.ascontiguousarray(values, dtype=np.uint8).reshape(-1)
+    if bits == 8:
+        return v.tobytes()
+    bitmat = (v[:, None] >> np.arange(bits, dtype=np.uint8)) & 1
+    return np.packbits(bitmat.reshape(-1), bitorder="little").tobytes()
+
+
+def unpack_bits(data: bytes | memoryview, bits: int, count: int) -> np.ndarray:
+    """Inverse of :func:`pack_bits`."""
+    raw = np.frombuffer(data, dtype=np.uint8)
+    if bits == 8:
+        if raw.size < count:
+            raise FormatError(f"packed codes hold {raw.size} values, expected {count}")
+        return raw[:count].copy()
+    need = -(-count * bits // 8)
+    if raw.size < need:
+        raise FormatError(f"packed codes hold {raw.size} bytes, expected {need}")
+    bitmat = np.unpackbits(raw[:need], bitorder="little")[: count * bits].reshape(count, bits)
+    return (bitmat << np.arange(bits, dtype=np.uint8)).sum(axis=1, dtype=np.uint16).astype(np.uint8)
+
+
+def _code_layouts(u: np.ndarray, bits: int) -> dict[str, int]:
+    """Predicted bytes of the code plane ``u`` (uint8) per layout: bit-packed and entropy codes."""
+    n = u.size
+    sizes = {"packed": -(-n * bits // 8)}
+    if n:
+        st = entropy.stats(u)
+        for c in PLANE_CODECS:
+            sizes[c] = tensors.predicted_size(
+                n, st.codecs[c].mean_code_len, c, entropy.DEFAULT_LANES, entropy.DEFAULT_CHUNK_SIZE
+            )
+    return sizes
+
+
+@dataclass
+class BlockwiseTensor:
+    """A lossy tensor: integer codes (bit-packed or entropy-coded) plus per-block fp16 scales
+    (``scheme="rtn-block"``) or per-column power-of-two groups (``scheme="tender-group"``)."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    scheme: str
+    bits: int
+    block_size: int
+    layout: str
+    codes: bytes
+    side: bytes
+    tmax: float = 0.0
+    kind: str = "numpy"
+    device: str | None = None
+    method: str = field(default=BLOCKWISE_METHOD, init=False)
+
+    @property
+    def numel(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.codes) + len(self.side)
+
+    @property
+    def raw_nbytes(self) -> int:
+        return self.numel * tensors.dtype_from_name(self.dtype).itemsize
+
+    @property
+    def bits_per_value(self) -> float:
+        return 8 * self.nbytes / self.numel if self.numel else 0.0
+
+    @property
+    def codec(self) -> str:
+        group = f"g{self.block_size}" if self.scheme == "rtn-block" else f"G{self.block_size}"
+        return f"{self.scheme}-b{self.bits}-{group}+{self.layout}"
+
+    def header(self) -> dict[str, Any]:
+        return {
+            "dtype": self.dtype,
+            "shape": list(self.shape),
+            "scheme": self.scheme,
+            "bits": self.bits,
+            "block_size": self.block_size,
+            "layout": self.layout,
+            "codes_length": len(self.codes),
+            "tmax": self.tmax,
+            "kind": self.kind,
+            "device": self.device,
+        }
+
+    def payload(self) -> bytes:
+        return self.codes + self.side
+
+    @classmethod
+    def from_parts(cls, header: dict[str, Any], payload: bytes | memoryview) -> BlockwiseTensor:
+        """Rebuild from :meth:`header` and :meth:`payload` (FormatError if inconsistent)."""
+        try:
+            dtype = str(header["dtype"])
+            shape = tuple(int(d) for d in header["shape"])
+            scheme = str(header["scheme"])
+            bits = int(header["bits"])
+            block = int(header["block_size"])
+            layout = str(header["layout"])
+            n_codes = int(header["codes_length"])
+            tmax = float(header.get("tmax", 0.0))
+            kind = str(header.get("kind", "numpy"))
+            device = header.get("device")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FormatError(f"malformed blockwise tensor header: {exc!r}") from None
+        tensors.dtype_from_name(dtype)
+        if scheme not in ("rtn-block", "tender-group") or not 2 <= bits <= 8 or block < 1:
+            raise FormatError(f"bad blockwise parameters: {scheme} bits={bits} block={block}")
+        if layout != "packed" and layout not in entropy.CODECS:
+            raise FormatError(f"unknown code layout {layout!r}")
+        if any(d < 0 for d in shape) or kind not in ("numpy", "torch"):
+            raise FormatError(f"bad shape {shape} or kind {kind!r}")
+        view = bytes(payload)
+        if not 0 <= n_codes <= len(view):
+            raise FormatError(f"codes length {n_codes} outside the {len(view)}-byte payload")
+        obj = cls(dtype, shape, scheme, bits, block, layout, view[:n_codes], view[n_codes:], tmax, kind)
+        obj.device = device if isinstance(device, str) else None
+        rows, cols = obj._matrix_shape()
+        expect = rows * -(-cols // block) * 2 if scheme == "rtn-block" else cols
+        if len(obj.side) != expect:
+            raise FormatError(f"side information is {len(obj.side)} bytes, expected {expect}")
+        return obj
+
+    def _matrix_shape(self) -> tuple[int, int]:
+        if len(self.shape) == 0:
+            return 1, 1
+        cols = self.shape[-1]
+        return (self.numel // cols if cols else 0), cols
+
+    def dequantize_numpy(self) -> np.ndarray:
+        """Decoded values as a numpy array of the original dtype and shape."""
+        rows, cols = self._matrix_shape()
+        qmax = (1 << (self.bits - 1)) - 1
+        n = rows * cols
+        if self.layout == "packed":
+            u = unpack_bits(self.codes, self.bits, n)
+        else:
+            u = entropy.decode(self.codes, max_size=n)
+            if u.size != n:
+                raise FormatError(f"code stream holds {u.size} values, expected {n}")
+        codes = (u.astype(np.int16) - qmax).reshape(rows, cols)
+        if self.scheme == "rtn-block":
+            nb = -(-cols // self.block_size)
+            scales = np.frombuffer(self.side, dtype="<f2").reshape(rows, nb)
+            out = rtn_dequantize(codes, scales, self.block_size)
+        else:
+            group = np.frombuffer(self.side, dtype=np.uint8)
+            if group.size and int(group.max()) >= self.block_size:
+                raise FormatError("group index out of range")
+            out = tender_dequantize(codes, group, self.tmax, self.bits, self.block_size)
+        return out.astype(tensors.dtype_from_name(self.dtype)).reshape(self.shape)
+
+    def decode(self) -> Any:
+        """Decoded tensor, as the kind (numpy/torch) and device it came from."""
+        return tensors.from_numpy(self.dequantize_numpy(), self.kind, self.device)
+
+
+def quantize_blockwise(
+    tensor: Any,
+    bits: int = 4,
+    block_size: int = 128,
+    *,
+    scheme: str = "rtn-block",
+    layout: str = "auto",
+) -> BlockwiseTensor:
+    """Quantize a float tensor (numpy or torch) to a :class:`BlockwiseTensor`.
+
+    ``scheme="rtn-block"``: ``block_size`` values per fp16 scale along the last dimension;
+    ``scheme="tender-group"``: ``block_size`` is the number of groups. ``layout="auto"`` stores the
+    codes bit-packed or entropy-coded, whichever is smaller; or name one (``"packed"``, a codec).
+    """
+    if not 2 <= bits <= 8:
+        raise InvalidArgumentError(f"bits must be in [2, 8], got {bits}")
+    if block_size < 1:
+        raise InvalidArgumentError(f"block_size must be positive, got {block_size}")
+    arr, kind, device = tensors.to_numpy(tensor)
+    name = tensors.dtype_name(arr.dtype)
+    if name not in _FLOAT_DTYPES:
+        raise InvalidArgumentError(f"blockwise quantization needs a float tensor, got {name}")
+    m = as_matrix(np.ascontiguousarray(arr)).astype(np.float32)
+    qmax = (1 << (bits - 1)) - 1
+    tmax = 0.0
+    if scheme == "rtn-block":
+        codes, scales = rtn_blockwise(m, bits, block_size)
+        side = scales.astype("<f2").tobytes()
+    elif scheme == "tender-group":
+        if block_size > 255:
+            raise InvalidArgumentError("tender-group takes at most 255 groups")
+        codes, group, tmax = tender_group(m, bits, block_size)
+        side = group.tobytes()
+    else:
+        raise InvalidArgumentError(f"unknown scheme {scheme!r}")
+    u = (codes + qmax).astype(np.uint8).reshape(-1)
+    if layout == "auto":
+        sizes = _code_layouts(u, bits)
+        layout = min(sizes, key=sizes.__getitem__)
+    blob = pack_bits(u, bits) if layout == "packed" else entropy.encode(u, layout)
+    return BlockwiseTensor(
+        name, tuple(arr.shape), scheme, bits, block_size, layout, blob, side, tmax, kind, device
+    )
+
+
+# --- candidate generation --------------------------------------------------------------------
+
+
+def _plane_candidates(
+    planes: list[np.ndarray], full_n: int, prefer: str, speeds: dict[str, float]
+) -> tuple[list[Candidate], list[str], int, float]:
+    """Per-plane candidates; returns (rows for explain, chosen codec per plane, total bytes,
+    predicted decode GB/s of the whole tensor)."""
+    rows: list[Candidate] = []
+    chosen: list[str] = []
+    total = 0
+    seconds = 0.0
+    lanes, chunk = entropy.DEFAULT_LANES, entropy.DEFAULT_CHUNK_SIZE
+    raw_size = tensors.predicted_size(full_n, 8.0, "raw", lanes, chunk)
+    for i, plane in enumerate(planes):
+        sizes: dict[str, int] = {}
+        if plane.size == 0:
+            sizes["raw"] = raw_size
+            constant = False
+        else:
+            constant = bool(np.all(plane == plane[0]))
+            if constant:
+                chunks = -(-full_n // chunk)
+                sizes["raw"] = 28 + chunks * (8 + 1 + 1)
+            else:
+                sizes["raw"] = raw_size
+                st = entropy.stats(plane)
+                for c in PLANE_CODECS:
+                    sizes[c] = tensors.predicted_size(full_n, st.codecs[c].mean_code_len, c, lanes, chunk)
+        best_size = min(sizes.values())
+        coded = {c: s for c, s in sizes.items() if c != "raw"}
+        if constant or not coded:
+            pick = "raw"
+            why = "constant plane: stored as constant chunks" if constant else "empty plane"
+        else:
+            best_coded = min(coded, key=coded.__getitem__)
+            if coded[best_coded] > (1 - tensors.MIN_SAVING) * sizes["raw"]:
+                pick, why = "raw", f"no code saves {100 * tensors.MIN_SAVING:.0f} % of the plane"
+            elif prefer == "speed":
+                ok = [c for c, s in coded.items() if s <= coded[best_coded] + SPEED_SLACK * full_n]
+                pick = max(ok, key=lambda c: speeds[c])
+                if sizes["raw"] <= coded[pick] * (1 + SPEED_SLACK):
+                    pick = "raw"
+                why = "fastest decode within the size slack"
+            else:
+                pick, why = best_coded, "smallest"
+        for c, s in sizes.items():
+            verdict = f"chosen for plane {i}: {why}" if c == pick else _plane_reject(c, s, best_size, pick)
+            rows.append(
+                Candidate(
+                    method="lossless-plane",
+                    label=f"  plane {i}: {c}",
+                    options={"plane": i, "codec": c},
+                    predicted_bytes=s,
+                    bits_per_value=8 * s / full_n if full_n else 0.0,
+                    rel_error=0.0,
+                    decode_gbps=speeds[c],
+                    speed_source=SPEED_SOURCE.get(c, ""),
+                    lossless=True,
+                    verdict=verdict,
+                )
+            )
+        chosen.append(pick)
+        total += sizes[pick]
+        seconds += full_n / (speeds[pick] * 1e9)
+    n_bytes_out = full_n * len(planes)
+    return rows, chosen, total, (n_bytes_out / seconds / 1e9 if seconds else speeds["raw"])
+
+
+def _plane_reject(codec: str, size: int, best: int, pick: str) -> str:
+    if size == best:
+        return f"as small as {pick} but not preferred"
+    return f"rejected: {100 * (size / best - 1):.1f} % larger than the best"
+
+
+def _lossless_candidates(
+    arr: np.ndarray, sample: np.ndarray, prefer: str, speeds: dict[str, float]
+) -> list[Candidate]:
+    name = tensors.dtype_name(arr.dtype)
+    transform = tensors.transform_name(name)
+    flat = np.ascontiguousarray(sample).reshape(-1)
+    planes = tensors.split_planes(flat, transform)
+    full_n = arr.size
+    if transform == "nibbles":
+        full_n = (arr.size + 1) // 2
+    rows, codecs, total, gbps = _plane_candidates(planes, full_n, prefer, speeds)
+    best = Candidate(
+        method="lossless",
+        label=f"lossless {transform} [{'+'.join(codecs)}]",
+        options={"transform": transform, "codecs": codecs},
+        predicted_bytes=total,
+        bits_per_value=8 * total / arr.size if arr.size else 0.0,
+        rel_error=0.0,
+        decode_gbps=gbps,
+        speed_source=SPEED_SOURCE["raw"],
+        lossless=True,
+    )
+    out = [best]
+    # Uniform alternatives: one codec for every plane, and raw.
+    for c in (*PLANE_CODECS, "raw"):
+        per_plane = [r for r in rows if r.options["codec"] == c]
+        size = sum(r.predicted_bytes for r in per_plane)
+        if len(per_plane) != len(planes):
+            continue  # some plane (constant/empty) has no such code: not a distinct candidate
+        if [c] * len(planes) == codecs:
+            continue
+        out.append(
+            Candidate(
+                method="lossless",
+                label=f"lossless {transform} [all {c}]",
+                options={"transform": transform, "codecs": [c] * len(planes)},
+                predicted_bytes=size,
+                bits_per_value=8 * size / arr.size if arr.size else 0.0,
+                rel_error=0.0,
+                decode_gbps=speeds[c],
+                speed_source=SPEED_SOURCE.get(c, ""),
+                lossless=True,
+            )
+        )
+    return out + rows
+
+
+def _blockwise_candidates(
+    m: np.ndarray, full_numel: int, full_rows: int, speeds: dict[str, float]
+) -> list[Candidate]:
+    out = []
+    x64 = m.astype(np.float64)
+    cols = m.shape[1]
+    for bits, block in BLOCKWISE_GRID:
+        qmax = (1 << (bits - 1)) - 1
+        codes, scales = rtn_blockwise(m, bits, block)
+        err = rel_mse(x64, rtn_dequantize(codes, scales, block))
+        u = (codes + qmax).astype(np.uint8).reshape(-1)
+        sizes = _code_layouts(u, bits)
+        scale = full_numel / max(u.size, 1)
+        layout_sizes = {k: int(v * scale) for k, v in sizes.items()}
+        layout = min(layout_sizes, key=layout_sizes.__getitem__)
+        side = full_rows * -(-cols // block) * 2
+        total = layout_sizes[layout] + side
+        gbps = 1.0 / (1.0 / speeds["dequant"] + (1.0 / speeds[layout] if layout != "packed" else 0.0))
+        out.append(
+            Candidate(
+                method="blockwise",
+                label=f"blockwise rtn b{bits} g{block} [{layout}]",
+                options={"scheme": "rtn-block", "bits": bits, "block_size": block, "layout": layout},
+                predicted_bytes=total,
+                bits_per_value=8 * total / full_numel,
+                rel_error=err,
+                decode_gbps=gbps,
+                speed_source=SPEED_SOURCE["dequant"],
+                lossless=False,
+                note="local numpy RTN-blockwise (fp16 scales, same arithmetic as quant.blockwise)",
+            )
+        )
+    return out
+
+
+def _tender_candidates(m: np.ndarray, full_numel: int, speeds: dict[str, float]) -> list[Candidate]:
+    out = []
+    x64 = m.astype(np.float64)
+    for bits, groups in TENDER_GRID:
+        qmax = (1 << (bits - 1)) - 1
+        codes, group, tmax = tender_group(m, bits, groups)
+        err = rel_mse(x64, tender_dequantize(codes, group, tmax, bits, groups))
+        u = (codes + qmax).astype(np.uint8).reshape(-1)
+        sizes = _code_layouts(u, bits)
+        scale = full_numel / max(u.size, 1)
+        layout_sizes = {k: int(v * scale) for k, v in sizes.items()}
+        layout = min(layout_sizes, key=layout_sizes.__getitem__)
+        total = layout_sizes[layout] + m.shape[1]
+        gbps = 1.0 / (1.0 / speeds["dequant"] + (1.0 / speeds[layout] if layout != "packed" else 0.0))
+        out.append(
+            Candidate(
+                method="blockwise",
+                label=f"tender-group b{bits} G{groups} [{layout}]",
+                options={"scheme": "tender-group", "bits": bits, "block_size": groups, "layout": layout},
+                predicted_bytes=total,
+                bits_per_value=8 * total / full_numel,
+                rel_error=err,
+                decode_gbps=gbps,
+                speed_source=SPEED_SOURCE["dequant"],
+                lossless=False,
+                note="Tender-style channel grouping (pow2 scale ratios), local numpy",
+            )
+        )
+    return out
+
+
+def _video_module() -> tuple[Any, str]:
+    try:
+        import tensorpress.video as video
+
+        encode, decode = video.encode, video.decode
+    except (ImportError, AttributeError) as exc:
+        return None, f"tensorpress.video unavailable ({type(exc).__name__}: {exc})"
+    _ = (encode, decode)
+    return video, ""
+
+
+def _video_candidates(m: np.ndarray, full_numel: int, targets: tuple[float, ...]) -> list[Candidate]:
+    video, why = _video_module()
+    if video is None:
+        return [_unavailable("video", why)]
+    out: list[Candidate] = []
+    x64 = m.astype(np.float64)
+    for bpv in targets:
+        try:
+            obj = video.encode(np.ascontiguousarray(m), bits_per_value=bpv)
+            err = rel_mse(x64, _decoded_numpy(obj))
+            nbytes = int(getattr(obj, "nbytes", len(obj.payload())))
+        except Exception as exc:  # a backend that cannot run here: report, do not fail the plan
+            return [*out, _unavailable(f"video {bpv:g} bits/value", f"{type(exc).__name__}: {exc}")]
+        total = int(nbytes * full_numel / max(m.size, 1))
+        out.append(
+            Candidate(
+                method="video",
+                label=f"video hevc ~{bpv:g} bits/value",
+                options={"bits_per_value": bpv},
+                predicted_bytes=total,
+                bits_per_value=8 * total / full_numel,
+                rel_error=err,
+                decode_gbps=DECODE_GBPS["video"],
+                speed_source=SPEED_SOURCE["video"],
+                lossless=False,
+            )
+        )
+    return out
+
+
+def _unavailable(label: str, why: str) -> Candidate:
+    return Candidate(
+        method="unavailable",
+        label=label,
+        options={},
+        predicted_bytes=-1,
+        bits_per_value=math.inf,
+        rel_error=math.inf,
+        decode_gbps=0.0,
+        speed_source="",
+        lossless=False,
+        feasible=False,
+        verdict=f"unavailable: {why}",
+    )
+
+
+def _decoded_numpy(obj: Any) -> np.ndarray:
+    if isinstance(obj, BlockwiseTensor):
+        return obj.dequantize_numpy()
+    if isinstance(obj, tensors.CompressedTensor):
+        return np.asarray(tensors.decompress(obj, as_kind="numpy"))
+    try:
+        import tensorpress.video as video
+
+        out = video.decode(obj)
+    except (ImportError, AttributeError):
+        out = tensors.decompress(obj)
+    arr, _, _ = tensors.to_numpy(out)
+    return arr
+
+
+def _apply_candidate(cand: Candidate, arr: np.ndarray, kind: str, device: str | None) -> Any:
+    if cand.method == "lossless":
+        name = tensors.dtype_name(arr.dtype)
+        transform = tensors.transform_name(name)
+        flat = np.ascontiguousarray(arr).reshape(-1)
+        planes = tensors.split_planes(flat, transform)
+        codecs = list(cand.options["codecs"])
+        if len(codecs) != len(planes):
+            raise InvalidArgumentError(
+                f"plan has {len(codecs)} plane codecs, tensor has {len(planes)} planes"
+            )
+        streams = [tensors.PlaneStream(c, entropy.encode(p, c)) for p, c in zip(planes, codecs, strict=True)]
+        return tensors.CompressedTensor(name, tuple(arr.shape), transform, streams, kind, device)
+    if cand.method == "blockwise":
+        o = cand.options
+        obj = quantize_blockwise(arr, o["bits"], o["block_size"], scheme=o["scheme"], layout=o["layout"])
+        obj.kind, obj.device = kind, device
+        return obj
+    if cand.method == "video":
+        import tensorpress.video as video
+
+        source = tensors.from_numpy(arr, kind, device)
+        return video.encode(source, bits_per_value=cand.options["bits_per_value"])
+    raise InvalidArgumentError(f"candidate {cand.label!r} cannot be applied")
+
+
+# --- the entry point -------------------------------------------------------------------------
+
+
+def measure_decode_speeds(sample: np.ndarray | None = None, repeats: int = 3) -> dict[str, float]:
+    """Time ``entropy.decode`` (one thread) of every codec on ``sample`` bytes (default: 1 MiB of
+    a skewed synthetic byte plane); returns GB/s per codec (lossy entries from the table)."""
+    rng = np.random.default_rng(0)
+    data = sample if sample is not None else rng.geometric(0.3, 1 << 20).clip(0, 255).astype(np.uint8)
+    data = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+    out = dict(DECODE_GBPS)
+    for c in ("raw", *PLANE_CODECS):
+        blob = entropy.encode(data, c, threads=1)
+        best = math.inf
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            entropy.decode(blob, threads=1)
+            best = min(best, time.perf_counter() - t0)
+        out[c] = data.size / max(best, 1e-9) / 1e9
+    return out
+
+
+def plan(
+    tensor: Any,
+    *,
+    lossless: bool | None = None,
+    max_rel_error: float | None = None,
+    bits_per_value: float | None = None,
+    prefer: str = "size",
+    sample: int = DEFAULT_SAMPLE,
+    video: bool = True,
+    measure_speed: bool = False,
+) -> Plan:
+    """Plan how to compress ``tensor`` (numpy or torch); see the module docstring.
+
+    Exactly one constraint: ``lossless=True`` (the default when none is given), ``max_rel_error``
+    (relative MSE bound) or ``bits_per_value`` (size budget). ``prefer`` is ``"size"`` or
+    ``"speed"``. ``sample`` bounds the values the candidates are tried on. ``video=False`` skips
+    the (slow) video candidates. ``measure_speed`` times the entropy decoders instead of using
+    :data:`DECODE_GBPS`.
+    """
+    given = [
+        lossless is not None and lossless is not False,
+        max_rel_error is not None,
+        bits_per_value is not None,
+    ]
+    if sum(given) > 1:
+        raise InvalidArgumentError(
+            "give one constraint: lossless=True, max_rel_error=... or bits_per_value=..."
+        )
+    if lossless is False and not any(given[1:]):
+        raise InvalidArgumentError("lossless=False needs max_rel_error=... or bits_per_value=...")
+    if prefer not in ("size", "speed"):
+        raise InvalidArgumentError(f"prefer must be 'size' or 'speed', got {prefer!r}")
+    if max_rel_error is not None and not (max_rel_error >= 0 and math.isfinite(max_rel_error)):
+        raise InvalidArgumentError(f"max_rel_error must be a finite number >= 0, got {max_rel_error}")
+    if bits_per_value is not None and not bits_per_value > 0:
+        raise InvalidArgumentError(f"bits_per_value must be positive, got {bits_per_value}")
+    if sample < 1024:
+        raise InvalidArgumentError(f"sample must be at least 1024 values, got {sample}")
+    arr, _, _ = tensors.to_numpy(tensor)
+    name = tensors.dtype_name(arr.dtype)
+    speeds = measure_decode_speeds() if measure_speed else dict(DECODE_GBPS)
+    if measure_speed:
+        for c in ("raw", *PLANE_CODECS):
+            SPEED_SOURCE[c] = "measured now (entropy.decode, 1 thread)"
+    sub = sample_rows(arr, sample)
+    if max_rel_error is not None:
+        constraint = f"max_rel_error={max_rel_error:g}"
+    elif bits_per_value is not None:
+        constraint = f"bits_per_value={bits_per_value:g}"
+    else:
+        constraint = "lossless"
+    cands = _lossless_candidates(arr, sub, prefer, speeds)
+    if constraint != "lossless":
+        if name in _FLOAT_DTYPES and arr.size:
+            m = sub.astype(np.float32)
+            if not np.all(np.isfinite(m)):
+                cands.append(_unavailable("lossy methods", "tensor holds inf/nan values"))
+            else:
+                full_rows = as_matrix(arr).shape[0]
+                cands += _blockwise_candidates(m, arr.size, full_rows, speeds)
+                if m.shape[0] >= 2:
+                    cands += _tender_candidates(m, arr.size, speeds)
+                if video:
+                    cands += _video_candidates(m, arr.size, VIDEO_TARGETS)
+        else:
+            cands.append(_unavailable("lossy methods", f"{name} is not a float tensor (or it is empty)"))
+    chosen = _choose(cands, constraint, max_rel_error, bits_per_value, prefer)
+    return Plan(name, tuple(arr.shape), constraint, prefer, int(sub.size), cands, chosen, max_rel_error)
+
+
+def _choose(
+    cands: list[Candidate],
+    constraint: str,
+    max_rel_error: float | None,
+    bits_per_value: float | None,
+    prefer: str,
+) -> Candidate:
+    whole = [c for c in cands if c.method not in ("lossless-plane", "unavailable")]
+    for c in whole:
+        if constraint == "lossless" and not c.lossless:
+            c.feasible, c.verdict = False, "rejected: lossy"
+        elif max_rel_error is not None and c.rel_error > ERROR_MARGIN * max_rel_error and not c.lossless:
+            c.feasible = False
+            c.verdict = f"rejected: sample error {c.rel_error:.2e} > {ERROR_MARGIN:g} x {max_rel_error:g}"
+        elif bits_per_value is not None and c.bits_per_value > bits_per_value:
+            c.feasible = False
+            c.verdict = f"rejected: {c.bits_per_value:.2f} bits/value > {bits_per_value:g}"
+    feasible = [c for c in whole if c.feasible]
+    if not feasible:
+        # Only possible with a bits budget below what anything reaches: take the smallest.
+        best = min(whole, key=_size_key)
+        best.verdict = "no candidate meets the budget; smallest taken"
+        best.feasible = True
+        return best
+    if bits_per_value is not None:
+        min_err = min(c.rel_error for c in feasible)
+        if prefer == "speed":
+            ok = [c for c in feasible if c.rel_error <= 2 * min_err + 1e-300]
+            best = max(ok, key=lambda c: (c.decode_gbps, -c.rel_error))
+            why = "fastest decode within 2x the smallest error in the budget"
+        else:
+            best = min(feasible, key=lambda c: (c.rel_error, c.predicted_bytes))
+            why = "smallest error within the bits budget"
+    else:
+        smallest = min(feasible, key=_size_key)
+        if prefer == "speed":
+            limit = smallest.predicted_bytes * (1 + SPEED_SLACK)
+            best = max((c for c in feasible if c.predicted_bytes <= limit), key=lambda c: c.decode_gbps)
+            why = f"fastest decode within {100 * SPEED_SLACK:.0f} % of the smallest feasible size"
+        else:
+            best = smallest
+            why = "smallest feasible predicted size"
+    for c in feasible:
+        if c is best:
+            c.verdict = f"chosen: {why}"
+        elif prefer == "size" and bits_per_value is None:
+            c.verdict = (
+                f"rejected: {100 * (c.predicted_bytes / max(best.predicted_bytes, 1) - 1):.1f} % larger"
+            )
+        elif bits_per_value is not None:
+            c.verdict = f"rejected: error {c.rel_error:.2e} vs {best.rel_error:.2e}"
+        else:
+            c.verdict = f"rejected: slower ({c.decode_gbps:.2f} GB/s) or too large"
+    return best
+
+
+def plan_from_json(text: str) -> dict[str, Any]:
+    """Parse a stored plan record (as written by :func:`tensorpress.save_model`)."""
+    try:
+        out = json.loads(text)
+    except ValueError as exc:
+        raise FormatError(f"malformed plan record: {exc}") from None
+    if not isinstance(out, dict):
+        raise FormatError("a plan record must be a JSON object")
+    return out
+
+
+__all__ = [
+    "BLOCKWISE_METHOD",
+    "DECODE_GBPS",
+    "BlockwiseTensor",
+    "Candidate",
+    "Plan",
+    "as_matrix",
+    "measure_decode_speeds",
+    "pack_bits",
+    "plan",
+    "quantize_blockwise",
+    "rel_mse",
+    "rtn_blockwise",
+    "rtn_dequantize",
+    "sample_rows",
+    "tender_group",
+    "unpack_bits",
+]
