@@ -38,6 +38,9 @@ _LAZY = {
     "quant": "tensorpress.quant",
     "lowrank": "tensorpress.lowrank",
     "distributed": "tensorpress.distributed",
+    "samples": "tensorpress.samples",
+    "models": "tensorpress.models",
+    "planner": "tensorpress.planner",
 }
 
 
