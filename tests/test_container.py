@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import tensorpress as tp
-from tensorpress import container, entropy
+from tensorpress import _core, container, entropy
 from tensorpress.errors import ChecksumError, CorruptDataError, FormatError, InvalidArgumentError
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -45,6 +45,10 @@ def test_golden_file_decodes_to_known_tensors() -> None:
     for codec in entropy.CODECS:
         blob = (GOLDEN / f"stream-v1-{codec}.tpe").read_bytes()
         assert entropy.decode(blob).tobytes() == golden.golden_stream_data(), codec
+    # Chunk mode 3 (a chunk with its own code table) is pinned too.
+    blob = (GOLDEN / "stream-v1-huffman-own-tables.tpe").read_bytes()
+    assert entropy.decode(blob).tobytes() == golden.golden_own_table_data()
+    assert {blob[at] for at, _ in _core.stream_info(blob)["chunks"]} == {3}
 
 
 @pytest.mark.parametrize(

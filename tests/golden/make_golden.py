@@ -38,12 +38,26 @@ def golden_stream_data() -> bytes:
     return bytes((k * k + k // 7) % 23 for k in range(5000))
 
 
-def main() -> None:
-    tp.save(golden_tensors(), HERE / "v1-ok.tpz", metadata={"purpose": "golden"})
+def golden_own_table_data() -> bytes:
+    """Two halves with different statistics: chunks of the second half carry their own table."""
+    first = bytes((k * k + k // 7) % 23 for k in range(8192))
+    second = bytes(200 + (k * 5 + k // 3) % 53 for k in range(8192))
+    return first + second
+
+
+def write_streams() -> None:
     for codec in entropy.CODECS:
         (HERE / f"stream-v1-{codec}.tpe").write_bytes(
             entropy.encode(golden_stream_data(), codec, chunk_size=2048)
         )
+    (HERE / "stream-v1-huffman-own-tables.tpe").write_bytes(
+        entropy.encode(golden_own_table_data(), "huffman", lanes=8, chunk_size=4096)
+    )
+
+
+def main() -> None:
+    tp.save(golden_tensors(), HERE / "v1-ok.tpz", metadata={"purpose": "golden"})
+    write_streams()
     ok = (HERE / "v1-ok.tpz").read_bytes()
 
     def with_preamble(

@@ -17,8 +17,10 @@
 //! ...           the m chunks, back to back; the stream ends exactly after the last one
 //! ```
 //! A chunk starts with a mode byte: 0 = raw bytes follow; 2 = one byte follows, repeated;
-//! 1 = coded: L lane lengths (u32 LE) then the L lane bitstreams. Symbol i of the chunk is in
-//! lane i mod L. Every lane is consumed to its last byte (padding bits are zero).
+//! 1 = coded with the stream's table: L lane lengths (u32 LE) then the L lane bitstreams;
+//! 3 = coded with the chunk's own table: table length t' (u16 LE), t' table bytes of the stream's
+//! codec, then as mode 1. Symbol i of the chunk is in lane i mod L. Every lane is consumed to its
+//! last byte (padding bits are zero).
 
 use crate::bits::{put_strided, BitWriter, MAX_STRIDED_CODE_LEN};
 use crate::codes::exp_golomb::ExpGolombTable;
@@ -57,6 +59,10 @@ pub const MAX_DECODED_LEN: u64 = 1 << 40;
 const MODE_RAW: u8 = 0;
 const MODE_CODED: u8 = 1;
 const MODE_CONSTANT: u8 = 2;
+const MODE_OWN_TABLE: u8 = 3;
+/// A chunk gets its own table only if that saves at least this many thousandths of its coded
+/// bits (table included): the decoder then builds one more table, so tiny gains don't pay.
+pub const OWN_TABLE_MIN_SAVING_PERMILLE: u64 = 1;
 
 /// The entropy codes a stream can use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,12 +235,48 @@ pub fn parallel_histogram(input: &[u8], threads: Option<usize>) -> Histogram {
     })
 }
 
-/// Encodes `input` with a table fitted to it.
+/// Encodes `input` with a table fitted to it; a chunk whose own statistics differ enough from the
+/// whole (rows of different scale in a weight matrix, say) carries its own table (mode 3).
 pub fn encode(input: &[u8], opts: &EncodeOptions) -> Result<Vec<u8>> {
     opts.validate()?;
-    let hist = if opts.codec == Codec::Raw { [0; 256] } else { parallel_histogram(input, opts.threads) };
-    let table = CodeTable::fit(opts.codec, &hist)?;
-    encode_with_table(input, &table, opts)
+    if opts.codec == Codec::Raw {
+        return encode_with_table(input, &CodeTable::Raw, opts);
+    }
+    let chunks = run_with_threads(opts.threads, || -> Result<Vec<u8>> {
+        let hists: Vec<Histogram> = input.par_chunks(opts.chunk_size).map(histogram).collect();
+        let mut hist = [0u64; 256];
+        for h in &hists {
+            merge(&mut hist, h);
+        }
+        let table = CodeTable::fit(opts.codec, &hist)?;
+        let codes = table.encode_table();
+        let chunks = input
+            .par_chunks(opts.chunk_size)
+            .zip(hists.par_iter())
+            .map(|(chunk, h)| match own_table(&table, codes.as_ref(), h)? {
+                Some(own) => {
+                    let mut own_bytes = Vec::with_capacity(MAX_TABLE_BYTES);
+                    own.serialize(&mut own_bytes);
+                    encode_chunk(chunk, own.encode_table().as_ref(), opts.lanes, Some(&own_bytes))
+                }
+                None => encode_chunk(chunk, codes.as_ref(), opts.lanes, None),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(assemble(input.len(), &table, opts, &chunks))
+    })?;
+    Ok(chunks)
+}
+
+/// The chunk's own table, if coding the chunk with it (table included) saves enough over the
+/// stream's table.
+fn own_table(table: &CodeTable, codes: Option<&EncodeTable>, hist: &Histogram) -> Result<Option<CodeTable>> {
+    let Some(shared_bits) = codes.and_then(|c| c.coded_bits(hist)) else { return Ok(None) };
+    let own = CodeTable::fit(table.codec(), hist)?;
+    let Some(own_bits) = own.encode_table().and_then(|c| c.coded_bits(hist)) else { return Ok(None) };
+    let mut bytes = Vec::with_capacity(MAX_TABLE_BYTES);
+    own.serialize(&mut bytes);
+    let own_total = own_bits + 8 * (2 + bytes.len() as u64);
+    Ok((own_total * 1000 < shared_bits * (1000 - OWN_TABLE_MIN_SAVING_PERMILLE)).then_some(own))
 }
 
 /// Encodes `input` with a given table (which must have a code for every byte present).
@@ -244,33 +286,59 @@ pub fn encode_with_table(input: &[u8], table: &CodeTable, opts: &EncodeOptions) 
     let chunks: Vec<Vec<u8>> = run_with_threads(opts.threads, || {
         input
             .par_chunks(opts.chunk_size)
-            .map(|chunk| encode_chunk(chunk, codes.as_ref(), opts.lanes))
+            .map(|chunk| encode_chunk(chunk, codes.as_ref(), opts.lanes, None))
             .collect::<Result<Vec<_>>>()
     })?;
+    Ok(assemble(input.len(), table, opts, &chunks))
+}
 
+/// Header, chunk index and header CRC, then the chunks.
+fn assemble(input_len: usize, table: &CodeTable, opts: &EncodeOptions, chunks: &[Vec<u8>]) -> Vec<u8> {
     let mut table_bytes = Vec::with_capacity(MAX_TABLE_BYTES);
     table.serialize(&mut table_bytes);
     let header_len = FIXED_HEADER_BYTES + table_bytes.len() + chunks.len() * CHUNK_INDEX_ENTRY_BYTES + 4;
     let mut out = Vec::with_capacity(header_len + chunks.iter().map(Vec::len).sum::<usize>());
     out.extend_from_slice(&STREAM_MAGIC);
     out.extend_from_slice(&[STREAM_VERSION, table.codec() as u8, opts.lanes as u8, 0]);
-    out.extend_from_slice(&(input.len() as u64).to_le_bytes());
+    out.extend_from_slice(&(input_len as u64).to_le_bytes());
     out.extend_from_slice(&(opts.chunk_size as u32).to_le_bytes());
     out.extend_from_slice(&(table_bytes.len() as u32).to_le_bytes());
     out.extend_from_slice(&table_bytes);
-    for chunk in &chunks {
+    for chunk in chunks {
         out.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
         out.extend_from_slice(&crc32c::crc32c(chunk).to_le_bytes());
     }
     let crc = crc32c::crc32c(&out);
     out.extend_from_slice(&crc.to_le_bytes());
-    for chunk in &chunks {
+    for chunk in chunks {
         out.extend_from_slice(chunk);
     }
-    Ok(out)
+    out
 }
 
-fn encode_chunk(chunk: &[u8], codes: Option<&EncodeTable>, n_lanes: usize) -> Result<Vec<u8>> {
+/// Mode byte, then (mode 3) the chunk's own table, then room for the lane lengths. Returns the
+/// buffer and where the lane lengths start.
+fn coded_chunk_prefix(own_table: Option<&[u8]>, n_lanes: usize, capacity: usize) -> (Vec<u8>, usize) {
+    let mut out = Vec::with_capacity(capacity);
+    match own_table {
+        Some(t) => {
+            out.push(MODE_OWN_TABLE);
+            out.extend_from_slice(&(t.len() as u16).to_le_bytes());
+            out.extend_from_slice(t);
+        }
+        None => out.push(MODE_CODED),
+    }
+    let jump_at = out.len();
+    out.resize(jump_at + 4 * n_lanes, 0);
+    (out, jump_at)
+}
+
+fn encode_chunk(
+    chunk: &[u8],
+    codes: Option<&EncodeTable>,
+    n_lanes: usize,
+    own_table: Option<&[u8]>,
+) -> Result<Vec<u8>> {
     if let Some(&first) = chunk.first() {
         if chunk.iter().all(|&b| b == first) {
             return Ok(vec![MODE_CONSTANT, first]);
@@ -289,10 +357,7 @@ fn encode_chunk(chunk: &[u8], codes: Option<&EncodeTable>, n_lanes: usize) -> Re
         for (e, (&code, &len)) in table.iter_mut().zip(codes.code.iter().zip(&codes.len)) {
             *e = u64::from(code) | u64::from(len) << 32;
         }
-        let header = 1 + 4 * n_lanes;
-        let mut out = Vec::with_capacity(chunk.len() + header + 64);
-        out.push(MODE_CODED);
-        out.resize(header, 0);
+        let (mut out, jump_at) = coded_chunk_prefix(own_table, n_lanes, chunk.len() + MAX_TABLE_BYTES + 64);
         for lane in 0..n_lanes {
             let at = out.len();
             if !put_strided(&mut out, chunk, lane, n_lanes, &table) {
@@ -300,17 +365,14 @@ fn encode_chunk(chunk: &[u8], codes: Option<&EncodeTable>, n_lanes: usize) -> Re
                 return Err(Error::invalid(format!("code table has no code for byte {}", sym.copied().unwrap_or(0))));
             }
             let lane_len = (out.len() - at) as u32;
-            out[1 + 4 * lane..5 + 4 * lane].copy_from_slice(&lane_len.to_le_bytes());
+            out[jump_at + 4 * lane..jump_at + 4 * lane + 4].copy_from_slice(&lane_len.to_le_bytes());
             if out.len() > chunk.len() {
                 return Ok(raw());
             }
         }
         return Ok(if out.len() <= chunk.len() { out } else { raw() });
     }
-    let header = 1 + 4 * n_lanes;
-    let mut out = Vec::with_capacity(chunk.len() + header);
-    out.push(MODE_CODED);
-    out.resize(header, 0);
+    let (mut out, jump_at) = coded_chunk_prefix(own_table, n_lanes, chunk.len() + MAX_TABLE_BYTES + 64);
     for lane in 0..n_lanes {
         let count = chunk.len().saturating_sub(lane).div_ceil(n_lanes);
         let mut writer = BitWriter::with_capacity_bits(count * max_len);
@@ -322,7 +384,7 @@ fn encode_chunk(chunk: &[u8], codes: Option<&EncodeTable>, n_lanes: usize) -> Re
             writer.put(codes.code[usize::from(sym)], u32::from(len));
         }
         let bytes = writer.finish();
-        out[1 + 4 * lane..5 + 4 * lane].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
+        out[jump_at + 4 * lane..jump_at + 4 * lane + 4].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
         out.extend_from_slice(&bytes);
         if out.len() > chunk.len() {
             return Ok(raw());
@@ -455,7 +517,7 @@ pub fn decode_into(blob: &[u8], out: &mut [u8], opts: &DecodeOptions) -> Result<
         run_with_threads(opts.threads, || {
             out.par_chunks_mut(info.chunk_size).zip(info.chunks.par_iter()).enumerate().try_for_each(
                 |(i, (dst, &(at, len, crc)))| {
-                    decode_chunk_checked(dec, &blob[at..at + len], crc, i, info.lanes, dst, opts.kernel)
+                    decode_chunk_checked(dec, info.codec(), &blob[at..at + len], crc, i, info.lanes, dst, opts.kernel)
                 },
             )
         })
@@ -480,7 +542,9 @@ pub fn decode_chunk_into(blob: &[u8], info: &StreamInfo, index: usize, out: &mut
         return Err(Error::invalid("output size does not match the chunk"));
     }
     let stored = blob.get(at..at + len).ok_or_else(|| Error::format("chunk outside the stream"))?;
-    with_decoder(&info.table, |dec| decode_chunk_checked(dec, stored, crc, index, info.lanes, out, kernel))
+    with_decoder(&info.table, |dec| {
+        decode_chunk_checked(dec, info.codec(), stored, crc, index, info.lanes, out, kernel)
+    })
 }
 
 /// Runs `f` with the decoder of `table`, monomorphised per codec.
@@ -513,8 +577,10 @@ impl<D: SymbolDecoder> ChunkDecoder for Coded<D> {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // one call site per entry point; a struct would only rename them
 fn decode_chunk_checked(
     dec: &dyn ChunkDecoder,
+    codec: Codec,
     stored: &[u8],
     crc: u32,
     index: usize,
@@ -531,28 +597,52 @@ fn decode_chunk_checked(
         MODE_RAW if body.len() == out.len() => out.copy_from_slice(body),
         MODE_CONSTANT if body.len() == 1 => out.fill(body[0]),
         MODE_CODED => {
-            let jump = 4 * n_lanes;
-            if body.len() < jump {
-                return Err(corrupt("jump table truncated"));
-            }
-            let (table, mut data) = body.split_at(jump);
-            let mut lanes: [&[u8]; MAX_LANES] = [&[]; MAX_LANES];
-            for (l, lane) in lanes.iter_mut().take(n_lanes).enumerate() {
-                let len = read_u32(table, 4 * l) as usize;
-                if len > data.len() {
-                    return Err(corrupt("lane runs past the chunk"));
-                }
-                (*lane, data) = data.split_at(len);
-            }
-            if !data.is_empty() {
-                return Err(corrupt("bytes after the last lane"));
-            }
+            let lanes = split_lanes(body, n_lanes).map_err(|e| corrupt(e.message()))?;
             dec.decode_lanes(kernel, &lanes[..n_lanes], out).map_err(|e| corrupt(e.message()))?;
+        }
+        MODE_OWN_TABLE => {
+            if codec == Codec::Raw {
+                return Err(corrupt("own-table chunk in a raw stream"));
+            }
+            let table_len = match body {
+                [lo, hi, ..] => usize::from(u16::from_le_bytes([*lo, *hi])),
+                _ => return Err(corrupt("own table length truncated")),
+            };
+            if table_len > MAX_TABLE_BYTES || body.len() < 2 + table_len {
+                return Err(corrupt("own table truncated or too long"));
+            }
+            let (table_bytes, rest) = body[2..].split_at(table_len);
+            let table = CodeTable::parse(codec, table_bytes).map_err(|e| corrupt(e.message()))?;
+            let lanes = split_lanes(rest, n_lanes).map_err(|e| corrupt(e.message()))?;
+            with_decoder(&table, |own| own.decode_lanes(kernel, &lanes[..n_lanes], out))
+                .map_err(|e| corrupt(e.message()))?;
         }
         MODE_RAW | MODE_CONSTANT => return Err(corrupt("stored length does not match the decoded length")),
         other => return Err(corrupt(&format!("unknown chunk mode {other}"))),
     }
     Ok(())
+}
+
+/// Splits a coded chunk body (lane lengths, then lanes) into its `n_lanes` lanes, which must
+/// tile the body exactly.
+fn split_lanes(body: &[u8], n_lanes: usize) -> Result<[&[u8]; MAX_LANES]> {
+    let jump = 4 * n_lanes;
+    if body.len() < jump {
+        return Err(Error::corrupt("jump table truncated"));
+    }
+    let (table, mut data) = body.split_at(jump);
+    let mut lanes: [&[u8]; MAX_LANES] = [&[]; MAX_LANES];
+    for (l, lane) in lanes.iter_mut().take(n_lanes).enumerate() {
+        let len = read_u32(table, 4 * l) as usize;
+        if len > data.len() {
+            return Err(Error::corrupt("lane runs past the chunk"));
+        }
+        (*lane, data) = data.split_at(len);
+    }
+    if !data.is_empty() {
+        return Err(Error::corrupt("bytes after the last lane"));
+    }
+    Ok(lanes)
 }
 
 #[cfg(test)]
@@ -624,6 +714,26 @@ mod tests {
                 let mut bad = blob.clone();
                 bad[i] ^= 0x10;
                 assert!(decode(&bad, &DecodeOptions::default()).is_err(), "{codec:?} flip at {i}");
+            }
+        }
+    }
+
+    /// Two halves with different statistics: the second half's chunks carry their own tables,
+    /// which must make the stream smaller and still decode on every kernel.
+    #[test]
+    fn chunks_with_different_statistics_get_own_tables() {
+        let mut data = sample(64 * 1024);
+        data.extend(sample(64 * 1024).iter().map(|&b| b.wrapping_mul(3).wrapping_add(100)));
+        for codec in [Codec::Qlc, Codec::Dlc, Codec::Huffman, Codec::ExpGolombRank] {
+            let opts = EncodeOptions { codec, lanes: 8, chunk_size: 16 * 1024, threads: Some(2) };
+            let blob = encode(&data, &opts).unwrap();
+            let info = parse_header(&blob).unwrap();
+            let own = info.chunks.iter().filter(|&&(at, _, _)| blob[at] == MODE_OWN_TABLE).count();
+            assert!(own >= 4, "{codec:?}: {own} chunks with own tables");
+            let single = encode_with_table(&data, &info.table, &opts).unwrap();
+            assert!(blob.len() < single.len(), "{codec:?}: {} >= {}", blob.len(), single.len());
+            for kernel in Kernel::available() {
+                assert_eq!(decode(&blob, &DecodeOptions { kernel, threads: Some(2) }).unwrap(), data, "{kernel:?}");
             }
         }
     }
