@@ -3,8 +3,16 @@ about 2.5, 3 and 4 bits/value; perplexity on BBC News text against the uncompres
 RTN-g128 at 3 and 4 bits (+0.25 bits/value of fp16 scale and zero per group).
 
     python benches/video_e2e.py [--codecs av1,hevc] [--targets 2.5,3.0,4.0] [--windows 40]
+        [--allocate equal|qp|rd] [--importance mse,act,fisher] [--col-scale ALPHA] [--bit-depth 10]
 
-Each tensor is bisected to its own QP with ``tolerance=0`` (never above the target). The tied
+``--allocate equal`` (default) bisects each tensor to its own QP with ``tolerance=0`` (never above
+the target); ``qp`` and ``rd`` use :func:`tensorpress.video.encode_many` for a model-level average
+≤ the target: one global QP, or equal-slope rate–distortion allocation of the distortion chosen by
+``--importance`` (``mse``: plain squared weight error; ``act``: weighted by the input-activation
+second moment E[x_j²]; ``fisher``: by E[(∂L/∂y_r)²]·E[x_j²], the K-FAC diagonal Fisher).
+``--col-scale α`` multiplies input column j by E[x_j²]^α before coding (AWQ-style; the fp16 scales
+count in bits/value). Activation and gradient statistics come from ``--calib-windows`` 256-token
+windows of :func:`tensorpress.evaluation.calibration_texts` (disjoint from the evaluation text). The tied
 ``lm_head``/embedding matrix is left uncompressed for every method (as GPTQ/AWQ/RTN baselines do).
 The GGUF weights are Q4_1 already (DESIGN.md §4): perplexity deltas are meaningful, absolute
 weight statistics less so.
@@ -22,7 +30,14 @@ import numpy as np
 import torch
 
 import tensorpress.video as tv
-from tensorpress.evaluation import eval_texts, linear_layers, load_smollm2, perplexity
+from tensorpress.evaluation import (
+    calibration_texts,
+    eval_texts,
+    linear_layers,
+    load_smollm2,
+    perplexity,
+    token_windows,
+)
 
 
 def rtn_g128(w: np.ndarray, bits: int, group: int = 128) -> np.ndarray:
@@ -44,6 +59,12 @@ def main() -> None:
     ap.add_argument("--preset", default=None, help="encoder preset (e.g. ultrafast for x265)")
     ap.add_argument("--no-rtn", action="store_true", help="skip the RTN-g128 baselines")
     ap.add_argument("--windows", type=int, default=40, help="256-token windows of BBC News eval text")
+    ap.add_argument("--allocate", choices=tv.ALLOCATIONS, default="equal")
+    ap.add_argument("--importance", default="mse", help="comma list of mse, act, fisher (--allocate rd)")
+    ap.add_argument("--col-scale", type=float, default=0.0, help="AWQ-style exponent alpha (0 = off)")
+    ap.add_argument("--bit-depth", type=int, default=8, choices=(8, 10))
+    ap.add_argument("--calib-windows", type=int, default=16, help="calibration windows for statistics")
+    ap.add_argument("--qp-step", type=int, default=6, help="first QP grid step of --allocate rd")
     args = ap.parse_args()
     torch.set_num_threads(2)
 
@@ -79,7 +100,7 @@ def main() -> None:
         with torch.no_grad():
             for n, m in linears.items():
                 w = orig[n].numpy()
-                new, b, qp = fn(w)
+                new, b, qp = fn(n, w)
                 bits += b
                 err += float(np.sum((new - w).astype(np.float64) ** 2))
                 m.weight.copy_(torch.from_numpy(new))
@@ -88,23 +109,86 @@ def main() -> None:
         note = f"QP {min(qps)}-{max(qps)}, code {time.perf_counter() - t:.0f}s" if qps else ""
         return bits / n_vals, err / energy, note
 
+    def apply_coded(coded: dict[str, Any]) -> tuple[float, float, str]:
+        bpv, rel, note = apply(lambda n, w: (tv.decode(coded[n]), coded[n].nbytes * 8, coded[n].qp))
+        return bpv, rel, note.split(",")[0]
+
     def restore() -> None:
         with torch.no_grad():
             for n, m in linears.items():
                 m.weight.copy_(orig[n])
 
     for b in () if args.no_rtn else (3, 4):
-        bpv, rel, note = apply(lambda w, b=b: (rtn_g128(w, b), w.size * (b + 0.25), None))
+        bpv, rel, note = apply(lambda n, w, b=b: (rtn_g128(w, b), w.size * (b + 0.25), None))
         p, tp = ppl()
         results.append(("RTN-g128", f"{b}-bit", bpv, rel, p, note))
         print(f"  RTN-g128 {b}-bit ppl {p:.3f} ({tp:.0f}s)", flush=True)
         restore()
 
+    kinds = args.importance.split(",") if args.allocate == "rd" else ["mse"]
+    if not set(kinds) <= {"mse", "act", "fisher"}:
+        ap.error(f"--importance takes mse, act and fisher, got {args.importance}")
+    need_stats = args.col_scale > 0 or kinds != ["mse"]
+    stats: dict[str, tv.LinearStats] = {}
+    if need_stats:
+        t = time.perf_counter()
+        calib = token_windows(tok, calibration_texts(), 256, args.calib_windows)
+        stats = tv.linear_statistics(model, calib, gradients="fisher" in kinds, names=list(linears))
+        print(f"  statistics over {calib.numel():,} calibration tokens ({time.perf_counter() - t:.0f}s)")
+    col_scale = (
+        {n: tv.column_scales(stats[n].x2, args.col_scale) for n in linears} if args.col_scale > 0 else None
+    )
+
+    def importance_of(kind: str) -> dict[str, Any] | None:
+        if kind == "act":
+            return {n: stats[n].x2 for n in linears}
+        if kind == "fisher":
+            return {n: stats[n].fisher().astype(np.float32) for n in linears}
+        return None
+
+    extras = "".join(
+        [
+            " +rot" if args.rotate else "",
+            f" {args.preset}" if args.preset else "",
+            f" {args.bit_depth}-bit" if args.bit_depth != 8 else "",
+            f" +colscale a={args.col_scale:g}" if args.col_scale > 0 else "",
+        ]
+    )
+
     for codec in args.codecs.split(","):
         for target in (float(t) for t in args.targets.split(",")):
+            label = f"{codec}{extras}"
+            for kind in kinds if args.allocate != "equal" else ():
+                t = time.perf_counter()
+                coded = tv.encode_many(
+                    {n: w.numpy() for n, w in orig.items()},
+                    target,
+                    allocate=args.allocate,
+                    importance=importance_of(kind),
+                    col_scale=col_scale,
+                    codec=codec,
+                    bit_depth=args.bit_depth,
+                    rotate=args.rotate,
+                    preset=args.preset,
+                    qp_step=args.qp_step,
+                    progress=lambda msg: print(f"    {msg}", flush=True),
+                )
+                t_code = time.perf_counter() - t
+                bpv, rel, note = apply_coded(coded)
+                note += f", code {t_code:.0f}s"
+                setting = f"{args.allocate}{f' {kind}' if args.allocate == 'rd' else ''} {target}"
+                p, tp = ppl()
+                results.append((label, setting, bpv, rel, p, note))
+                print(
+                    f"  {label} {setting}: {bpv:.3f} bits/value ppl {p:.3f} ({note}; ppl {tp:.0f}s)",
+                    flush=True,
+                )
+                restore()
+            if args.allocate != "equal":
+                continue
 
             def code(
-                w: np.ndarray, codec: str = codec, target: float = target
+                n: str, w: np.ndarray, codec: str = codec, target: float = target
             ) -> tuple[np.ndarray, float, Any]:
                 vt = tv.encode(
                     w,
@@ -113,12 +197,13 @@ def main() -> None:
                     codec=codec,
                     rotate=args.rotate,
                     preset=args.preset,
+                    bit_depth=args.bit_depth,
+                    col_scale=None if col_scale is None else col_scale[n],
                 )
                 return tv.decode(vt), vt.nbytes * 8, vt.qp
 
             bpv, rel, note = apply(code)
             p, tp = ppl()
-            label = f"{codec}{' +rot' if args.rotate else ''}{f' {args.preset}' if args.preset else ''}"
             results.append((label, f"target {target}", bpv, rel, p, note))
             print(
                 f"  {label} target {target}: {bpv:.3f} bits/value ppl {p:.3f} ({note}; ppl {tp:.0f}s)",

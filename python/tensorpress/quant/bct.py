@@ -79,16 +79,23 @@ class BCTConfig:
     lut_size: int = 1024
     quantize_attention: bool = True
     quantize_residual: bool = True
+    act_block_size: int | None = -1
 
     def __post_init__(self) -> None:
         for bits in (self.weight_bits, self.act_bits, self.param_bits):
             check_quant_args(bits, self.block_size, self.scale_format)
+        check_quant_args(self.act_bits, self.act_block, self.scale_format)
         if not isinstance(self.lut_size, int) or not 16 <= self.lut_size <= 1 << 16:
             raise InvalidArgumentError(f"lut_size must be an int in [16, 65536], got {self.lut_size!r}")
 
+    @property
+    def act_block(self) -> int | None:
+        """Block size of activations: ``act_block_size``, or ``block_size`` when it is -1."""
+        return self.block_size if self.act_block_size == -1 else self.act_block_size
+
     def act(self, x: torch.Tensor, unsigned: bool = False) -> torch.Tensor:
         """Requantize an activation (blockwise along the last dim, dynamic scales)."""
-        return fake_quantize(x, self.act_bits, self.block_size, self.scale_format, unsigned)
+        return fake_quantize(x, self.act_bits, self.act_block, self.scale_format, unsigned)
 
 
 @dataclass

@@ -12,8 +12,17 @@ H.264 (x264) or AV1 (SVT-AV1) — on the CPU through PyAV, or NVENC/NVDEC throug
 >>> blob = vt.to_bytes(); tv.VideoTensor.from_bytes(blob).bits_per_value == vt.bits_per_value
 True
 
-``bits_per_value`` counts every payload bit (bitstream, per-row scales and offsets, frame sizes) over
-the number of elements; the JSON header (shape, dtype, codec parameters, ~300 bytes) is not counted.
+``bits_per_value`` counts every payload bit (bitstream, per-row scales and offsets, per-column
+scales when used, frame sizes) over the number of elements; the JSON header (shape, dtype, codec
+parameters, ~300 bytes) is not counted.
+
+Whole models: :func:`encode_many` codes a set of tensors under one *average* bits/value budget,
+either rate–distortion optimally (equal slope: one Lagrange multiplier, each tensor at the QP that
+minimizes its weighted distortion + λ·bits), with one global QP, or each tensor to the same budget.
+Its ``importance`` weights (e.g. the input-activation second moment E[x_j²] of a linear layer,
+from :func:`linear_statistics` on calibration data) make the distortion the one the model sees;
+``col_scale`` (e.g. :func:`column_scales`, AWQ-style ``E[x_j²]^α``) multiplies input columns
+before coding and divides after decoding, so the codec's error lands where activations are small.
 """
 
 from __future__ import annotations
@@ -36,6 +45,15 @@ from tensorpress.errors import (
     TensorpressError,
 )
 from tensorpress.video import pipeline
+from tensorpress.video.allocate import (
+    ALLOCATIONS,
+    LinearStats,
+    RatePoint,
+    allocate_rd,
+    column_scales,
+    encode_many,
+    linear_statistics,
+)
 from tensorpress.video.backends import (
     CODECS,
     MIN_SIDE,
@@ -152,6 +170,14 @@ class VideoTensor:
         return bool(self._header["lossless"])
 
     @property
+    def col_scale(self) -> np.ndarray | None:
+        """Per-column multipliers applied before coding (float16, length = width of the folded
+        matrix), or ``None``."""
+        if not self._header.get("col_scale", False):
+            return None
+        return self._split_payload()[3]
+
+    @property
     def numel(self) -> int:
         return int(math.prod(self.shape))
 
@@ -230,7 +256,7 @@ class VideoTensor:
         return cls.from_parts(header, payload)
 
     # -- payload pieces
-    def _split_payload(self) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
+    def _split_payload(self) -> tuple[np.ndarray, np.ndarray, list[bytes], np.ndarray | None]:
         h = self._header
         rows = h["layout"]["rows"]
         n = pipeline.TileLayout(**h["layout"]).n_frames
@@ -241,11 +267,16 @@ class VideoTensor:
         pos += rows * sdt.itemsize
         offset = np.frombuffer(self._payload, dtype=sdt, count=rows, offset=pos)
         pos += rows * sdt.itemsize
+        col_scale = None
+        if h.get("col_scale", False):
+            cols = pipeline.fold_2d(tuple(h["shape"]))[1]
+            col_scale = np.frombuffer(self._payload, dtype="<f2", count=cols, offset=pos)
+            pos += 2 * cols
         packets = []
         for s in sizes.tolist():
             packets.append(self._payload[pos : pos + s])
             pos += s
-        return scale, offset, packets
+        return scale, offset, packets, col_scale
 
 
 def _validate_header(h: dict[str, Any], payload: bytes) -> None:
@@ -265,6 +296,7 @@ def _validate_header(h: dict[str, Any], payload: bytes) -> None:
     need(h.get("codec") in CODECS, "codec")
     need(h.get("bit_depth") in (8, 10, 12), "bit_depth")
     need(isinstance(h.get("lossless"), bool) and isinstance(h.get("rotate"), bool), "lossless/rotate")
+    need(isinstance(h.get("col_scale", False), bool), "col_scale")
     need(h.get("qp") is None or (is_int(h["qp"]) and 0 <= h["qp"] <= 63), "qp")
     need(is_int(h.get("seed")), "seed")
     need(h.get("scale_dtype") in ("float16", "float32"), "scale_dtype")
@@ -291,7 +323,7 @@ def _validate_header(h: dict[str, Any], payload: bytes) -> None:
         )
     n_frames = lay["tiles_r"] * lay["tiles_c"]
     itemsize = 2 if h["scale_dtype"] == "float16" else 4
-    fixed = 4 * n_frames + 2 * rows * itemsize
+    fixed = 4 * n_frames + 2 * rows * itemsize + (2 * cols if h.get("col_scale", False) else 0)
     if len(payload) < fixed:
         raise CorruptDataError(f"video payload truncated: {len(payload)} bytes, tables alone need {fixed}")
     coded = int(np.frombuffer(payload, dtype="<u4", count=n_frames).sum(dtype=np.uint64))
@@ -299,6 +331,10 @@ def _validate_header(h: dict[str, Any], payload: bytes) -> None:
         raise CorruptDataError(
             f"video payload is {len(payload)} bytes, its frame-size table says {fixed + coded}"
         )
+    if h.get("col_scale", False):
+        cs = np.frombuffer(payload, dtype="<f2", count=cols, offset=fixed - 2 * cols).astype(np.float32)
+        if not np.all(np.isfinite(cs) & (cs > 0)):
+            raise CorruptDataError("video payload holds a non-positive or non-finite column scale")
 
 
 # --------------------------------------------------------------------------- encode / decode
@@ -335,6 +371,7 @@ def encode(
     preset: str | None = None,
     threads: int | None = None,
     tolerance: float = TARGET_TOLERANCE,
+    col_scale: Any = None,
 ) -> VideoTensor:
     """Code a float tensor (numpy or torch; fp32/fp16/bf16/fp64; any shape) with a video codec.
 
@@ -352,6 +389,11 @@ def encode(
         preset: encoder speed preset (x265/x264 names, SVT-AV1 numbers, NVENC ``p1``–``p7``).
         threads: encoder threads (default: the encoder's own choice).
         tolerance: allowed overshoot of ``bits_per_value`` (fraction, default 0.03; 0 = never above).
+        col_scale: optional positive per-column multipliers ``s`` (length = last dim): the matrix
+            ``W·diag(s)`` is coded and decoding divides by ``s`` again, so column ``j``'s coding
+            error shrinks by ``s_j`` (AWQ-style; see :func:`column_scales`). Stored as float16
+            (2 bytes per column, counted in ``bits_per_value``); the rounded values are used both
+            ways, so scaling adds no error of its own beyond float32 rounding.
     """
     _check_args(codec, bit_depth, qp, bits_per_value, lossless)
     if not 0 <= tolerance < 1:
@@ -361,13 +403,16 @@ def encode(
         raise InvalidArgumentError("tensor holds NaN or infinity: video coding needs finite values")
     rows, cols = pipeline.fold_2d(src.shape)
     mat = arr.reshape(rows, cols)
+    cs = None if col_scale is None else _check_col_scale(col_scale, cols)
+    if cs is not None:
+        mat = mat * cs.astype(np.float32)
     if rotate:
         mat = pipeline.rotate(mat, seed)
     quant = pipeline.quantize_rows(mat, bit_depth)
     eng = get_backend(backend, "encode", codec)
     layout = pipeline.plan_tiles(rows, mat.shape[1], min_side=MIN_SIDE[codec])
     frames = pipeline.to_frames(quant.q, layout) if rows * mat.shape[1] else []
-    tables = quant.scale.tobytes() + quant.offset.tobytes()
+    tables = quant.scale.tobytes() + quant.offset.tobytes() + (b"" if cs is None else cs.tobytes())
 
     def build(qp_: int | None) -> VideoTensor:
         opts = EncodeOptions(codec, bit_depth, qp_ if qp_ is not None else 0, qp_ is None, preset, threads)
@@ -387,6 +432,7 @@ def encode(
             "qp": qp_,
             "lossless": qp_ is None,
             "rotate": rotate,
+            "col_scale": cs is not None,
             "seed": int(seed),
             "scale_dtype": quant.scale.dtype.name,
             "layout": layout.to_dict(),
@@ -399,6 +445,23 @@ def encode(
     if bits_per_value is None:
         return build(DEFAULT_QP[codec] if qp is None else qp)
     return _bisect(build, codec, bits_per_value, tolerance)
+
+
+def _check_col_scale(col_scale: Any, cols: int) -> np.ndarray:
+    """Validate per-column scales and round them to the stored little-endian float16."""
+    raw = col_scale.detach().cpu().numpy() if hasattr(col_scale, "detach") else col_scale
+    s = np.asarray(raw, dtype=np.float64)
+    if s.shape != (cols,):
+        raise InvalidArgumentError(f"col_scale must have shape ({cols},), got {s.shape}")
+    if not np.all(np.isfinite(s) & (s > 0)):
+        raise InvalidArgumentError("col_scale must hold finite positive numbers")
+    tiny, big = float(np.finfo(np.float16).tiny), float(np.finfo(np.float16).max)
+    if s.size and (s.min() < tiny or s.max() > big):
+        raise InvalidArgumentError(
+            f"col_scale must lie in the normal float16 range [{tiny:.3g}, {big:.3g}] (it is stored as "
+            "float16): normalize it, e.g. with column_scales()"
+        )
+    return s.astype("<f2")
 
 
 def _bisect(build: Any, codec: str, target: float, tolerance: float) -> VideoTensor:
@@ -452,8 +515,9 @@ def decode(
     layout = pipeline.TileLayout(**h["layout"])
     src = _Source(h["kind"], h["dtype"], tuple(h["shape"]), h["device"])
     rows, cols = pipeline.fold_2d(src.shape)
-    scale, offset, packets = vt._split_payload()
-    if sum(len(p) for p in packets) + 4 * len(packets) + scale.nbytes + offset.nbytes != vt.nbytes:
+    scale, offset, packets, col_scale = vt._split_payload()
+    extra = 0 if col_scale is None else col_scale.nbytes
+    if sum(len(p) for p in packets) + 4 * len(packets) + scale.nbytes + offset.nbytes + extra != vt.nbytes:
         raise CorruptDataError("video payload length does not match its frame-size table")
     if rows * layout.cols == 0:
         mat = np.zeros((rows, cols), dtype=np.float32)
@@ -473,17 +537,26 @@ def decode(
         mat = pipeline.dequantize_rows(q, scale, offset)
         if h["rotate"]:
             mat = pipeline.unrotate(mat, h["seed"], cols)
+        if col_scale is not None:
+            mat = np.divide(mat, col_scale.astype(np.float32), dtype=np.float32)
     return _from_numpy(mat.reshape(src.shape), src, device)
 
 
 __all__ = [
+    "ALLOCATIONS",
     "CODECS",
     "DEFAULT_QP",
     "MAGIC",
     "Capability",
+    "LinearStats",
+    "RatePoint",
     "VideoTensor",
+    "allocate_rd",
     "backends_available",
     "capabilities",
+    "column_scales",
     "decode",
     "encode",
+    "encode_many",
+    "linear_statistics",
 ]

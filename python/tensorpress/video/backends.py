@@ -31,8 +31,11 @@ QP_RANGE: dict[str, tuple[int, int]] = {"hevc": (0, 51), "h264": (0, 51), "av1":
 #: Bit depths each PyAV encoder takes in a luma-only (or constant-chroma) format.
 PYAV_BIT_DEPTHS: dict[str, tuple[int, ...]] = {"hevc": (8, 10, 12), "h264": (8, 10), "av1": (8, 10)}
 
-#: Smallest frame side each encoder opens with (x265 refuses < 16, SVT-AV1 < 4).
-MIN_SIDE: dict[str, int] = {"hevc": 16, "h264": 2, "av1": 8}
+#: Smallest frame side we give each encoder. x265 refuses < 16. SVT-AV1 (PyAV's bundled
+#: libsvtav1) opens frames down to 4 pixels but *deadlocks* in ``svt_av1_enc_get_packet`` when one
+#: side is ≤ 24 and the other > 64 (e.g. 262×10, 10×262): 32 keeps every frame clear of that.
+#: The frame size travels in the header, so decoding never depends on these values.
+MIN_SIDE: dict[str, int] = {"hevc": 16, "h264": 2, "av1": 32}
 
 
 @dataclass(frozen=True)
