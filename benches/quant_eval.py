@@ -128,6 +128,25 @@ def bench_bct(r: Runner) -> None:
                 print(json.dumps(row), flush=True)
 
 
+def bench_bct_ablation(r: Runner) -> None:
+    """Which part of BCT W8A8 costs the perplexity: switch one component back to (near) float at a
+    time. SmolLM2 only (MiniLM's cosine is already 0.999)."""
+    configs = {
+        "W8A8 block64 (all)": bct.BCTConfig(8, 8, 64),
+        "W8A16 (weights only)": bct.BCTConfig(8, 16, 64),
+        "W8A8, attention in float": bct.BCTConfig(8, 8, 64, quantize_attention=False),
+        "W8A8, block outputs in float": bct.BCTConfig(8, 8, 64, quantize_residual=False),
+        "W8A8, activation block 32": bct.BCTConfig(8, 8, 64, act_block_size=32),
+        "W8A8, LUT 4097 entries": bct.BCTConfig(8, 8, 64, lut_size=4096),
+    }
+    for name, cfg in configs.items():
+
+        def transform(model: Any, _kind: str, cfg: bct.BCTConfig = cfg) -> dict[str, Any]:
+            return {"ratio": bct.quantize_model(model, cfg).storage_ratio}
+
+        r.run("bct_ablation", name, transform, models=("smollm2",))
+
+
 def bench_tender(r: Runner) -> None:
     n_cal = r.args.calibration
     configs = {
@@ -181,7 +200,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--sections", default="bct,tender,rom")
+    parser.add_argument("--sections", default="bct,tender,rom", help="any of bct,bct_ablation,tender,rom")
     parser.add_argument("--windows", type=int, default=8, help="SmolLM2 eval windows")
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--calibration", type=int, default=32, help="calibration sequences/texts")
@@ -192,7 +211,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     runner = Runner(args)
-    sections = {"bct": bench_bct, "tender": bench_tender, "rom": bench_rom}
+    sections = {
+        "bct": bench_bct,
+        "bct_ablation": bench_bct_ablation,
+        "tender": bench_tender,
+        "rom": bench_rom,
+    }
     for name in args.sections.split(","):
         t = time.perf_counter()
         sections[name.strip()](runner)
