@@ -88,7 +88,15 @@ fn main() {
     let opts = DecodeOptions { kernel, threads: Some(1) };
     let mut out = vec![0u8; size];
     decode_into(&blob, &mut out, &opts).expect("decode");
-    assert!(out == data, "decoded bytes differ");
+    if let Some(i) = out.iter().zip(&data).position(|(a, b)| a != b) {
+        panic!(
+            "decoded bytes differ at {i}: {} vs {}; {:?} vs {:?}",
+            out[i],
+            data[i],
+            &out[i.saturating_sub(4)..i + 40],
+            &data[i.saturating_sub(4)..i + 40]
+        );
+    }
     let mut times = Vec::with_capacity(iters);
     for _ in 0..iters {
         let t = Instant::now();
