@@ -52,6 +52,9 @@ const fn window_bits(wide: bool) -> u32 {
 const MAX_PER_ROUND: u32 = 6;
 /// Largest lane length (bytes) whose bit positions fit the kernel's `u32`/`i32` arithmetic.
 const MAX_LANE_BYTES: usize = 1 << 26;
+/// Largest distance (bytes) of a lane's end from the first lane's start: the kernel tracks
+/// each lane's bit address `8 · offset + pos` relative to the first lane in an `i32`.
+const MAX_SPAN_BYTES: usize = 1 << 27;
 
 /// Whether this CPU runs the kernel.
 pub fn supported() -> bool {
@@ -194,7 +197,8 @@ fn tail<D: SymbolDecoder>(dec: &D, lanes: &[&[u8]], out: &mut [u8], row: usize, 
 /// Where the lanes lie relative to one base pointer, for gathers with `i32` offsets.
 struct Layout {
     base: *const u8,
-    /// Byte offset of each lane from `base`.
+    /// Byte offset of each lane from `base`; |offset| + lane length ≤ MAX_SPAN_BYTES, so bit
+    /// addresses `8 · offset + pos` (pos ≤ 8 · lane length) fit an `i32`.
     offset: [i32; 32],
 }
 
@@ -207,8 +211,9 @@ impl Layout {
                 return None;
             }
             let d = (lane.as_ptr() as isize).wrapping_sub(base as isize);
-            // Every gathered address is `base + offset + byte` with byte < lane length.
-            if d.unsigned_abs() > (i32::MAX as usize) - MAX_LANE_BYTES {
+            // Every gathered address is `base + offset + byte` with byte < lane length, and
+            // the kernel's bit addresses 8 · (offset + byte) + 7 must fit an i32.
+            if d.unsigned_abs() > MAX_SPAN_BYTES - MAX_LANE_BYTES {
                 return None;
             }
             *o = d as i32;
@@ -220,8 +225,10 @@ impl Layout {
 /// Per-codec constants held in registers for the whole chunk.
 #[derive(Clone, Copy)]
 struct Regs {
-    /// QLC: per prefix value (low 3 bits of the window), length | lut base << 16.
-    qlc_info: __m256i,
+    /// QLC: per prefix value (low 3 bits of the window), the code length and the area's
+    /// first rank (three tables, so no field extraction per symbol).
+    qlc_len: __m256i,
+    qlc_base: __m256i,
     /// QLC: per prefix value, the index mask (2^width − 1).
     qlc_mask: __m256i,
     /// QLC: prefix bits as a shift count; Exp-Golomb: unused.
@@ -257,7 +264,8 @@ unsafe fn fast<const C: u8, const G: usize, const S: usize, const WIDE: bool>(
     let n_lanes = G * 8;
     let full_rows = out.len() / n_lanes;
     let mut regs = Regs {
-        qlc_info: _mm256_setzero_si256(),
+        qlc_len: _mm256_setzero_si256(),
+        qlc_base: _mm256_setzero_si256(),
         qlc_mask: _mm256_setzero_si256(),
         prefix: _mm_setzero_si128(),
         huff_mask: _mm256_setzero_si256(),
@@ -269,17 +277,20 @@ unsafe fn fast<const C: u8, const G: usize, const S: usize, const WIDE: bool>(
     let sym_table: *const u8 = match *tables {
         SimdTables::Qlc { prefix_bits, area_info, lut, .. } => {
             let areas = 1usize << prefix_bits;
-            let mut info = [0i32; 8];
+            let mut len = [0i32; 8];
+            let mut base = [0i32; 8];
             let mut mask = [0i32; 8];
             for p in 0..8 {
                 let a = area_info[p & (areas - 1)];
                 let width = a >> 16;
-                info[p] = ((prefix_bits + width) | ((a & 0xffff) << 16)) as i32;
+                len[p] = (prefix_bits + width) as i32;
+                base[p] = (a & 0xffff) as i32;
                 mask[p] = ((1u32 << width) - 1) as i32;
             }
-            // SAFETY: unaligned loads of two local 8 × i32 arrays.
+            // SAFETY: unaligned loads of three local 8 × i32 arrays.
             unsafe {
-                regs.qlc_info = _mm256_loadu_si256(info.as_ptr().cast());
+                regs.qlc_len = _mm256_loadu_si256(len.as_ptr().cast());
+                regs.qlc_base = _mm256_loadu_si256(base.as_ptr().cast());
                 regs.qlc_mask = _mm256_loadu_si256(mask.as_ptr().cast());
             }
             regs.prefix = _mm_cvtsi32_si128(prefix_bits as i32);
@@ -296,14 +307,16 @@ unsafe fn fast<const C: u8, const G: usize, const S: usize, const WIDE: bool>(
         }
     };
 
+    // Each lane's bit address relative to `layout.base`: 8 · offset + pos (fits an i32 by
+    // Layout::of); byte `addr >> 3` (arithmetic: offsets may be negative) is `offset + pos / 8`
+    // and `addr & 7` is `pos & 7`, so the gather index needs no per-lane offset register.
     let mut pos = [_mm256_setzero_si256(); G];
-    let mut off = [_mm256_setzero_si256(); G];
-    for (g, o) in off.iter_mut().enumerate() {
+    for (g, p) in pos.iter_mut().enumerate() {
         // SAFETY: 8 i32s at 8g..8g+8 of a 32-element array (G ≤ 4).
-        *o = unsafe { _mm256_loadu_si256(layout.offset.as_ptr().add(8 * g).cast()) };
+        *p = _mm256_slli_epi32::<3>(unsafe { _mm256_loadu_si256(layout.offset.as_ptr().add(8 * g).cast()) });
     }
-    // Running check value per group (see the return value).
-    let mut acc = [if C == 1 { _mm256_set1_epi32(-1) } else { _mm256_setzero_si256() }; G];
+    // Running check value (see the return value), shared by the groups.
+    let mut acc = if C == 1 { _mm256_set1_epi32(-1) } else { _mm256_setzero_si256() };
     let seven = _mm256_set1_epi32(7);
     // Lanes 0, 1, 4, 5 | 2, 3, 6, 7: the order `rewindow` puts the 64-bit windows back in.
     let gather_order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
@@ -339,12 +352,13 @@ unsafe fn fast<const C: u8, const G: usize, const S: usize, const WIDE: bool>(
             let mut y = [_mm256_setzero_si256(); G];
             let mut start = [_mm256_setzero_si256(); G];
             for g in 0..G {
-                let byte = _mm256_add_epi32(off[g], _mm256_srli_epi32::<3>(pos[g]));
+                let byte = _mm256_srai_epi32::<3>(pos[g]);
                 if WIDE {
                     let idx = _mm256_permutevar8x32_epi32(byte, gather_order);
                     // SAFETY: by the round count above every lane l satisfies
-                    // pos/8 + 8 ≤ lanes[l].len(), so the 8 bytes at base + offset[l] + pos/8
-                    // lie inside lanes[l] (Layout::of: base + offset[l] = lanes[l].as_ptr()).
+                    // pos/8 + 8 ≤ lanes[l].len(), so the 8 bytes at base + (addr >> 3) =
+                    // base + offset[l] + pos/8 lie inside lanes[l] (Layout::of:
+                    // base + offset[l] = lanes[l].as_ptr()).
                     unsafe {
                         x[g] = _mm256_i32gather_epi64::<1>(layout.base.cast(), _mm256_castsi256_si128(idx));
                         y[g] = _mm256_i32gather_epi64::<1>(layout.base.cast(), _mm256_extracti128_si256::<1>(idx));
@@ -368,7 +382,7 @@ unsafe fn fast<const C: u8, const G: usize, const S: usize, const WIDE: bool>(
                     let (sym, len) = unsafe { step::<C>(&regs, sym_table, w[g]) };
                     w[g] = _mm256_srlv_epi32(w[g], len);
                     pos[g] = _mm256_add_epi32(pos[g], len);
-                    acc[g] = if C == 1 { _mm256_min_epu32(acc[g], len) } else { _mm256_max_epu32(acc[g], sym) };
+                    acc = if C == 1 { _mm256_min_epu32(acc, len) } else { _mm256_max_epu32(acc, sym) };
                     // Register k = s·G + g holds the bytes at row·n_lanes + 8k: four
                     // consecutive ones make one 32-byte store.
                     let k = s * G + g;
@@ -398,13 +412,14 @@ unsafe fn fast<const C: u8, const G: usize, const S: usize, const WIDE: bool>(
             // SAFETY: 8 u32s into pos_arr[8g..8g + 8] of 32.
             unsafe { _mm256_storeu_si256(pos_arr.as_mut_ptr().add(8 * g).cast(), p) };
         }
+        for (p, &o) in pos_arr.iter_mut().zip(&layout.offset).take(n_lanes) {
+            // Bit address back to the lane's bit position.
+            *p = p.wrapping_sub((o as u32).wrapping_mul(8));
+        }
     }
-    let mut lanes_acc = [0u32; 32];
-    for (g, &a) in acc.iter().enumerate() {
-        // SAFETY: 8 u32s into lanes_acc[8g..8g + 8] of 32.
-        unsafe { _mm256_storeu_si256(lanes_acc.as_mut_ptr().add(8 * g).cast(), a) };
-    }
-    let lanes_acc = &lanes_acc[..n_lanes];
+    let mut lanes_acc = [0u32; 8];
+    // SAFETY: 8 u32s into an 8-element array.
+    unsafe { _mm256_storeu_si256(lanes_acc.as_mut_ptr().cast(), acc) };
     let check = if C == 1 { lanes_acc.iter().min() } else { lanes_acc.iter().max() };
     (row, pos_arr, check.copied().unwrap_or(0))
 }
@@ -529,13 +544,12 @@ unsafe fn step<const C: u8>(r: &Regs, table: *const u8, w: __m256i) -> (__m256i,
     match C {
         0 => {
             // vpermd reads only the low 3 bits of each index: the area prefix.
-            let info = _mm256_permutevar8x32_epi32(r.qlc_info, w);
             let mask = _mm256_permutevar8x32_epi32(r.qlc_mask, w);
             let index = _mm256_and_si256(_mm256_srl_epi32(w, r.prefix), mask);
             // The rank; `translate` maps ranks to symbols after the loop (ranks past 255 are
             // codes no encoder writes).
-            let rank = _mm256_add_epi32(_mm256_srli_epi32::<16>(info), index);
-            (rank, _mm256_and_si256(info, byte))
+            let rank = _mm256_add_epi32(_mm256_permutevar8x32_epi32(r.qlc_base, w), index);
+            (rank, _mm256_permutevar8x32_epi32(r.qlc_len, w))
         }
         1 => {
             let index = _mm256_and_si256(w, r.huff_mask);
