@@ -148,6 +148,7 @@ pub fn decode_lanes<D: SymbolDecoder>(dec: &D, lanes: &[&[u8]], out: &mut [u8]) 
         match tables {
             SimdTables::Qlc { .. } => by_shape!(0),
             SimdTables::Huffman { .. } => by_shape!(1),
+            SimdTables::ExpGolomb { order, .. } if order >= 2 => by_shape!(3),
             SimdTables::ExpGolomb { .. } => by_shape!(2),
         }
     };
@@ -240,6 +241,11 @@ struct Regs {
     /// Exp-Golomb order k − 1 and 2^k.
     eg_order_m1: __m256i,
     eg_pow: __m256i,
+    /// Exp-Golomb with order ≥ 2, per z = trailing zeros + 1 (slot z mod 8, z ≤ 8): code
+    /// length, mask of the `rest` bits and 2^width − 2^k (256 where no value has z − 1 zeros).
+    eg_len: __m256i,
+    eg_mask: __m256i,
+    eg_off: __m256i,
     max_len: __m256i,
 }
 
@@ -250,7 +256,8 @@ struct Regs {
 ///
 /// # Safety
 /// AVX2 must be available. `layout` must describe `lanes`. `C` must name the variant of
-/// `tables` (0 QLC, 1 Huffman, 2 Exp-Golomb). `tables` must come from a decoder
+/// `tables` (0 QLC, 1 Huffman, 2 Exp-Golomb, 3 Exp-Golomb of order ≥ 2). `tables` must come
+/// from a decoder
 /// whose symbols are at most `max_len` bits, with `G · 8 == lanes.len()` and
 /// `S · max_len ≤ window_bits(WIDE)`, `max_len ≤ 25`, and for `WIDE`
 /// `schedule == wide_schedule(max_len, S)`.
@@ -273,6 +280,9 @@ unsafe fn fast<const C: u8, const G: usize, const S: usize, const WIDE: bool>(
         huff_mask: _mm256_setzero_si256(),
         eg_order_m1: _mm256_setzero_si256(),
         eg_pow: _mm256_setzero_si256(),
+        eg_len: _mm256_setzero_si256(),
+        eg_mask: _mm256_setzero_si256(),
+        eg_off: _mm256_setzero_si256(),
         max_len: _mm256_set1_epi32(max_len as i32),
     };
     // Table base pointer for the symbol gather.
@@ -305,6 +315,29 @@ unsafe fn fast<const C: u8, const G: usize, const S: usize, const WIDE: bool>(
         SimdTables::ExpGolomb { order, lut, .. } => {
             regs.eg_order_m1 = _mm256_set1_epi32(order as i32 - 1);
             regs.eg_pow = _mm256_set1_epi32(1 << order);
+            if C == 3 {
+                let (mut len, mut mask, mut off) = ([0i32; 8], [0i32; 8], [0i32; 8]);
+                for z in 1..=8u32 {
+                    let width = z - 1 + order;
+                    let slot = (z % 8) as usize;
+                    if (1u32 << width) - (1 << order) <= 0xff {
+                        len[slot] = (2 * (z - 1) + order + 1) as i32;
+                        mask[slot] = ((1u32 << width) - 1) as i32;
+                        off[slot] = ((1u32 << width) - (1 << order)) as i32;
+                    } else {
+                        // No value has this many zeros (nor, for order ≥ 2, more: z = 8 stands
+                        // for 7 or more): an invalid code. Its length only has to be ≤ max_len.
+                        len[slot] = max_len as i32;
+                        off[slot] = 0x100;
+                    }
+                }
+                // SAFETY: unaligned loads of three local 8 × i32 arrays.
+                unsafe {
+                    regs.eg_len = _mm256_loadu_si256(len.as_ptr().cast());
+                    regs.eg_mask = _mm256_loadu_si256(mask.as_ptr().cast());
+                    regs.eg_off = _mm256_loadu_si256(off.as_ptr().cast());
+                }
+            }
             lut.as_ptr().cast()
         }
     };
@@ -554,6 +587,17 @@ unsafe fn step<const C: u8>(r: &Regs, table: *const u8, w: __m256i) -> (__m256i,
             let sym = _mm256_and_si256(entry, byte);
             let len = _mm256_and_si256(_mm256_srli_epi32::<8>(entry), byte);
             (sym, len)
+        }
+        3 => {
+            // As below, with z = trailing zeros + 1 clamped to 8 (for order k ≥ 2, 7 zeros
+            // already make every value > 255) and length, rest mask and value offset per z
+            // from three in-register tables.
+            let low = _mm256_and_si256(w, _mm256_sub_epi32(_mm256_setzero_si256(), w));
+            let exp = _mm256_srli_epi32::<23>(_mm256_castps_si256(_mm256_cvtepi32_ps(low)));
+            let z = _mm256_min_epu32(_mm256_sub_epi32(exp, _mm256_set1_epi32(126)), _mm256_set1_epi32(8));
+            let rest = _mm256_and_si256(_mm256_srlv_epi32(w, z), _mm256_permutevar8x32_epi32(r.eg_mask, z));
+            let value = _mm256_add_epi32(rest, _mm256_permutevar8x32_epi32(r.eg_off, z));
+            (value, _mm256_permutevar8x32_epi32(r.eg_len, z))
         }
         _ => {
             let one = _mm256_set1_epi32(1);
