@@ -48,7 +48,7 @@ def golden_own_table_data() -> bytes:
 def write_streams() -> None:
     for codec in entropy.CODECS:
         (HERE / f"stream-v1-{codec}.tpe").write_bytes(
-            entropy.encode(golden_stream_data(), codec, chunk_size=2048)
+            entropy.encode(golden_stream_data(), codec, lanes=8, chunk_size=2048)
         )
     (HERE / "stream-v1-huffman-own-tables.tpe").write_bytes(
         entropy.encode(golden_own_table_data(), "huffman", lanes=8, chunk_size=4096)

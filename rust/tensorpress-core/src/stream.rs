@@ -47,8 +47,9 @@ pub const MAX_CHUNK_SIZE: usize = 1 << 24;
 /// Default chunk size: big enough to amortise the table-free chunk header, small enough to
 /// spread over threads and to keep random access cheap.
 pub const DEFAULT_CHUNK_SIZE: usize = 1 << 18;
-/// Default lane count: enough independent chains to hide decode latency.
-pub const DEFAULT_LANES: usize = 8;
+/// Default lane count: enough independent chains to hide decode latency (32 lanes run four
+/// AVX2 register groups, which overlap the window gathers; measured in benches/RESULTS.md §2).
+pub const DEFAULT_LANES: usize = 32;
 /// Largest code table any codec serialises.
 pub const MAX_TABLE_BYTES: usize = 1 + 8 + 256;
 /// Bytes per chunk index entry.

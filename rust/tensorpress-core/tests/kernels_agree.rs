@@ -165,3 +165,45 @@ fn every_lane_count_and_codec_on_large_skewed_data() {
         }
     }
 }
+
+/// The AVX2 kernel's shapes: code lengths from 1–2 bits (few symbols: many symbols per window)
+/// to 17 bits (Exp-Golomb on ranks of uniform data: one per narrow window), largest ranks from
+/// 1 to 255 (the rank translation uses 1 to 16 `vpshufb` tables), on 8, 16 and 32 lanes (wide
+/// and narrow windows).
+#[test]
+fn every_kernel_on_code_length_extremes() {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let n = 150_000;
+    let mut datasets: Vec<Vec<u8>> = Vec::new();
+    // `distinct` symbols scattered over the byte range, geometric frequencies.
+    for distinct in [2u64, 3, 17, 33, 100, 129, 200, 256] {
+        datasets.push(
+            (0..n)
+                .map(|_| {
+                    let r = next();
+                    let k = u64::from((r % 64).trailing_zeros()) * (distinct / 7 + 1) + (r >> 40) % (distinct / 7 + 1);
+                    ((k.min(distinct - 1) * 97 + 31) % 256) as u8
+                })
+                .collect(),
+        );
+    }
+    datasets.push((0..n).map(|_| next() as u8).collect());
+    for data in &datasets {
+        for codec in CODECS {
+            for lanes in [8, 16, 32] {
+                let blob =
+                    encode(data, &EncodeOptions { codec, lanes, chunk_size: 1 << 16, threads: Some(1) }).unwrap();
+                for kernel in kernels() {
+                    let out = decode_with(&blob, kernel);
+                    assert!(out.as_deref() == Ok(&data[..]), "{codec:?} lanes={lanes} {kernel:?}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Decodes one codec with one kernel in a loop: for timing (best of N) and for instruction
+//! counts under callgrind.
+//!
+//! ```text
+//! kernel_loop [codec=qlc] [kernel=avx2] [lanes=32] [iters=200] [size=1048576] [data=gauss]
+//! ```
+//! Prints the best and median wall time per decode and GB/s of decoded bytes. Data: e4m3 bytes
+//! of Gaussian (`gauss`) or Laplace (`laplace`) weights, as in `benches/codecs.rs`, one thread.
+//!
+//! Instructions per byte: run under `valgrind --tool=callgrind` with two iteration counts and
+//! divide the difference of the totals by the difference of decoded bytes (this removes
+//! data generation and encoding), e.g. iters 1 and 11.
+
+use std::hint::black_box;
+use std::time::Instant;
+use tensorpress_core::stream::{decode_into, encode, Codec, DecodeOptions, EncodeOptions};
+use tensorpress_core::Kernel;
+
+/// xorshift64* (the same generator and seed handling as the criterion benches).
+struct Rng(u64);
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn uniform(&mut self) -> f64 {
+        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+    fn gaussian(&mut self) -> f64 {
+        let (u, v) = (self.uniform(), self.uniform());
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+    fn laplace(&mut self) -> f64 {
+        let u = self.uniform() - 0.5;
+        -u.signum() * (1.0 - 2.0 * u.abs()).ln()
+    }
+}
+
+/// Rounds `x` to FP8 e4m3 (bias 7, 3 mantissa bits, saturating at ±448), returning its byte.
+fn to_e4m3(x: f64) -> u8 {
+    let sign = if x < 0.0 { 0x80u8 } else { 0 };
+    let a = x.abs().min(448.0);
+    if a < 2f64.powi(-6) {
+        return sign | (a / 2f64.powi(-9)).round().min(7.0) as u8;
+    }
+    let mut e = a.log2().floor() as i32;
+    let mut m = ((a / 2f64.powi(e) - 1.0) * 8.0).round() as i32;
+    if m == 8 {
+        m = 0;
+        e += 1;
+    }
+    let field = (e + 7).clamp(1, 15) as u8;
+    sign | (field << 3) | (m as u8).min(if field == 15 { 6 } else { 7 })
+}
+
+fn e4m3_data(n: usize, laplace: bool, seed: u64) -> Vec<u8> {
+    let mut rng = Rng(seed | 1);
+    (0..n)
+        .map(|_| {
+            let v = if laplace { rng.laplace() } else { rng.gaussian() };
+            to_e4m3(v * 0.02 * (448.0 / 0.02 / 8.0) / 16.0)
+        })
+        .collect()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize, default: &str| args.get(i).cloned().unwrap_or_else(|| default.to_string());
+    let codec_name = arg(0, "qlc");
+    let codec = Codec::ALL.into_iter().find(|c| c.name() == codec_name).unwrap_or_else(|| {
+        let names: Vec<_> = Codec::ALL.iter().map(|c| c.name()).collect();
+        panic!("unknown codec {codec_name:?} (one of {names:?})")
+    });
+    let kernel = Kernel::from_name(&arg(1, "avx2")).expect("kernel");
+    let lanes: usize = arg(2, "32").parse().expect("lanes");
+    let iters: usize = arg(3, "200").parse().expect("iters");
+    let size: usize = arg(4, "1048576").parse().expect("size");
+    let laplace = match arg(5, "gauss").as_str() {
+        "gauss" => false,
+        "laplace" => true,
+        other => panic!("unknown data {other:?} (gauss, laplace)"),
+    };
+
+    let data = e4m3_data(size, laplace, 7);
+    let blob = encode(&data, &EncodeOptions { codec, lanes, threads: Some(1), ..Default::default() }).expect("encode");
+    let opts = DecodeOptions { kernel, threads: Some(1) };
+    let mut out = vec![0u8; size];
+    decode_into(&blob, &mut out, &opts).expect("decode");
+    if let Some(i) = out.iter().zip(&data).position(|(a, b)| a != b) {
+        panic!(
+            "decoded bytes differ at {i}: {} vs {}; {:?} vs {:?}",
+            out[i],
+            data[i],
+            &out[i.saturating_sub(4)..i + 40],
+            &data[i.saturating_sub(4)..i + 40]
+        );
+    }
+    let mut times = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let t = Instant::now();
+        decode_into(black_box(&blob), black_box(&mut out), &opts).expect("decode");
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    if let (Some(&best), Some(&median)) = (times.first(), times.get(times.len() / 2)) {
+        println!(
+            "{} {} lanes={} size={} ratio={:.4} best={:.1}us ({:.3} GB/s) median={:.1}us ({:.3} GB/s)",
+            codec.name(),
+            kernel.name(),
+            lanes,
+            size,
+            blob.len() as f64 / size as f64,
+            best * 1e6,
+            size as f64 / best / 1e9,
+            median * 1e6,
+            size as f64 / median / 1e9
+        );
+    }
+}
