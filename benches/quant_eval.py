@@ -138,8 +138,16 @@ def bench_bct_ablation(r: Runner) -> None:
         "W8A8, block outputs in float": bct.BCTConfig(8, 8, 64, quantize_residual=False),
         "W8A8, activation block 32": bct.BCTConfig(8, 8, 64, act_block_size=32),
         "W8A8, LUT 4097 entries": bct.BCTConfig(8, 8, 64, lut_size=4096),
+        "W8A8, 16-bit block outputs": bct.BCTConfig(8, 8, 64, residual_bits=16),
+        "W8A8, block outputs in blocks of 16": bct.BCTConfig(8, 8, 64, residual_block_size=16),
+        "W8A8, LUT 4097, activation block 32": bct.BCTConfig(8, 8, 64, lut_size=4096, act_block_size=32),
+        "W8A8, LUT 4097, act block 32, 16-bit block outputs": bct.BCTConfig(
+            8, 8, 64, lut_size=4096, act_block_size=32, residual_bits=16
+        ),
     }
     for name, cfg in configs.items():
+        if r.args.only and not any(key in name for key in r.args.only.split("|")):
+            continue
 
         def transform(model: Any, _kind: str, cfg: bct.BCTConfig = cfg) -> dict[str, Any]:
             return {"ratio": bct.quantize_model(model, cfg).storage_ratio}
@@ -207,6 +215,7 @@ def main() -> None:
     parser.add_argument("--minilm-texts", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None, help="write all results here")
+    parser.add_argument("--only", default="", help="bct_ablation: run configs whose name holds one of A|B|…")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()

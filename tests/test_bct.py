@@ -71,11 +71,29 @@ def test_storage_bits_counts_scales():
         {"scale_format": "fp8"},
         {"lut_size": 4},
         {"weight_bits": True},
+        {"act_block_size": 0},
+        {"residual_bits": 1},
+        {"residual_block_size": -3},
     ],
 )
 def test_invalid_config(kwargs):
     with pytest.raises(InvalidArgumentError):
         bct.BCTConfig(**kwargs)
+
+
+def test_residual_stream_precision_and_blocks():
+    x = torch.randn(3, 5, 128) * torch.logspace(-2, 2, 128)  # outlier channels, like a residual stream
+    default = bct.BCTConfig()
+    assert default.residual_bits_used == 8 and default.residual_block == default.act_block == 32
+    torch.testing.assert_close(default.residual(x), default.act(x))
+    err8 = (default.residual(x) - x).abs().max()
+    wide = bct.BCTConfig(residual_bits=16)
+    assert wide.act_block == wide.residual_block == 32 and wide.act_bits == 8
+    assert (wide.residual(x) - x).abs().max() < err8 / 100  # 8 more bits: ~256x finer steps
+    fine = bct.BCTConfig(residual_block_size=16)
+    assert (fine.residual(x) - x).abs().mean() < (default.residual(x) - x).abs().mean()
+    assert bct.BCTConfig(act_block_size=-1).act_block == 64
+    assert bct.BCTConfig(act_block_size=None).residual_block is None
 
 
 def test_invalid_model():
