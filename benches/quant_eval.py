@@ -96,21 +96,29 @@ class Runner:
         print(json.dumps(row, default=float), flush=True)
 
 
+def _selected(r: Runner, name: str) -> bool:
+    return not r.args.only or any(key in name for key in r.args.only.split("|"))
+
+
 def bench_bct(r: Runner) -> None:
     configs = {
         "BCT W8A8 block64": bct.BCTConfig(8, 8, 64),
-        "per-tensor W8A8": bct.BCTConfig(8, 8, None),
+        "per-tensor W8A8": bct.BCTConfig(8, 8, None, act_block_size=None),
         "BCT W4A8 block64": bct.BCTConfig(4, 8, 64),
-        "per-tensor W4A8": bct.BCTConfig(4, 8, None),
+        "per-tensor W4A8": bct.BCTConfig(4, 8, None, act_block_size=None),
         "BCT W4A8 block32": bct.BCTConfig(4, 8, 32),
     }
     for name, cfg in configs.items():
+        if not _selected(r, name):
+            continue
 
         def transform(model: Any, _kind: str, cfg: bct.BCTConfig = cfg) -> dict[str, Any]:
             rep = bct.quantize_model(model, cfg)
             return {"ratio": rep.storage_ratio, "bits_per_param": rep.bits_per_parameter}
 
         r.run("bct", name, transform)
+    if r.args.only:
+        return
     # Storage ratios alone (weights only matter; cheap): block size x scale format.
     for model_name, loader in (("smollm2", ev.load_smollm2), ("minilm", ev.load_minilm)):
         model = loader()[0]
@@ -146,7 +154,7 @@ def bench_bct_ablation(r: Runner) -> None:
         ),
     }
     for name, cfg in configs.items():
-        if r.args.only and not any(key in name for key in r.args.only.split("|")):
+        if not _selected(r, name):
             continue
 
         def transform(model: Any, _kind: str, cfg: bct.BCTConfig = cfg) -> dict[str, Any]:
@@ -215,7 +223,7 @@ def main() -> None:
     parser.add_argument("--minilm-texts", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None, help="write all results here")
-    parser.add_argument("--only", default="", help="bct_ablation: run configs whose name holds one of A|B|…")
+    parser.add_argument("--only", default="", help="bct, bct_ablation: configs whose name holds A|B|…")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()

@@ -58,18 +58,20 @@ BLOCKWISE_METHOD = "blockwise"
 
 #: Decode throughput (GB/s of decoded output, one core) per codec, used to predict decode speed.
 #: Entropy codes and raw: ``tensorpress.entropy.decode(threads=1)`` on a 4 MB fp32 exponent plane
-#: of the MiniLM weights, development VM (2 vCPU shared, load ~4) — best of 5. Lossy: numpy
-#: dequantization on the same VM (the codes' entropy decode is added per candidate). Video: not
-#: measured here (no backend at the time); 0.1 GB/s is an assumption for CPU FFmpeg decode.
+#: of the MiniLM weights, 32 lanes, AVX2 kernels, development VM (2 vCPU, load 0.8), best of 5:
+#: ``python benches/planner_speeds.py`` (2026-11-29). ``expgolomb`` stores that plane raw (7 GB/s),
+#: so it takes the rank form's speed, the speed of its real code. Lossy: numpy dequantization on
+#: the same VM (the codes' entropy decode is added per candidate). Video: PyAV HEVC decode of the
+#: whole pipeline, 54 MB/s of fp32 output (benches/RESULTS.md §4.1).
 DECODE_GBPS: dict[str, float] = {
-    "raw": 10.0,
-    "qlc": 0.39,
-    "dlc": 0.39,
-    "huffman": 0.54,
-    "expgolomb-rank": 0.24,
-    "expgolomb": 0.24,
+    "raw": 9.9,
+    "qlc": 1.88,
+    "dlc": 1.89,
+    "huffman": 1.40,
+    "expgolomb-rank": 1.16,
+    "expgolomb": 1.16,
     "dequant": 0.8,
-    "video": 0.1,
+    "video": 0.054,
 }
 #: Where each :data:`DECODE_GBPS` value comes from.
 SPEED_SOURCE: dict[str, str] = {
@@ -77,7 +79,7 @@ SPEED_SOURCE: dict[str, str] = {
         k: "table (measured, dev VM)" for k in ("raw", "qlc", "dlc", "huffman", "expgolomb-rank", "expgolomb")
     },
     "dequant": "table (measured, dev VM)",
-    "video": "table (assumed, not measured)",
+    "video": "table (measured, dev VM, HEVC via PyAV)",
 }
 #: Entropy codecs tried per plane.
 PLANE_CODECS = ("qlc", "huffman", "expgolomb-rank")
