@@ -167,6 +167,10 @@ def bench_tender(r: Runner) -> None:
     n_cal = r.args.calibration
     configs = {
         "Tender INT8 G8 calibrated": tender.TenderConfig(8, 8, 8),
+        "Tender INT8 G8 calibrated, headroom 2": tender.TenderConfig(8, 8, 8, headroom=2.0),
+        "Tender INT8 G8 calibrated, headroom 4": tender.TenderConfig(8, 8, 8, headroom=4.0),
+        "Tender INT8 G12 calibrated": tender.TenderConfig(8, 8, 12),
+        "Tender INT8 G16 calibrated": tender.TenderConfig(8, 8, 16),
         "Tender INT8 G8 dynamic": tender.TenderConfig(8, 8, 8, dynamic=True),
         "per-tensor INT8 calibrated": tender.TenderConfig(8, 8, 1, subtract_bias=False),
         "per-tensor INT8 dynamic": tender.TenderConfig(8, 8, 1, subtract_bias=False, dynamic=True),
@@ -176,6 +180,8 @@ def bench_tender(r: Runner) -> None:
         "per-tensor INT4 dynamic": tender.TenderConfig(4, 8, 1, subtract_bias=False, dynamic=True),
     }
     for name, cfg in configs.items():
+        if not _selected(r, name):
+            continue
 
         def transform(model: Any, kind: str, cfg: tender.TenderConfig = cfg) -> dict[str, Any]:
             if kind == "smollm2":
@@ -223,7 +229,7 @@ def main() -> None:
     parser.add_argument("--minilm-texts", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None, help="write all results here")
-    parser.add_argument("--only", default="", help="bct, bct_ablation: configs whose name holds A|B|…")
+    parser.add_argument("--only", default="", help="bct, tender: configs whose name holds A|B|…")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()

@@ -131,9 +131,37 @@ def test_more_groups_beat_per_tensor_on_outlier_channels():
     assert errs[8] < errs[1] / 4
 
 
+def test_headroom_avoids_clipping_unseen_values():
+    g = torch.Generator().manual_seed(4)
+    lin = torch.nn.Linear(32, 16, bias=False)
+    calib = torch.randn(1, 64, 32, generator=g)
+    later = calib * 1.8  # run-time activations larger than anything calibration saw
+    exact = later @ tender.TenderLinear(lin, tender.TenderConfig()).weight_dq.T
+    errs, tmax = {}, {}
+    for headroom in (1.0, 2.0):
+        layer = tender.TenderLinear(
+            lin, tender.TenderConfig(bits=8, groups=4, chunk_size=64, headroom=headroom)
+        )
+        layer(calib)
+        layer.finalize()
+        tmax[headroom] = float(layer.chunk_tmax[0])
+        errs[headroom] = float((layer(later) - exact).norm() / exact.norm())
+    assert tmax[2.0] == pytest.approx(2 * tmax[1.0])
+    assert errs[2.0] < errs[1.0] / 4  # clipping dominates without headroom
+
+
 @pytest.mark.parametrize(
     "kwargs",
-    [{"bits": 1}, {"bits": 17}, {"groups": 0}, {"groups": 17}, {"chunk_size": 0}, {"weight_bits": 3.5}],
+    [
+        {"bits": 1},
+        {"bits": 17},
+        {"groups": 0},
+        {"groups": 17},
+        {"chunk_size": 0},
+        {"weight_bits": 3.5},
+        {"headroom": 0.5},
+        {"headroom": float("nan")},
+    ],
 )
 def test_invalid_config(kwargs):
     with pytest.raises(InvalidArgumentError):
