@@ -286,9 +286,10 @@ def _numel(t: Any) -> int:
 
 
 def _as_matrix(t: Any) -> np.ndarray:
-    arr = t.detach().to("cpu").float().numpy() if hasattr(t, "detach") else np.asarray(t, dtype=np.float32)
-    rows, cols = pipeline.fold_2d(tuple(arr.shape))
-    return np.asarray(arr, dtype=np.float32).reshape(rows, cols)
+    from tensorpress.video import _to_numpy  # the package imports this module: import late
+
+    arr = _to_numpy(t)[0]
+    return arr.reshape(pipeline.fold_2d(tuple(arr.shape)))
 
 
 def _weights(imp: Any, shape: tuple[int, int], name: str) -> np.ndarray:
