@@ -18,18 +18,17 @@ reads them through the registry only.
 
 from __future__ import annotations
 
-import builtins
 import json
-import mmap
 import os
 import struct
-import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from tensorpress import _core, methods, tensors
+from tensorpress import _core, methods, safetensors_io, tensors
+from tensorpress.atomic import atomic_write
 from tensorpress.errors import ChecksumError, CorruptDataError, FormatError, InvalidArgumentError
+from tensorpress.filesource import FileSource
 from tensorpress.methods import base
 
 MAGIC = b"\x89TPZ\r\n\x1a\n"
@@ -54,6 +53,14 @@ def _is_safetensors(path: Path) -> bool:
 
 
 # --- writing ---------------------------------------------------------------------------------
+
+
+def _check_utf8(text: str, what: str) -> None:
+    """Names and metadata are stored as UTF-8: a lone surrogate cannot be, so refuse it here."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgumentError(f"{what} {text!r} is not valid Unicode (lone surrogate)") from None
 
 
 def _encode_one(value: Any, codec: str, threads: int | None) -> Any:
@@ -84,7 +91,11 @@ def save(
     for name in tensors_by_name:
         if not isinstance(name, str) or not name:
             raise InvalidArgumentError(f"tensor names must be non-empty strings, got {name!r}")
+        _check_utf8(name, "tensor name")
     meta = {str(k): str(v) for k, v in (metadata or {}).items()}
+    for key, value in meta.items():
+        _check_utf8(key, "metadata key")
+        _check_utf8(value, "metadata value")
     if _is_safetensors(path):
         _save_safetensors(tensors_by_name, path, meta)
         return path
@@ -134,54 +145,13 @@ def save(
     return path
 
 
-def atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    """Run ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it over
-    ``path``: readers see the old file or the new one, never a partial one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp_name, _new_file_mode(path))
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass  # some filesystems cannot fsync directories; the rename itself already happened
-    finally:
-        os.close(dir_fd)
-
-
-def _new_file_mode(path: Path) -> int:
-    """Keep an existing file's permissions; otherwise what open() would give (mkstemp uses 0600)."""
-    try:
-        return path.stat().st_mode & 0o777
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
 def _save_safetensors(tensors_by_name: Mapping[str, Any], path: Path, meta: dict[str, str]) -> None:
-    from safetensors.numpy import save as save_bytes
-
     arrays = {}
     for name, value in tensors_by_name.items():
         if methods.is_stored(value):
             value = tensors.decompress(value, as_kind="numpy")
-        arr, _, _ = tensors.to_numpy(value)
-        arrays[name] = arr.copy() if not arr.flags.c_contiguous else arr
-    data = save_bytes(arrays, metadata=meta or None)
-    atomic_write(path, lambda f: f.write(data))
+        arrays[name], _, _ = tensors.to_numpy(value)
+    safetensors_io.save_file(arrays, path, meta)
 
 
 def _progress(items: list[Any], enabled: bool, what: str) -> Any:
@@ -198,6 +168,10 @@ def _progress(items: list[Any], enabled: bool, what: str) -> Any:
 class TpzFile(Mapping[str, Any]):
     """A memory-mapped ``.tpz`` file; tensors are decoded one at a time on access.
 
+    Every access first checks that the file has not changed since it was opened
+    (:class:`~tensorpress.errors.FileChangedError`; see :mod:`tensorpress.filesource` for what
+    stays racy and ``mmap=False``). Access after :meth:`close` is an InvalidArgumentError.
+
     Use as a context manager (or call :meth:`close`). Mapping access returns decoded tensors (as
     ``as_kind``, on ``device``, refusing any tensor that decodes to more than ``max_size`` bytes);
     :meth:`entry` returns a tensor's header entry, :meth:`compressed` its stored form.
@@ -210,20 +184,19 @@ class TpzFile(Mapping[str, Any]):
         as_kind: str | None = None,
         device: str | None = None,
         max_size: int | None = None,
+        mmap: bool = True,
     ) -> None:
         base.check_as_kind(as_kind)
         methods.check_max_size(_NoTensor(), max_size)
         self.path = Path(path)
         self.as_kind, self.device, self.max_size = as_kind, device, max_size
-        self._file = builtins.open(self.path, "rb")  # noqa: SIM115 - lives as long as the mapping
+        self._source = FileSource(self.path, use_mmap=mmap)
         try:
-            size = os.fstat(self._file.fileno()).st_size
-            if size < PREAMBLE_BYTES:
-                raise FormatError(f"{self.path}: {size} bytes is shorter than the preamble")
-            self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
-            self._entries, self.metadata, self._data_start = _parse(self._map, self.path)
+            if self._source.size < PREAMBLE_BYTES:
+                raise FormatError(f"{self.path}: {self._source.size} bytes is shorter than the preamble")
+            self._entries, self.metadata, self._data_start = _parse(self._source, self.path)
         except BaseException:
-            self._file.close()
+            self._source.close()
             raise
         self._by_name = {e["name"]: e for e in self._entries}
 
@@ -239,6 +212,8 @@ class TpzFile(Mapping[str, Any]):
 
     def entry(self, name: str) -> dict[str, Any]:
         """The header entry of tensor ``name`` (dtype, shape, method, codec, sizes, params)."""
+        if self._source.closed:
+            raise InvalidArgumentError(f"{self.path}: the file is closed")
         try:
             return self._by_name[name]
         except KeyError:
@@ -255,12 +230,11 @@ class TpzFile(Mapping[str, Any]):
         start = self._data_start + entry["offset"]
         end = start + entry["length"]
         # The zero padding after a payload belongs to it: a flipped padding bit is corruption too.
-        if any(self._map[end : min(self._data_start + _align(end - self._data_start), len(self._map))]):
+        if any(self._source.read(end, self._data_start + _align(end - self._data_start))):
             raise CorruptDataError(f"{self.path}: non-zero padding after tensor {name!r}")
-        with memoryview(self._map)[start:end] as view:
-            if _core.crc32c(view) != entry["crc32c"]:
-                raise ChecksumError(f"{self.path}: payload of tensor {name!r} fails its checksum")
-            payload = bytes(view)
+        payload = self._source.read(start, end)
+        if _core.crc32c(payload) != entry["crc32c"]:
+            raise ChecksumError(f"{self.path}: payload of tensor {name!r} fails its checksum")
         try:
             obj = methods.from_parts(entry["method"], entry["params"], payload, max_size=self.max_size)
         except FormatError as exc:
@@ -268,9 +242,12 @@ class TpzFile(Mapping[str, Any]):
         _check_summary(entry, obj, self.path)
         return obj
 
+    @property
+    def closed(self) -> bool:
+        return self._source.closed
+
     def close(self) -> None:
-        self._map.close()
-        self._file.close()
+        self._source.close()
 
     def __enter__(self) -> TpzFile:
         return self
@@ -325,9 +302,9 @@ def _parse_entry(i: int, e: Any, path: Path) -> dict[str, Any]:
     return e
 
 
-def _parse(buf: mmap.mmap, path: Path) -> tuple[list[dict[str, Any]], dict[str, str], int]:
+def _parse(buf: FileSource, path: Path) -> tuple[list[dict[str, Any]], dict[str, str], int]:
     size = len(buf)
-    magic, major, minor, flags, header_len, header_crc, preamble_crc = PREAMBLE.unpack_from(buf, 0)
+    magic, major, minor, flags, header_len, header_crc, preamble_crc = PREAMBLE.unpack(buf[:PREAMBLE_BYTES])
     if magic != MAGIC:
         raise FormatError(f"{path}: not a .tpz file (bad magic)")
     if major != MAJOR_VERSION:
@@ -388,10 +365,12 @@ def open(
     as_kind: str | None = None,
     device: str | None = None,
     max_size: int | None = None,
+    mmap: bool = True,
 ) -> TpzFile:
     """Open a ``.tpz`` file for lazy, per-tensor random access (see :class:`TpzFile`;
-    ``max_size`` bounds the decoded bytes of each tensor)."""
-    return TpzFile(path, as_kind=as_kind, device=device, max_size=max_size)
+    ``max_size`` bounds the decoded bytes of each tensor; ``mmap=False`` reads with ``pread``,
+    for files other programs may rewrite while they are open)."""
+    return TpzFile(path, as_kind=as_kind, device=device, max_size=max_size, mmap=mmap)
 
 
 def load(
@@ -401,6 +380,7 @@ def load(
     device: str | None = None,
     max_size: int | None = None,
     progress: bool = False,
+    mmap: bool = True,
 ) -> dict[str, Any]:
     """Read every tensor of a ``.tpz`` (or ``.safetensors``) file, decoded.
 
@@ -412,13 +392,11 @@ def load(
     path = Path(path)
     base.check_as_kind(as_kind)
     if _is_safetensors(path):
-        from safetensors.numpy import load_file
-
-        arrays = load_file(str(path))
+        arrays, _ = safetensors_io.load_file(path, max_size=max_size)
         if as_kind == "torch":
             return {k: tensors.from_numpy(v, "torch", device) for k, v in arrays.items()}
         return arrays
-    with TpzFile(path, max_size=max_size) as f:
+    with TpzFile(path, max_size=max_size, mmap=mmap) as f:
         stored = {name: f.compressed(name) for name in f}
         total = sum(int(obj.decoded_nbytes) for obj in stored.values())
         if max_size is not None and total > max_size:

@@ -28,6 +28,18 @@ class InvalidArgumentError(TensorpressError, ValueError):
     """An option or argument is out of range or inconsistent."""
 
 
+class InvalidTypeError(InvalidArgumentError, TypeError):
+    """An argument has a type tensorpress cannot take (also a TypeError, as Python expects)."""
+
+
+class FileChangedError(CorruptDataError):
+    """A file changed (size, identity or modification time) while tensorpress had it open."""
+
+
+class WriteError(TensorpressError, OSError):
+    """Writing a file failed; the message and ``filename`` name the destination."""
+
+
 class BackendUnavailableError(TensorpressError, ImportError):
     """An optional backend (torch, PyAV, PyNvVideoCodec, ...) is not installed or cannot run."""
 
@@ -42,7 +54,10 @@ __all__ = [
     "BackendUnavailableError",
     "ChecksumError",
     "CorruptDataError",
+    "FileChangedError",
     "FormatError",
     "InvalidArgumentError",
+    "InvalidTypeError",
     "TensorpressError",
+    "WriteError",
 ]

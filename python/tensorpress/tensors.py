@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from tensorpress import methods
+from tensorpress.errors import InvalidTypeError
 from tensorpress.methods.arrays import (
     FLOAT_DTYPES,
     NAMED_DTYPES,
@@ -52,7 +53,7 @@ def decompress(
     with a warning). ``max_size`` refuses, before decoding, a tensor that decodes to more bytes.
     """
     if not methods.is_stored(obj):
-        raise TypeError(f"cannot decompress a {type(obj).__name__}: not a tensorpress stored tensor")
+        raise InvalidTypeError(f"cannot decompress a {type(obj).__name__}: not a tensorpress stored tensor")
     return methods.decode(obj, as_kind=as_kind, device=device, max_size=max_size, threads=threads)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from tensorpress.errors import FormatError, InvalidArgumentError
+from tensorpress.errors import FormatError, InvalidArgumentError, InvalidTypeError
 from tensorpress.methods.base import StoredTensor
 
 #: method name -> (module, class name) of its stored class.
@@ -76,7 +76,7 @@ def decode(
 ) -> Any:
     """Decode a stored tensor of any method (``threads`` reaches the entropy decoders)."""
     if not is_stored(obj):
-        raise TypeError(f"not a tensorpress stored tensor: {type(obj).__name__}")
+        raise InvalidTypeError(f"not a tensorpress stored tensor: {type(obj).__name__}")
     check_max_size(obj, max_size)
     if threads is not None and obj.method == "lossless":
         return obj.decode(as_kind=as_kind, device=device, threads=threads)

@@ -13,7 +13,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from tensorpress.errors import BackendUnavailableError, FormatError, InvalidArgumentError
+from tensorpress.errors import BackendUnavailableError, FormatError, InvalidArgumentError, InvalidTypeError
 
 NAMED_DTYPES: dict[str, np.dtype] = {
     name: np.dtype(t)
@@ -37,6 +37,9 @@ NAMED_DTYPES: dict[str, np.dtype] = {
         "uint4": ml_dtypes.uint4,
     }.items()
 }
+#: torch has int4/uint4 dtypes without a defined memory layout (one value per byte, or two?),
+#: and its own ops disagree about it; refused rather than silently losing a nibble.
+_TORCH_SHELL_DTYPES = ("int4", "uint4")
 #: Floating-point dtypes the lossy methods accept and produce.
 FLOAT_DTYPES = ("float64", "float32", "float16", "bfloat16")
 
@@ -79,16 +82,32 @@ def to_numpy(tensor: Any) -> tuple[np.ndarray, str, str | None]:
     if is_torch_tensor(tensor):
         torch = torch_module()
         t = tensor.detach()
+        if t.layout != torch.strided:
+            raise InvalidArgumentError(
+                f"torch {t.layout} tensors are not supported; convert with .to_dense() first"
+            )
+        if t.device.type == "meta":
+            raise InvalidArgumentError("a meta tensor has no values to compress")
         device = str(t.device)
         name = str(t.dtype).removeprefix("torch.")
-        if name not in NAMED_DTYPES:
-            raise InvalidArgumentError(f"torch dtype {t.dtype} is not supported")
+        if name not in NAMED_DTYPES or name in _TORCH_SHELL_DTYPES:
+            raise InvalidArgumentError(
+                f"torch dtype {t.dtype} is not supported"
+                + (
+                    " (torch's sub-byte dtypes have no defined memory layout; use ml_dtypes.int4/uint4 "
+                    "numpy arrays or widen to int8/uint8)"
+                    if name in ("int4", "uint4")
+                    else ""
+                )
+            )
         flat = t.cpu().contiguous().reshape(-1)
         raw = flat.view(torch.uint8).numpy() if flat.dtype != torch.bool else flat.numpy().view(np.uint8)
         return raw.view(NAMED_DTYPES[name]).reshape(tuple(t.shape)), "torch", device
     if isinstance(tensor, np.ndarray | np.generic):
-        return np.asarray(tensor), "numpy", None
-    raise TypeError(f"expected a numpy array or torch tensor, got {type(tensor).__name__}")
+        arr = np.asarray(tensor)
+        dtype_name(arr.dtype)  # object, complex, structured...: InvalidArgumentError
+        return arr, "numpy", None
+    raise InvalidTypeError(f"expected a numpy array or torch tensor, got {type(tensor).__name__}")
 
 
 def from_numpy(arr: np.ndarray, kind: str, device: str | None) -> Any:
