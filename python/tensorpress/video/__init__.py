@@ -298,7 +298,10 @@ def _validate_header(h: dict[str, Any], payload: bytes) -> None:
 
     is_int = base.is_int
     need(h.get("format") == FORMAT_NAME, "format is not tensorpress.video")
-    need(is_int(h.get("version")) and h.get("version") == FORMAT_VERSION, f"version {h.get('version')!r}")
+    need(
+        is_int(h.get("version")) and h.get("version") == FORMAT_VERSION,
+        f"version {base.show(h.get('version'))}",
+    )
     shape = base.need_shape(h, "video")
     need(h.get("dtype") in _FLOAT_DTYPES, "dtype")
     base.need_kind(h, "video")
