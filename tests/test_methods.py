@@ -135,6 +135,22 @@ def test_lowrank_decodes_to_the_product_and_keeps_its_factors() -> None:
         lowrank.from_factors(w, w)
 
 
+def test_lowrank_stores_an_svd_factorized_layer(tmp_path: Path) -> None:
+    from tensorpress.lowrank import rom
+
+    layer = torch.nn.Linear(32, 24)
+    factorized = rom.svd_factorize(layer, 6)
+    lr = lowrank.from_module(factorized)
+    assert lr.shape == (24, 32) and lr.rank == 6
+    x = torch.randn(5, 32)
+    back = tp.load(tp.save({"layer": lr}, tmp_path / "lr.tpz"))["layer"]
+    parts = lr.factors()
+    with torch.no_grad():
+        assert torch.allclose(x @ back.T + parts["bias"], factorized(x), atol=1e-5)
+    with pytest.raises(InvalidArgumentError):
+        lowrank.from_module(layer)
+
+
 def test_lowrank_factors_may_be_quantized() -> None:
     u, v = _matrix(6, (32, 4)), _matrix(7, (4, 16))
     lr = lowrank.from_factors(u, v)

@@ -4,7 +4,7 @@
 
 The must-decode files pin the readers: a reader change that cannot read them is a format break.
 The writers are pinned too: every knob that shapes the bytes (lanes, chunk size, code layout) is
-fixed here, and ``tests/test_golden.py`` regenerates every file into a temporary directory and
+fixed here, and ``tests/test_methods_golden.py`` regenerates every file into a temporary directory and
 requires identical bytes — except the video files, whose bitstreams are whatever the installed
 encoder library produces (their decoded values are pinned instead).
 
