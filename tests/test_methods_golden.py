@@ -106,12 +106,17 @@ def test_old_v1_video_bytes_still_load() -> None:
     head = blob[32:]
     old = bytearray(blob)
     old[8:10] = struct.pack("<H", 1)
-    old[28:32] = struct.pack("<I", zlib.crc32(head))
+    old[28:32] = struct.pack("<I", zlib.crc32(head))  # v1: zlib CRC-32 of header and payload
     again = video.VideoTensor.from_bytes(bytes(old))
     assert again.payload() == vt.payload()
     with pytest.raises(errors.ChecksumError):
         old[40] ^= 1
         video.VideoTensor.from_bytes(bytes(old))
+    for at in range(32):  # v2's checksum covers the preamble too: no byte of it changes silently
+        bad = bytearray(blob)
+        bad[at] ^= 0x10
+        with pytest.raises(errors.TensorpressError):
+            video.VideoTensor.from_bytes(bytes(bad))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert np.array_equal(video.decode(blob), again.decode())
