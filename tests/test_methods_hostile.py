@@ -222,3 +222,43 @@ def test_pack_object_bit_flips_never_decode_silently(sources: dict[str, Any]) ->
             if got.dtype != want.dtype or got.tobytes() != want.tobytes():
                 wrong += 1
     assert flips >= 300 and wrong == 0 and caught == flips, (flips, caught, wrong)
+
+
+def _container(header: bytes, region: bytes) -> bytes:
+    head = struct.pack("<8sHHIQI", b"\x89TPZ\r\n\x1a\n", 1, 0, 0, len(header), _core.crc32c(header))
+    return head + struct.pack("<I", _core.crc32c(head)) + header + bytes(-(32 + len(header)) % 64) + region
+
+
+def test_hostile_container_header_sweep(sources: dict[str, Any], tmp_path: Any) -> None:
+    """Mutated container headers (entries, metadata, document), every CRC recomputed."""
+    from tensorpress import container
+
+    good = container.save(
+        {k: v for k, v in sources.items() if k != "video"}, tmp_path / "ok.tpz"
+    ).read_bytes()
+    (h,) = struct.unpack_from("<Q", good, 16)
+    doc = json.loads(good[32 : 32 + h])
+    region = good[-(-(32 + h) // 64) * 64 :]
+    rng = random.Random("container-sweep")
+    path = tmp_path / "m.tpz"
+    escaped = []
+    outcomes = {"rejected": 0, "decoded": 0}
+    for i in range(2000):
+        mutant = mutate(doc, rng)
+        text = (
+            json.dumps(mutant, separators=(",", ":"))
+            .encode()
+            .replace(json.dumps(DEEP_MARK).encode(), DEEP_TEXT)
+        )
+        path.write_bytes(_container(text, region))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                container.load(path, max_size=LIMIT)
+            outcomes["decoded"] += 1
+        except TensorpressError:
+            outcomes["rejected"] += 1
+        except Exception as exc:
+            escaped.append(f"{i}: {type(exc).__name__}: {exc}"[:300])
+    assert not escaped, escaped[:3]
+    assert outcomes["rejected"] > 1000, outcomes
