@@ -135,6 +135,22 @@ def test_lowrank_decodes_to_the_product_and_keeps_its_factors() -> None:
         lowrank.from_factors(w, w)
 
 
+def test_lowrank_stores_an_svd_factorized_layer(tmp_path: Path) -> None:
+    from tensorpress.lowrank import rom
+
+    layer = torch.nn.Linear(32, 24)
+    factorized = rom.svd_factorize(layer, 6)
+    lr = lowrank.from_module(factorized)
+    assert lr.shape == (24, 32) and lr.rank == 6
+    x = torch.randn(5, 32)
+    back = tp.load(tp.save({"layer": lr}, tmp_path / "lr.tpz"))["layer"]
+    parts = lr.factors()
+    with torch.no_grad():
+        assert torch.allclose(x @ back.T + parts["bias"], factorized(x), atol=1e-5)
+    with pytest.raises(InvalidArgumentError):
+        lowrank.from_module(layer)
+
+
 def test_lowrank_factors_may_be_quantized() -> None:
     u, v = _matrix(6, (32, 4)), _matrix(7, (4, 16))
     lr = lowrank.from_factors(u, v)
@@ -224,3 +240,68 @@ def test_save_model_with_video_candidates(tmp_path: Path) -> None:
     for k in names:
         assert back[k].shape == state[k].shape and back[k].dtype == state[k].dtype
         assert torch.equal(back[k], tp.decompress(packed[k], as_kind="torch"))
+
+
+def _pack(head: bytes, payload: bytes, *, version: int = 2, flags: int = 0, reserved: int = 0,
+          n_head: int | None = None, n_payload: int | None = None) -> bytes:  # fmt: skip
+    """A packed message with chosen preamble fields and every checksum recomputed."""
+    import struct
+
+    from tensorpress import _core
+
+    n_head = len(head) if n_head is None else n_head
+    n_payload = len(payload) if n_payload is None else n_payload
+    fields = (
+        b"\x89TPO",
+        version,
+        flags,
+        reserved,
+        n_head,
+        n_payload,
+        _core.crc32c(head),
+        _core.crc32c(payload),
+    )
+    pre = struct.pack("<4sBBHIQII", *fields)
+    return pre + struct.pack("<I", _core.crc32c(pre)) + head + payload
+
+
+def test_packed_message_structural_checks_behind_the_checksums() -> None:
+    import json
+
+    from tensorpress.errors import ChecksumError
+
+    obj = tp.compress(np.arange(40, dtype=np.float32))
+    head = json.dumps({"method": obj.method, "params": obj.header()}).encode()
+    payload = obj.payload()
+    assert unpack_object(_pack(head, payload)).payload() == payload
+    cases = {
+        "version": _pack(head, payload, version=1),
+        "reserved fields": _pack(head, payload, flags=1),
+        "reserved": _pack(head, payload, reserved=1),
+        "preamble says": _pack(head, payload, n_head=len(head) + 1),
+        "its preamble": _pack(head, payload, n_payload=len(payload) - 1),
+        "must be": _pack(
+            json.dumps({"method": "lossless", "params": obj.header(), "x": 1}).encode(), payload
+        ),
+        "unknown tensor method": _pack(json.dumps({"method": "lossless2", "params": {}}).encode(), payload),
+        "JSON": _pack(b'{"method": "lossless", "params": {"shape": [1e999]}', payload),
+    }
+    for fragment, blob in cases.items():
+        with pytest.raises(FormatError) as info:
+            unpack_object(blob)
+        assert fragment.replace("its preamble", "preamble says") in str(info.value), (
+            fragment,
+            str(info.value),
+        )
+    good = bytearray(_pack(head, payload))
+    good[-1] ^= 1
+    with pytest.raises(ChecksumError, match="payload"):
+        unpack_object(bytes(good))
+    good = bytearray(_pack(head, payload))
+    good[33] ^= 1
+    with pytest.raises(ChecksumError, match="header"):
+        unpack_object(bytes(good))
+    with pytest.raises(FormatError):
+        unpack_object(_pack(head, payload) + b"\0")
+    with pytest.raises(InvalidArgumentError):
+        pack_object(np.zeros(3))

@@ -287,7 +287,7 @@ def _parse_entry(i: int, e: Any, path: Path) -> dict[str, Any]:
     name = e.get("name")
     if not isinstance(name, str) or not name:
         raise FormatError(f"{what}: tensor names must be non-empty strings, got {name!r}")
-    if e.get("method") not in methods.REGISTRY or not isinstance(e.get("method"), str):
+    if not isinstance(e.get("method"), str) or e["method"] not in methods.REGISTRY:
         raise FormatError(
             f"{what}: unknown tensor method {e.get('method')!r} (written by a newer tensorpress?)"
         )

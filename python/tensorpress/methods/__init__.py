@@ -22,7 +22,7 @@ import importlib
 from typing import Any
 
 from tensorpress.errors import FormatError, InvalidArgumentError, InvalidTypeError
-from tensorpress.methods.base import StoredTensor
+from tensorpress.methods.base import StoredTensor, show
 
 #: method name -> (module, class name) of its stored class.
 REGISTRY: dict[str, tuple[str, str]] = {
@@ -37,7 +37,7 @@ METHODS = tuple(REGISTRY)
 def stored_class(method: Any) -> Any:
     """The stored class of ``method`` (FormatError for a name this version does not know)."""
     if not isinstance(method, str) or method not in REGISTRY:
-        raise FormatError(f"unknown tensor method {method!r} (written by a newer tensorpress?)")
+        raise FormatError(f"unknown tensor method {show(method)} (written by a newer tensorpress?)")
     module, name = REGISTRY[method]
     return getattr(importlib.import_module(module), name)
 
@@ -53,7 +53,7 @@ def check_max_size(obj: Any, max_size: int | None) -> None:
     if max_size is None:
         return
     if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 0:
-        raise InvalidArgumentError(f"max_size must be a non-negative int, got {max_size!r}")
+        raise InvalidArgumentError(f"max_size must be a non-negative int, got {show(max_size)}")
     size = int(obj.decoded_nbytes)
     if size > max_size:
         raise FormatError(f"{obj.method} tensor decodes to {size:,} bytes, more than max_size={max_size:,}")

@@ -49,7 +49,8 @@ def dtype_from_name(name: str) -> np.dtype:
     try:
         return NAMED_DTYPES[name]
     except (KeyError, TypeError):
-        raise FormatError(f"unsupported dtype {name!r}") from None
+        shown = repr(name[:40]) if isinstance(name, str) else f"of type {type(name).__name__}"
+        raise FormatError(f"unsupported dtype {shown}") from None
 
 
 def dtype_name(dtype: np.dtype) -> str:

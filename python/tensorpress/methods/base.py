@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import reprlib
 import warnings
 from typing import Any, ClassVar, Protocol, TypeGuard, runtime_checkable
 
@@ -115,6 +116,18 @@ def parse_json(data: bytes | memoryview | str, what: str) -> Any:
 
 # --- field checks ----------------------------------------------------------------------------
 
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxdict = 3, 40, 40, 6, 6
+
+
+def show(value: Any) -> str:
+    """A short repr of a header value for error messages: bounded in depth and length, and safe
+    for values whose plain repr fails (ints past Python's digit limit)."""
+    try:
+        return _SHORT.repr(value)
+    except (ValueError, RecursionError):
+        return f"<{type(value).__name__}>"
+
 
 def fail(method: str, what: str) -> FormatError:
     """The error for a bad ``method`` header field."""
@@ -136,7 +149,7 @@ def need_int(h: dict[str, Any], key: str, lo: int, hi: int, method: str) -> int:
     """``h[key]``, which must be an int in ``[lo, hi]``."""
     value = h.get(key)
     if not is_int(value) or not lo <= value <= hi:
-        raise fail(method, f"{key} must be an integer in [{lo}, {hi}], got {value!r}")
+        raise fail(method, f"{key} must be an integer in [{lo}, {hi}], got {show(value)}")
     return int(value)
 
 
@@ -145,7 +158,7 @@ def need_choice(h: dict[str, Any], key: str, choices: tuple[Any, ...] | dict[str
     value = h.get(key)
     if not any(type(value) is type(c) and value == c for c in choices):
         names = ", ".join(repr(c) for c in choices)
-        raise fail(method, f"unknown {key} {value!r} (known: {names})")
+        raise fail(method, f"unknown {key} {show(value)} (known: {names})")
     return value
 
 
@@ -153,13 +166,13 @@ def need_float(h: dict[str, Any], key: str, method: str, *, positive: bool = Fal
     """``h[key]``: a finite JSON number (int or float, not bool), ``> 0`` if ``positive``."""
     value: Any = h.get(key)
     if not (is_int(value) or isinstance(value, float)):
-        raise fail(method, f"{key} must be a number, got {value!r}")
+        raise fail(method, f"{key} must be a number, got {show(value)}")
     try:
         out = float(value)
     except OverflowError:
         raise fail(method, f"{key} is out of range") from None
     if not math.isfinite(out) or (positive and not out > 0) or out < 0:
-        raise fail(method, f"{key} must be finite and {'> 0' if positive else '>= 0'}, got {value!r}")
+        raise fail(method, f"{key} must be finite and {'> 0' if positive else '>= 0'}, got {show(value)}")
     return out
 
 
@@ -167,11 +180,11 @@ def need_shape(h: dict[str, Any], method: str, key: str = "shape") -> tuple[int,
     """A shape: at most :data:`MAX_DIMS` ints ≥ 0 whose product is at most :data:`MAX_NUMEL`."""
     shape = h.get(key)
     if not isinstance(shape, list) or len(shape) > MAX_DIMS:
-        raise fail(method, f"{key} must be a list of at most {MAX_DIMS} integers, got {shape!r}")
+        raise fail(method, f"{key} must be a list of at most {MAX_DIMS} integers, got {show(shape)}")
     numel = 1
     for d in shape:
         if not is_int(d) or not 0 <= d <= MAX_NUMEL:
-            raise fail(method, f"{key} holds {d!r}, not an integer in [0, 2^40]")
+            raise fail(method, f"{key} holds {show(d)}, not an integer in [0, 2^40]")
         numel *= d
     if numel > MAX_NUMEL:
         raise fail(method, f"{key} {shape} holds more than 2^40 elements")
@@ -182,7 +195,7 @@ def need_dtype(h: dict[str, Any], method: str, allowed: tuple[str, ...] | None =
     """A known dtype name (of ``allowed`` when given)."""
     name = h.get("dtype")
     if not isinstance(name, str) or (allowed is not None and name not in allowed):
-        raise fail(method, f"dtype {name!r} is not one of {', '.join(allowed or ())}")
+        raise fail(method, f"dtype {show(name)} is not one of {', '.join(allowed or ())}")
     dtype_from_name(name)
     return name
 
@@ -197,7 +210,7 @@ def need_device(h: dict[str, Any], method: str) -> str | None:
     if device is None:
         return None
     if not isinstance(device, str) or DEVICE_PATTERN.fullmatch(device) is None:
-        raise fail(method, f"malformed device {device!r}")
+        raise fail(method, f"malformed device {show(device)}")
     return device
 
 
@@ -210,7 +223,7 @@ def numel(shape: tuple[int, ...]) -> int:
 
 def check_as_kind(as_kind: str | None) -> None:
     if as_kind is not None and as_kind not in KINDS:
-        raise InvalidArgumentError(f"as_kind must be 'numpy' or 'torch', got {as_kind!r}")
+        raise InvalidArgumentError(f"as_kind must be 'numpy' or 'torch', got {show(as_kind)}")
 
 
 def device_available(device: str) -> bool:

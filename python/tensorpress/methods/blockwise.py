@@ -307,12 +307,15 @@ def quantize_blockwise(
     *,
     scheme: str = "rtn-block",
     layout: str = "auto",
+    lanes: int = entropy.DEFAULT_LANES,
+    chunk_size: int = entropy.DEFAULT_CHUNK_SIZE,
 ) -> BlockwiseTensor:
     """Quantize a float tensor (numpy or torch) to a :class:`BlockwiseTensor`.
 
     ``scheme="rtn-block"``: ``block_size`` values per fp16 scale along the last dimension;
     ``scheme="tender-group"``: ``block_size`` is the number of groups. ``layout="auto"`` stores the
     codes bit-packed or entropy-coded, whichever is smaller; or name one (``"packed"``, a codec).
+    ``lanes`` and ``chunk_size`` shape the code stream (see :func:`tensorpress.entropy.encode`).
     """
     if not 2 <= bits <= 8:
         raise InvalidArgumentError(f"bits must be in [2, 8], got {bits}")
@@ -343,7 +346,11 @@ def quantize_blockwise(
     if layout == "auto":
         sizes = code_layouts(u, bits)
         layout = min(sizes, key=sizes.__getitem__)
-    blob = pack_bits(u, bits) if layout == "packed" else entropy.encode(u, layout)
+    blob = (
+        pack_bits(u, bits)
+        if layout == "packed"
+        else entropy.encode(u, layout, lanes=lanes, chunk_size=chunk_size)
+    )
     return BlockwiseTensor(
         name, tuple(arr.shape), scheme, bits, block_size, layout, blob, side, tmax, kind, device
     )

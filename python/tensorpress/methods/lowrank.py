@@ -201,4 +201,21 @@ def factorize(weight: Any, rank: int, bias: Any = None, *, codec: str = "auto") 
     return out
 
 
-__all__ = ["FACTOR_METHODS", "METHOD", "LowRankTensor", "factorize", "from_factors"]
+def from_module(module: Any, *, codec: str = "auto") -> LowRankTensor:
+    """Store a two-linear factorized layer (``nn.Sequential(first, second)``, as
+    :func:`tensorpress.lowrank.rom.rom_factorize` and ``svd_factorize`` build it): ``U`` is the
+    second weight, ``V`` the first, the bias the second's; the dense product has their dtype and
+    comes back on their device."""
+    layers = list(module) if hasattr(module, "__iter__") else []
+    if len(layers) != 2 or not all(hasattr(m, "weight") for m in layers):
+        raise InvalidArgumentError("from_module takes a Sequential of two linear layers")
+    first, second = layers
+    if getattr(first, "bias", None) is not None:
+        raise InvalidArgumentError("the first linear of a factorized layer has no bias")
+    bias = getattr(second, "bias", None)
+    return from_factors(
+        second.weight.detach(), first.weight.detach(), None if bias is None else bias.detach(), codec=codec
+    )
+
+
+__all__ = ["FACTOR_METHODS", "METHOD", "LowRankTensor", "factorize", "from_factors", "from_module"]

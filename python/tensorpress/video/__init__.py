@@ -232,11 +232,11 @@ class VideoTensor:
 
     def to_bytes(self) -> bytes:
         """Standalone form (docs/format.md §4): preamble (magic, version 2.0, flags, lengths, CRC32C
-        of header and payload), JSON header, payload."""
+        of the preamble's other fields, the header and the payload), JSON header, payload."""
         head = json.dumps(self._header, separators=(",", ":"), sort_keys=True).encode()
-        crc = _core.crc32c(head + self._payload)
-        pre = _PREAMBLE.pack(MAGIC, BYTES_VERSION, 0, 0, len(head), len(self._payload), crc)
-        return pre + head + self._payload
+        pre = _PREAMBLE.pack(MAGIC, BYTES_VERSION, 0, 0, len(head), len(self._payload), 0)[:28]
+        crc = _core.crc32c(pre + head + self._payload)
+        return pre + struct.pack("<I", crc) + head + self._payload
 
     @classmethod
     def from_bytes(cls, data: bytes | bytearray | memoryview) -> VideoTensor:
@@ -262,7 +262,10 @@ class VideoTensor:
             )
         head = data[_PREAMBLE.size : _PREAMBLE.size + hlen]
         payload = data[_PREAMBLE.size + hlen :]
-        actual = _core.crc32c(data[_PREAMBLE.size :]) if major == 2 else zlib.crc32(payload, zlib.crc32(head))
+        if major == 2:  # CRC32C of the preamble's first 28 bytes, the header and the payload
+            actual = _core.crc32c(data[:28] + data[_PREAMBLE.size :])
+        else:
+            actual = zlib.crc32(payload, zlib.crc32(head))
         if actual != crc:
             raise ChecksumError("video tensor checksum mismatch: the bytes are damaged")
         return cls.from_parts(base.parse_json(head, "video tensor header"), payload)
@@ -298,7 +301,10 @@ def _validate_header(h: dict[str, Any], payload: bytes) -> None:
 
     is_int = base.is_int
     need(h.get("format") == FORMAT_NAME, "format is not tensorpress.video")
-    need(is_int(h.get("version")) and h.get("version") == FORMAT_VERSION, f"version {h.get('version')!r}")
+    need(
+        is_int(h.get("version")) and h.get("version") == FORMAT_VERSION,
+        f"version {base.show(h.get('version'))}",
+    )
     shape = base.need_shape(h, "video")
     need(h.get("dtype") in _FLOAT_DTYPES, "dtype")
     base.need_kind(h, "video")
