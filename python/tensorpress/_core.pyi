@@ -13,10 +13,11 @@ MIN_CHUNK_SIZE: int
 MAX_CHUNK_SIZE: int
 DEFAULT_CHUNK_SIZE: int
 DEFAULT_LANES: int
+MAX_THREADS: int
 __version__: str
 
 def encode(
-    data: Buffer, codec: str = "qlc", lanes: int = 8, chunk_size: int = 262144, threads: int | None = None
+    data: Buffer, codec: str = "qlc", lanes: int = 32, chunk_size: int = 262144, threads: int | None = None
 ) -> bytes: ...
 def decoded_len(blob: Buffer) -> int: ...
 def decode_into(blob: Buffer, out: Buffer, threads: int | None = None, kernel: str = "auto") -> None: ...
@@ -26,3 +27,23 @@ def byte_histogram(data: Buffer) -> list[int]: ...
 def stats(data: Buffer, threads: int | None = None) -> dict[str, Any]: ...
 def kernels() -> list[str]: ...
 def crc32c(data: Buffer, initial: int = 0) -> int: ...
+def encode_planes(
+    data: Buffer,
+    transform: str,
+    width: int,
+    codec: str = "auto",
+    candidates: list[str] = ...,
+    min_saving: float = 0.01,
+    lanes: int = 32,
+    chunk_size: int = 262144,
+    threads: int | None = None,
+) -> list[tuple[str, bytes]]: ...
+def decode_planes_into(
+    blobs: list[Buffer],
+    transform: str,
+    width: int,
+    out: Buffer,
+    threads: int | None = None,
+    kernel: str = "auto",
+) -> None: ...
+def pool_threads() -> int: ...
