@@ -90,7 +90,7 @@ def test_fused_equals_split_merge_reference(
         assert entropy.decode(blob).tobytes() == ref.tobytes()
         assert entropy.info(blob)["codec"] == plane_codec
         if codec != "auto":
-            assert blob == entropy.encode(ref, codec, threads, chunk_size=chunk_size)
+            assert blob == entropy.encode(ref, codec, threads, chunk_size=chunk_size, compact=True)
     out = np.full(count, 0x5A, dtype=np.uint8).view(dtype) if dtype.itemsize == 1 else np.empty(count, dtype)
     assert entropy.decode_planes_into([b for _, b in planes], transform, out, threads) is out
     expected = (data.view(np.uint8) & 0x0F) if transform == "nibbles" else data
@@ -139,7 +139,7 @@ def test_no_stream_is_larger_than_raw_plus_fixed_header() -> None:
     for n in (0, 1, 384, 1536, 100_000):
         noise = rng.integers(0, 256, n, dtype=np.uint8)
         for codec in entropy.CODECS:
-            blob = entropy.encode(noise, codec, chunk_size=4096)
+            blob = entropy.encode(noise, codec, chunk_size=4096, compact=True)
             chunks = -(-n // 4096)
             assert len(blob) <= n + 28 + 9 * chunks, (codec, n)
             assert entropy.decode(blob).tobytes() == noise.tobytes()
@@ -201,3 +201,48 @@ def test_read_only_out_is_an_invalid_argument() -> None:
 
     with pytest.raises(InvalidArgumentError):
         _core.decode_into(blob, memoryview(bytes(400)))
+
+
+def test_load_decodes_into_caller_buffers_and_agrees_with_per_tensor_decode(tmp_path: object) -> None:
+    import pathlib
+
+    import tensorpress as tp
+
+    path = pathlib.Path(str(tmp_path)) / "m.tpz"
+    rng = np.random.default_rng(4)
+    weights = {
+        "big": rng.standard_normal((700, 600)).astype(ml_dtypes.bfloat16),
+        "bias": rng.standard_normal(384).astype(np.float32),
+        "odd4": rng.integers(-8, 8, 1001).astype(ml_dtypes.int4),
+        "e4m3": rng.standard_normal((33, 65)).astype(ml_dtypes.float8_e4m3fn),
+        "empty": np.zeros((0, 3), np.float16),
+    }
+    tp.save(weights, path)
+    loaded = tp.load(path, threads=2)
+    for name, w in weights.items():
+        expected = (w.view(np.uint8) & 0x0F) if name == "odd4" else w.view(np.uint8)
+        assert loaded[name].dtype == w.dtype and loaded[name].shape == w.shape
+        assert loaded[name].view(np.uint8).tobytes() == expected.tobytes(), name
+    out = {"big": np.empty((700, 600), ml_dtypes.bfloat16), "bias": np.empty(384, np.float32)}
+    again = tp.load(path, out=out)
+    assert again["big"] is out["big"] and again["bias"] is out["bias"]
+    assert out["big"].tobytes() == weights["big"].tobytes()
+    with pytest.raises(InvalidArgumentError):
+        tp.load(path, out={"big": np.empty((600, 700), ml_dtypes.bfloat16)})
+    with pytest.raises(InvalidArgumentError):
+        tp.load(path, out={"nope": np.empty(3, np.float32)})
+    with tp.open(path) as f:
+        target = np.zeros(384, np.float32)
+        assert f.read_into("bias", target) is target
+        assert target.tobytes() == weights["bias"].tobytes()
+
+
+def test_small_tensors_are_never_stored_larger_than_raw_plus_stream_headers() -> None:
+    import tensorpress as tp
+
+    noise = np.random.default_rng(5).integers(0, 2**32, 384, dtype=np.uint32).view(np.float32)
+    for codec in ("auto", "huffman", "qlc"):
+        packed = tp.compress(noise, codec=codec)
+        # One raw stream per plane at most: 28 header bytes + 9 per chunk over the plane.
+        assert packed.nbytes <= noise.nbytes + 4 * (28 + 9), codec
+        assert tp.decompress(packed).tobytes() == noise.tobytes()

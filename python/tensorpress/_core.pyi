@@ -1,5 +1,6 @@
 """Type stub of the private Rust extension. Use :mod:`tensorpress.entropy` instead."""
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,12 @@ MAX_THREADS: int
 __version__: str
 
 def encode(
-    data: Buffer, codec: str = "qlc", lanes: int = 32, chunk_size: int = 262144, threads: int | None = None
+    data: Buffer,
+    codec: str = "qlc",
+    lanes: int = 32,
+    chunk_size: int = 262144,
+    threads: int | None = None,
+    compact: bool = False,
 ) -> bytes: ...
 def decoded_len(blob: Buffer) -> int: ...
 def decode_into(blob: Buffer, out: Buffer, threads: int | None = None, kernel: str = "auto") -> None: ...
@@ -39,10 +45,15 @@ def encode_planes(
     threads: int | None = None,
 ) -> list[tuple[str, bytes]]: ...
 def decode_planes_into(
-    blobs: list[Buffer],
+    blobs: Sequence[Buffer],
     transform: str,
     width: int,
     out: Buffer,
+    threads: int | None = None,
+    kernel: str = "auto",
+) -> None: ...
+def decode_many(
+    items: Sequence[tuple[Sequence[Buffer], str, int, Buffer]],
     threads: int | None = None,
     kernel: str = "auto",
 ) -> None: ...

@@ -89,6 +89,7 @@ def encode(
     *,
     lanes: int = DEFAULT_LANES,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    compact: bool = False,
 ) -> bytes:
     """Entropy-code the bytes of ``data``.
 
@@ -99,12 +100,16 @@ def encode(
         threads: worker threads (default: all cores).
         lanes: interleaved bitstreams per chunk (1-32).
         chunk_size: decoded bytes per independently decodable chunk.
+        compact: never exceed the raw stream of the same bytes (28 + 9 bytes per chunk over
+            the input): where the code table costs more than coding saves, write the stream
+            with the ``"raw"`` codec (read it back from :func:`info`). Off by default because
+            callers may record the codec they asked for.
     """
     _check_codec(codec)
     threads = check_threads(threads)
     lanes = _check_size("lanes", lanes, 1)
     chunk_size = _check_size("chunk_size", chunk_size, 1)
-    return _core.encode(as_byte_view(data), codec, lanes, chunk_size, threads)
+    return _core.encode(as_byte_view(data), codec, lanes, chunk_size, threads, bool(compact))
 
 
 def decoded_size(blob: Any) -> int:
@@ -283,6 +288,23 @@ def decode_planes_into(
     return out
 
 
+def decode_planes_many(
+    items: list[tuple[list[Any], str, Any]], threads: int | None = None, *, kernel: str = "auto"
+) -> None:
+    """:func:`decode_planes_into` for many tensors in one call: ``items`` holds
+    ``(plane streams, transform, out)`` per tensor. Every chunk of every tensor is one work item
+    on the shared pool, so many small tensors (one chunk each) still decode on every core.
+    Every header is checked against its ``out`` before anything is written; outputs must not
+    overlap.
+    """
+    jobs = []
+    for blobs, transform, out in items:
+        _check_transform(transform)
+        width = 1 if transform == "nibbles" else _element_bytes(out)
+        jobs.append(([_blob_view(b) for b in blobs], transform, width, writable_byte_view(out)))
+    _core.decode_many(jobs, check_threads(threads), kernel)
+
+
 def _element_bytes(out: Any) -> int:
     element_size = getattr(out, "element_size", None)
     return int(element_size()) if callable(element_size) else int(out.dtype.itemsize)
@@ -342,6 +364,7 @@ __all__ = [
     "decode",
     "decode_chunk",
     "decode_planes_into",
+    "decode_planes_many",
     "decoded_size",
     "encode",
     "encode_planes",

@@ -8,10 +8,12 @@
 use crate::codes::EncodeTable;
 use crate::error::{Error, Result};
 use crate::histogram::{histogram, merge, Histogram};
+use crate::kernels::Kernel;
 use crate::planes::{Transform, MAX_ELEMENT_BYTES};
 use crate::stream::{
-    boxed_decoder, chunk_view, encode_chunk_fitted, finish_stream, parse_header, raw_stream_bound, ChunkDecoder,
-    CodeTable, Codec, DecodeOptions, EncodeOptions, StreamInfo, CHUNK_INDEX_ENTRY_BYTES, FIXED_HEADER_BYTES,
+    boxed_decoder, chunk_view, decode_chunk_checked, encode_chunk_fitted, finish_stream, parse_header,
+    raw_stream_bound, ChunkDecoder, CodeTable, Codec, DecodeOptions, EncodeOptions, StreamInfo,
+    CHUNK_INDEX_ENTRY_BYTES, FIXED_HEADER_BYTES,
 };
 use crate::threads::{in_pool, min_len, validate_threads};
 use rayon::prelude::*;
@@ -40,8 +42,30 @@ fn with_scratch<R>(planes: usize, len: usize, f: impl FnOnce(&mut [&mut [u8]]) -
 /// `out`, the caller's buffer of exactly the tensor's bytes. Every stream's header and declared
 /// size is checked against `out` before anything is written.
 pub fn decode_planes_into(blobs: &[&[u8]], transform: Transform, out: &mut [u8], opts: &DecodeOptions) -> Result<()> {
-    validate_threads(opts.threads)?;
-    let count = transform.count_of(out.len())?;
+    decode_many(vec![TensorJob { blobs: blobs.to_vec(), transform, out }], opts)
+}
+
+/// One tensor for [`decode_many`]: its plane streams (in plane order), its transform, and the
+/// caller's buffer of exactly its bytes.
+#[derive(Debug)]
+pub struct TensorJob<'a> {
+    pub blobs: Vec<&'a [u8]>,
+    pub transform: Transform,
+    pub out: &'a mut [u8],
+}
+
+/// A tensor whose headers passed every check.
+struct Checked<'a> {
+    blobs: Vec<&'a [u8]>,
+    transform: Transform,
+    infos: Vec<StreamInfo>,
+    decoders: Vec<Box<dyn ChunkDecoder>>,
+    count: usize,
+}
+
+/// Parses every plane header and checks it against an output of `out_len` bytes.
+fn check<'a>(blobs: Vec<&'a [u8]>, transform: Transform, out_len: usize) -> Result<Checked<'a>> {
+    let count = transform.count_of(out_len)?;
     if blobs.len() != transform.planes() {
         return Err(Error::format(format!(
             "{} needs {} plane streams, got {}",
@@ -63,40 +87,87 @@ pub fn decode_planes_into(blobs: &[&[u8]], transform: Transform, out: &mut [u8],
             return Err(Error::corrupt(format!("plane {k} holds {} bytes, expected {plane_len}", info.decoded_len)));
         }
     }
-    if transform == Transform::BytePlanes(1) {
-        // The one plane is the tensor's bytes: decode in place.
-        return crate::stream::decode_into(blobs[0], out, opts);
+    let decoders = infos.iter().map(|i| boxed_decoder(&i.table)).collect();
+    Ok(Checked { blobs, transform, infos, decoders, count })
+}
+
+/// Decodes many tensors at once: every chunk of every tensor is one work item on the shared
+/// pool, so a model of many small tensors (one chunk each) still loads on every core. All
+/// headers are checked against their outputs before anything is written.
+pub fn decode_many(jobs: Vec<TensorJob<'_>>, opts: &DecodeOptions) -> Result<()> {
+    validate_threads(opts.threads)?;
+    let mut tensors = Vec::with_capacity(jobs.len());
+    let mut outs = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let checked = check(job.blobs, job.transform, job.out.len())?;
+        tensors.push(checked);
+        outs.push(job.out);
     }
-    if infos.is_empty() || count == 0 {
-        return Ok(());
+    // (tensor, chunk, output bytes of that chunk); planes cut into different chunk sizes are
+    // decoded whole instead (`unaligned`).
+    let mut units: Vec<(usize, usize, &mut [u8])> = Vec::new();
+    let mut unaligned = Vec::new();
+    for (t, (tensor, out)) in tensors.iter().zip(outs).enumerate() {
+        if tensor.count == 0 {
+            continue;
+        }
+        let chunk_size = tensor.infos[0].chunk_size;
+        if tensor.infos.iter().any(|i| i.chunk_size != chunk_size) {
+            unaligned.push((t, out));
+            continue;
+        }
+        let out_chunk = match tensor.transform {
+            Transform::Nibbles => 2 * chunk_size,
+            t => chunk_size * t.element_bytes(),
+        };
+        units.extend(out.chunks_mut(out_chunk).enumerate().map(|(i, dst)| (t, i, dst)));
     }
-    let chunk_size = infos[0].chunk_size;
-    if infos.iter().any(|i| i.chunk_size != chunk_size) {
-        return decode_unaligned(blobs, transform, out, opts);
-    }
-    let n_chunks = infos[0].chunks.len();
-    let out_chunk = match transform {
-        Transform::Nibbles => 2 * chunk_size,
-        t => chunk_size * t.element_bytes(),
-    };
-    let pieces = min_len(n_chunks, opts.threads);
-    let kernel = opts.kernel;
-    let decoders: Vec<Box<dyn ChunkDecoder>> = infos.iter().map(|i| boxed_decoder(&i.table)).collect();
+    let pieces = min_len(units.len(), opts.threads);
     in_pool(|| {
-        out.par_chunks_mut(out_chunk).enumerate().with_min_len(pieces).try_for_each(|(i, dst)| {
-            let len = infos[0].chunk_decoded_len(i);
-            with_scratch(infos.len(), len, |scratch| {
-                let mut views: [&[u8]; MAX_ELEMENT_BYTES] = [&[]; MAX_ELEMENT_BYTES];
-                for (k, (info, slot)) in infos.iter().zip(scratch.iter_mut()).enumerate() {
-                    let (at, stored_len, crc) = info.chunks[i];
-                    let stored = &blobs[k][at..at + stored_len];
-                    views[k] = chunk_view(&*decoders[k], info.codec(), stored, crc, i, info.lanes, slot, kernel)
-                        .map_err(|e| in_plane(k, &e))?;
-                }
-                transform.merge(&views[..infos.len()], dst);
-                Ok(())
-            })
-        })
+        units
+            .into_par_iter()
+            .with_min_len(pieces)
+            .try_for_each(|(t, i, dst)| decode_unit(&tensors[t], i, dst, opts.kernel))
+    })?;
+    for (t, out) in unaligned {
+        decode_unaligned(&tensors[t], out, opts)?;
+    }
+    Ok(())
+}
+
+/// Chunk `i` of every plane of one tensor, merged into `dst`.
+fn decode_unit(tensor: &Checked<'_>, i: usize, dst: &mut [u8], kernel: Kernel) -> Result<()> {
+    let infos = &tensor.infos;
+    let len = infos[0].chunk_decoded_len(i);
+    if tensor.transform == Transform::BytePlanes(1) {
+        // The one plane is the tensor's bytes: decode in place.
+        let (at, stored_len, crc) = infos[0].chunks[i];
+        let stored = &tensor.blobs[0][at..at + stored_len];
+        return decode_chunk_checked(
+            &*tensor.decoders[0],
+            infos[0].codec(),
+            stored,
+            crc,
+            i,
+            infos[0].lanes,
+            dst,
+            kernel,
+        );
+    }
+    with_scratch(infos.len(), len, |scratch| {
+        let mut views: [&[u8]; MAX_ELEMENT_BYTES] = [&[]; MAX_ELEMENT_BYTES];
+        for (k, (info, slot)) in infos.iter().zip(scratch.iter_mut()).enumerate() {
+            let (at, stored_len, crc) = info.chunks[i];
+            let stored = &tensor.blobs[k][at..at + stored_len];
+            views[k] = chunk_view(&*tensor.decoders[k], info.codec(), stored, crc, i, info.lanes, slot, kernel)
+                .map_err(|e| in_plane(k, &e))?;
+        }
+        let last = i + 1 == infos[0].chunks.len();
+        if tensor.transform == Transform::Nibbles && tensor.count % 2 == 1 && last && views[0][len - 1] >> 4 != 0 {
+            return Err(Error::corrupt("the padding nibble of an odd-length int4 tensor is not zero"));
+        }
+        tensor.transform.merge(&views[..infos.len()], dst);
+        Ok(())
     })
 }
 
@@ -113,8 +184,12 @@ fn in_plane(k: usize, e: &Error) -> Error {
 
 /// Plane streams cut into different chunk sizes (other encoders may do that): decode each plane
 /// whole, then merge in parallel. Allocation is bounded by `out`'s size, checked by the caller.
-fn decode_unaligned(blobs: &[&[u8]], transform: Transform, out: &mut [u8], opts: &DecodeOptions) -> Result<()> {
-    let planes = blobs.iter().map(|b| crate::stream::decode(b, opts)).collect::<Result<Vec<Vec<u8>>>>()?;
+fn decode_unaligned(tensor: &Checked<'_>, out: &mut [u8], opts: &DecodeOptions) -> Result<()> {
+    let transform = tensor.transform;
+    let planes = tensor.blobs.iter().map(|b| crate::stream::decode(b, opts)).collect::<Result<Vec<Vec<u8>>>>()?;
+    if transform == Transform::Nibbles && out.len() % 2 == 1 && planes[0].last().is_some_and(|&b| b >> 4 != 0) {
+        return Err(Error::corrupt("the padding nibble of an odd-length int4 tensor is not zero"));
+    }
     let block = 1 << 16;
     let out_block = match transform {
         Transform::Nibbles => 2 * block,
@@ -150,7 +225,8 @@ fn predicted_size(table: &CodeTable, hist: &Histogram, n: usize, opts: &EncodeOp
     let mut table_bytes = Vec::new();
     table.serialize(&mut table_bytes);
     let per_chunk = (CHUNK_INDEX_ENTRY_BYTES + 1 + 5 * opts.lanes) as u64;
-    Some((FIXED_HEADER_BYTES + 4 + table_bytes.len()) as u64 + chunks * per_chunk + bits.div_ceil(8))
+    // Rounded down, as tensorpress's Python size model does, so both choose alike.
+    Some((FIXED_HEADER_BYTES + 4 + table_bytes.len()) as u64 + chunks * per_chunk + bits / 8)
 }
 
 fn choose_table(codecs: &PlaneCodecs, hist: &Histogram, n: usize, opts: &EncodeOptions) -> Result<CodeTable> {
@@ -180,8 +256,9 @@ fn choose_table(codecs: &PlaneCodecs, hist: &Histogram, n: usize, opts: &EncodeO
 
 /// Splits the elements in `input` into the planes of `transform` and codes each plane as a
 /// stream, one pass per chunk (split into per-worker scratch, then code) with no full-size
-/// intermediate planes. Returns (codec, stream) per plane; the codec is the stream's own (raw
-/// when coding did not pay). `opts.codec` is ignored: `codecs` decides.
+/// intermediate planes. Each stream equals [`crate::stream::encode_compact`] of its plane: never
+/// larger than the plane's raw stream. Returns (codec, stream) per plane; the codec is the
+/// stream's own (raw when coding did not pay). `opts.codec` is ignored: `codecs` decides.
 pub fn encode_planes(
     input: &[u8],
     transform: Transform,
@@ -259,7 +336,7 @@ pub fn encode_planes(
                     })
                 };
                 let stream_opts = EncodeOptions { codec: tables[k].codec(), ..*opts };
-                finish_stream(n, &tables[k], &stream_opts, chunks, raw_chunk)
+                finish_stream(n, &tables[k], &stream_opts, chunks, true, raw_chunk)
             })
             .collect();
         Ok(streams)

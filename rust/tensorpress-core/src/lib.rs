@@ -19,4 +19,6 @@ pub mod threads;
 
 pub use error::{Error, Result};
 pub use kernels::Kernel;
-pub use stream::{decode, decode_into, encode, parse_header, Codec, DecodeOptions, EncodeOptions, StreamInfo};
+pub use stream::{
+    decode, decode_into, encode, encode_compact, parse_header, Codec, DecodeOptions, EncodeOptions, StreamInfo,
+};

@@ -239,16 +239,27 @@ pub fn parallel_histogram(input: &[u8], threads: Option<usize>) -> Histogram {
 }
 
 /// Encodes `input` with a table fitted to it; a chunk whose own statistics differ enough from the
-/// whole (rows of different scale in a weight matrix, say) carries its own table (mode 3).
-/// No stream is larger than the raw stream of the same bytes ([`raw_stream_bound`]): when the
-/// code table costs more than coding saves, the stream is written with the raw codec.
+/// whole (rows of different scale in a weight matrix, say) carries its own table (mode 3). The
+/// stream uses `opts.codec` even where its table costs more than coding saves (callers that
+/// record the codec elsewhere rely on it); [`encode_compact`] does not.
 pub fn encode(input: &[u8], opts: &EncodeOptions) -> Result<Vec<u8>> {
+    encode_fitted(input, opts, false).map(|(_, blob)| blob)
+}
+
+/// As [`encode`], but never larger than the raw stream of the same bytes
+/// ([`raw_stream_bound`]): when the code table costs more than coding saves, the stream is
+/// written with the raw codec. Returns the codec the stream uses.
+pub fn encode_compact(input: &[u8], opts: &EncodeOptions) -> Result<(Codec, Vec<u8>)> {
+    encode_fitted(input, opts, true)
+}
+
+fn encode_fitted(input: &[u8], opts: &EncodeOptions, compact: bool) -> Result<(Codec, Vec<u8>)> {
     opts.validate()?;
     if opts.codec == Codec::Raw {
-        return encode_with_table(input, &CodeTable::Raw, opts);
+        return encode_with_table(input, &CodeTable::Raw, opts).map(|blob| (Codec::Raw, blob));
     }
     let pieces = min_len(input.len().div_ceil(opts.chunk_size), opts.threads);
-    in_pool(|| -> Result<Vec<u8>> {
+    in_pool(|| -> Result<(Codec, Vec<u8>)> {
         let hists: Vec<Histogram> = input.par_chunks(opts.chunk_size).with_min_len(pieces).map(histogram).collect();
         let mut hist = [0u64; 256];
         for h in &hists {
@@ -262,11 +273,10 @@ pub fn encode(input: &[u8], opts: &EncodeOptions) -> Result<Vec<u8>> {
             .with_min_len(pieces)
             .map(|(chunk, h)| encode_chunk_fitted(chunk, &table, codes.as_ref(), h, opts.lanes))
             .collect::<Result<Vec<_>>>()?;
-        Ok(finish_stream(input.len(), &table, opts, chunks, |i| {
+        Ok(finish_stream(input.len(), &table, opts, chunks, compact, |i| {
             let start = i * opts.chunk_size;
             input[start..input.len().min(start + opts.chunk_size)].to_vec()
-        })
-        .1)
+        }))
     })
 }
 
@@ -313,7 +323,7 @@ pub fn encode_with_table(input: &[u8], table: &CodeTable, opts: &EncodeOptions) 
             .map(|chunk| encode_chunk(chunk, codes.as_ref(), opts.lanes, None))
             .collect::<Result<Vec<_>>>()
     })?;
-    Ok(finish_stream(input.len(), table, opts, chunks, |i| {
+    Ok(finish_stream(input.len(), table, opts, chunks, false, |i| {
         let start = i * opts.chunk_size;
         input[start..input.len().min(start + opts.chunk_size)].to_vec()
     })
@@ -328,14 +338,15 @@ pub fn raw_stream_bound(n: usize, chunk_size: usize) -> usize {
     FIXED_HEADER_BYTES + 4 + chunks * (CHUNK_INDEX_ENTRY_BYTES + 1) + n
 }
 
-/// Assembles the stream, or the raw-codec stream of the same bytes when the table costs more
-/// than coding saves. `raw_chunk(i)` returns the decoded bytes of chunk `i` (only called for
-/// coded chunks, only in that case).
+/// Assembles the stream, or (with `compact`) the raw-codec stream of the same bytes when the
+/// table costs more than coding saves. `raw_chunk(i)` returns the decoded bytes of chunk `i`
+/// (only called for coded chunks, only in that case).
 pub(crate) fn finish_stream(
     input_len: usize,
     table: &CodeTable,
     opts: &EncodeOptions,
     mut chunks: Vec<Vec<u8>>,
+    compact: bool,
     raw_chunk: impl Fn(usize) -> Vec<u8>,
 ) -> (Codec, Vec<u8>) {
     let mut table_bytes = Vec::with_capacity(MAX_TABLE_BYTES);
@@ -347,7 +358,7 @@ pub(crate) fn finish_stream(
         .filter(|(_, c)| is_coded(c))
         .map(|(i, c)| (1 + (input_len - i * opts.chunk_size).min(opts.chunk_size)) - c.len())
         .sum();
-    if table_bytes.is_empty() || saved > table_bytes.len() {
+    if !compact || table_bytes.is_empty() || saved > table_bytes.len() {
         return (table.codec(), assemble(input_len, table.codec(), &table_bytes, opts, &chunks));
     }
     for (i, c) in chunks.iter_mut().enumerate() {
@@ -660,7 +671,7 @@ impl<D: SymbolDecoder> ChunkDecoder for Coded<D> {
 }
 
 #[allow(clippy::too_many_arguments)] // one call site per entry point; a struct would only rename them
-fn decode_chunk_checked(
+pub(crate) fn decode_chunk_checked(
     dec: &dyn ChunkDecoder,
     codec: Codec,
     stored: &[u8],

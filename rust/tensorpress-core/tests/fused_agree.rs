@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use tensorpress_core::error::Error;
 use tensorpress_core::fused::{decode_planes_into, encode_planes, PlaneCodecs};
 use tensorpress_core::planes::Transform;
-use tensorpress_core::stream::{decode, encode, raw_stream_bound, Codec, DecodeOptions, EncodeOptions};
+use tensorpress_core::stream::{decode, encode, encode_compact, raw_stream_bound, Codec, DecodeOptions, EncodeOptions};
 use tensorpress_core::Kernel;
 
 fn transform() -> impl Strategy<Value = Transform> {
@@ -75,9 +75,12 @@ proptest! {
         let fused = encode_planes(&data, t, &PlaneCodecs::Fixed(codec), &opts).unwrap();
         let planes = reference_planes(t, &data);
         prop_assert_eq!(fused.len(), planes.len());
-        for (plane, (_, blob)) in planes.iter().zip(&fused) {
+        for (plane, (plane_codec, blob)) in planes.iter().zip(&fused) {
             // Same bytes as coding the reference plane on its own.
-            prop_assert_eq!(blob, &encode(plane, &opts).unwrap());
+            prop_assert_eq!(&(*plane_codec, blob.clone()), &encode_compact(plane, &opts).unwrap());
+            let exact = encode(plane, &opts).unwrap();
+            prop_assert!(exact[5] == codec as u8);
+            prop_assert!(blob.len() <= exact.len());
             prop_assert!(blob.len() <= raw_stream_bound(plane.len(), opts.chunk_size));
         }
         let blobs: Vec<&[u8]> = fused.iter().map(|(_, b)| b.as_slice()).collect();
@@ -169,9 +172,10 @@ fn wrong_sizes_and_counts_are_refused_before_writing() {
 fn incompressible_bytes_fall_back_to_a_raw_stream() {
     let noise: Vec<u8> = (0..3000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     for codec in Codec::ALL {
-        let blob = encode(&noise, &EncodeOptions { codec, chunk_size: 1024, ..Default::default() }).unwrap();
+        let (got, blob) =
+            encode_compact(&noise, &EncodeOptions { codec, chunk_size: 1024, ..Default::default() }).unwrap();
         assert!(blob.len() <= raw_stream_bound(noise.len(), 1024), "{codec:?}: {}", blob.len());
-        assert_eq!(blob[5], 0, "{codec:?} stream should be stored raw");
+        assert_eq!((got, blob[5]), (Codec::Raw, 0), "{codec:?} stream should be stored raw");
         assert_eq!(decode(&blob, &DecodeOptions::default()).unwrap(), noise);
     }
 }

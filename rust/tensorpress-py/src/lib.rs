@@ -106,9 +106,10 @@ fn parse_kernel(py: Python<'_>, name: &str) -> PyResult<Kernel> {
     Kernel::from_name(name).map_err(|e| to_py_err(py, &e))
 }
 
-/// Encodes bytes into a tensorpress entropy stream.
+/// Encodes bytes into a tensorpress entropy stream (`compact`: the raw codec where the table
+/// would cost more than coding saves).
 #[pyfunction]
-#[pyo3(signature = (data, codec="qlc", lanes=stream::DEFAULT_LANES as i64, chunk_size=stream::DEFAULT_CHUNK_SIZE as i64, threads=None))]
+#[pyo3(signature = (data, codec="qlc", lanes=stream::DEFAULT_LANES as i64, chunk_size=stream::DEFAULT_CHUNK_SIZE as i64, threads=None, compact=false))]
 fn encode<'py>(
     py: Python<'py>,
     data: PyBuffer<u8>,
@@ -116,11 +117,20 @@ fn encode<'py>(
     lanes: i64,
     chunk_size: i64,
     threads: Option<i64>,
+    compact: bool,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let codec = Codec::from_name(codec).map_err(|e| to_py_err(py, &e))?;
     let input = SharedBytes::of(&data)?;
     let opts = encode_options(codec, lanes, chunk_size, threads)?;
-    let blob = py.detach(move || stream::encode(input.as_slice(), &opts)).map_err(|e| to_py_err(py, &e))?;
+    let blob = py
+        .detach(move || {
+            if compact {
+                stream::encode_compact(input.as_slice(), &opts).map(|(_, blob)| blob)
+            } else {
+                stream::encode(input.as_slice(), &opts)
+            }
+        })
+        .map_err(|e| to_py_err(py, &e))?;
     Ok(PyBytes::new(py, &blob))
 }
 
@@ -196,6 +206,45 @@ fn decode_planes_into(
     py.detach(move || {
         let views: Vec<&[u8]> = inputs.iter().map(SharedBytes::as_slice).collect();
         fused::decode_planes_into(&views, transform, output.as_mut_slice(), &opts)
+    })
+    .map_err(|e| to_py_err(py, &e))
+}
+
+/// Decodes many tensors at once (each item: plane streams, transform, element width, output
+/// buffer); every chunk of every tensor is one work item on the shared pool.
+#[pyfunction]
+#[pyo3(signature = (items, threads=None, kernel="auto"))]
+#[allow(clippy::type_complexity)] // the Python-side tuple, spelled out
+fn decode_many(
+    py: Python<'_>,
+    items: Vec<(Vec<PyBuffer<u8>>, String, i64, PyBuffer<u8>)>,
+    threads: Option<i64>,
+    kernel: &str,
+) -> PyResult<()> {
+    let opts = DecodeOptions { kernel: parse_kernel(py, kernel)?, threads: threads_arg(threads)? };
+    let mut jobs = Vec::with_capacity(items.len());
+    for (blobs, transform, width, out) in &items {
+        let transform = Transform::from_name(transform, size_arg("width", *width)?).map_err(|e| to_py_err(py, &e))?;
+        let inputs = blobs.iter().map(SharedBytes::of).collect::<PyResult<Vec<_>>>()?;
+        jobs.push((inputs, transform, SharedBytesMut::of(out)?));
+    }
+    // Two outputs sharing memory would be written by two workers at once.
+    let mut spans: Vec<(usize, usize)> = jobs.iter().map(|(_, _, o)| (o.ptr as usize, o.len)).collect();
+    spans.sort_unstable();
+    if spans.windows(2).any(|w| w[0].1 > 0 && w[0].0 + w[0].1 > w[1].0) {
+        return Err(invalid("output buffers overlap"));
+    }
+    py.detach(move || {
+        let mut jobs = jobs;
+        let views: Vec<fused::TensorJob<'_>> = jobs
+            .iter_mut()
+            .map(|(inputs, transform, out)| fused::TensorJob {
+                blobs: inputs.iter().map(SharedBytes::as_slice).collect(),
+                transform: *transform,
+                out: out.as_mut_slice(),
+            })
+            .collect();
+        fused::decode_many(views, &opts)
     })
     .map_err(|e| to_py_err(py, &e))
 }
@@ -312,6 +361,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(decode_into, m)?)?;
     m.add_function(wrap_pyfunction!(encode_planes, m)?)?;
     m.add_function(wrap_pyfunction!(decode_planes_into, m)?)?;
+    m.add_function(wrap_pyfunction!(decode_many, m)?)?;
     m.add_function(wrap_pyfunction!(decode_chunk, m)?)?;
     m.add_function(wrap_pyfunction!(stream_info, m)?)?;
     m.add_function(wrap_pyfunction!(byte_histogram, m)?)?;
