@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip
 STAMP   := $(VENV)/.deps-installed
 
-.PHONY: setup build demo test rust-test rust-lint py-lint py-test fmt bench compare fuzz clean
+.PHONY: setup build demo test rust-test rust-lint py-lint py-test fmt bench compare load-bench fuzz clean
 
 $(STAMP): requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -51,8 +51,13 @@ bench: build
 	cargo bench -p tensorpress-core
 	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest benches --benchmark-enable -q
 
+# Peers built from source beside tensorpress (huff0/FSE): point TENSORPRESS_HUFF0 at their
+# benchmark script (`SCRIPT FILE REPS`); without it those rows are left out, with a note.
 compare: build
 	HF_HUB_OFFLINE=1 $(PY) benches/compare.py
+
+load-bench: build
+	HF_HUB_OFFLINE=1 $(PY) benches/load_speed.py
 
 # Short fuzz run of every decoder target (stable toolchain via RUSTC_BOOTSTRAP), seeded from
 # the golden streams; corpora stay local (git-ignored).

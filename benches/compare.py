@@ -2,8 +2,10 @@
 
 Prints a markdown table of compression ratio (stored / raw, lower is better), encode GB/s and
 decode GB/s (raw bytes per second, median of repeats) with one thread and with all threads,
-for tensorpress's codecs against zstd (levels 1 and 3), constriction (ANS with a categorical
-model), dahuffman (pure-Python Huffman), zipnn, and numpy memcpy as the ceiling.
+for tensorpress's codecs against huff0 and FSE (zstd's Huffman and tANS coders, run by their own
+C benchmark program when ``--huff0 SCRIPT`` or ``$TENSORPRESS_HUFF0`` names it), zstd (levels 1
+and 3), constriction (ANS with a categorical model), dahuffman (pure-Python Huffman), zipnn, and
+numpy memcpy as the ceiling.
 
 Data: FP8 e4m3 bytes and the BF16 high-byte plane of the real all-MiniLM-L6-v2 weights, plus
 synthetic Gaussian / Laplace weights rounded to e4m3. Sizes 1 MiB, 16 MiB and (tensorpress,
@@ -11,6 +13,9 @@ zstd, memcpy only) 256 MiB. Real data is tiled when a size exceeds it (noted in 
 
     python benches/compare.py                     # full run
     python benches/compare.py --sizes 1 16 --quick
+    python benches/compare.py --huff0 PATH/TO/huff0/run.sh --sizes 1 32 --datasets minilm-e4m3 \
+        --lanes 32 --only "tensorpress huffman" "tensorpress qlc" "tensorpress expgolomb-rank" \
+        "zstd -3" "numpy"
 """
 
 from __future__ import annotations
@@ -217,6 +222,41 @@ def tp_bf16_method(codec: str, lanes: int) -> Callable[..., dict[str, float]]:
     return run
 
 
+#: Environment variable naming the huff0/FSE peer benchmark script (``run.sh FILE [reps]``).
+HUFF0_ENV = "TENSORPRESS_HUFF0"
+
+
+def huff0_method(script: str, which: str) -> Callable[..., dict[str, float]]:
+    """huff0 or FSE (zstd's Huffman and tANS coders, single thread, 128 KiB blocks) through the
+    peer's own benchmark program: ``script FILE REPS`` prints ratio, encode and decode MB/s."""
+    import re
+    import subprocess
+    import tempfile
+
+    def run(data: np.ndarray, repeats: int) -> dict[str, float]:
+        with tempfile.NamedTemporaryFile(suffix=".bin") as f:
+            f.write(data.tobytes())
+            f.flush()
+            res = subprocess.run(
+                ["bash", script, f.name, str(max(repeats, 3))], capture_output=True, text=True, check=True
+            )
+        pattern = rf"^{which}: ratio ([0-9.]+) enc ([0-9.]+) MB/s dec ([0-9.]+) MB/s"
+        m = re.search(pattern, res.stdout, re.MULTILINE)
+        if m is None:
+            raise RuntimeError(f"no '{which}' line in the peer's output: {res.stdout[-200:]!r}")
+        ratio, enc, dec = (float(g) for g in m.groups())
+        n = data.size
+        return {
+            "ratio": ratio,
+            "enc1": n / (enc * 1e6),
+            "encN": float("nan"),
+            "dec1": n / (dec * 1e6),
+            "decN": float("nan"),
+        }
+
+    return run
+
+
 def memcpy_method() -> Callable[..., dict[str, float]]:
     def run(data: np.ndarray, repeats: int) -> dict[str, float]:
         out = np.empty_like(data)
@@ -226,10 +266,17 @@ def memcpy_method() -> Callable[..., dict[str, float]]:
     return run
 
 
-def methods(lanes: list[int]) -> list[tuple[str, Callable[[], Callable[..., dict[str, float]]], str]]:
+def methods(
+    lanes: list[int], huff0: str | None = None
+) -> list[tuple[str, Callable[[], Callable[..., dict[str, float]]], str]]:
     """(name, factory, which sizes: 'all'; 'small' = 1 MiB only; 'mid' = ≤ 16 MiB; 'bf16' =
-    whole-BF16 data only)."""
+    whole-BF16 data only). ``huff0``: the peer's benchmark script, or None to leave it out."""
     ms: list[tuple[str, Callable[[], Callable[..., dict[str, float]]], str]] = []
+    if huff0:
+        ms += [
+            ("huff0 (peer, 128 KiB blocks)", lambda: huff0_method(huff0, "huff0"), "all"),
+            ("FSE (peer, 128 KiB blocks)", lambda: huff0_method(huff0, "fse"), "all"),
+        ]
     for lane_count in lanes:
         for c in TP_CODECS:
             ms.append((f"tensorpress {c} L={lane_count}", lambda c=c, n=lane_count: tp_method(c, n), "all"))
@@ -255,7 +302,17 @@ def main() -> None:
     ap.add_argument("--lanes", type=int, nargs="+", default=[8, 32])
     ap.add_argument("--datasets", nargs="+", default=None)
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
+    ap.add_argument(
+        "--huff0",
+        default=os.environ.get(HUFF0_ENV),
+        help=f"huff0/FSE benchmark script ('SCRIPT FILE REPS'), default ${HUFF0_ENV}",
+    )
+    ap.add_argument("--only", nargs="+", default=None, help="methods whose name starts with one of these")
     args = ap.parse_args()
+    if not args.huff0:
+        print(f"note: huff0/FSE rows left out: pass --huff0 SCRIPT or set {HUFF0_ENV}")
+    elif not os.path.isfile(args.huff0):
+        raise SystemExit(f"--huff0 {args.huff0!r}: no such file")
 
     print(f"# tensorpress compare — {platform.machine()} {platform.processor() or ''}, {ALL} CPUs")
     print(f"load average at start: {os.getloadavg()}; kernels: {te.kernels()}")
@@ -272,7 +329,13 @@ def main() -> None:
             tiled = " (tiled)" if size * MiB > by_size["_real_bytes"] else ""  # type: ignore[index]
             # Fewer repeats for bigger inputs: the total run stays in minutes.
             repeats = 3 if args.quick else {1: 9, 16: 5}.get(size, 2)
-            for name, factory, which in methods(args.lanes):
+            for name, factory, which in methods(args.lanes, args.huff0):
+                if (
+                    args.only
+                    and not name.startswith(tuple(args.only))
+                    and not name.startswith(("huff0", "FSE"))
+                ):
+                    continue
                 if (which == "small" and size > 1) or (which == "mid" and size > 16):
                     continue
                 # Whole-BF16 rows (2-byte values) compare zipnn; byte planes compare the rest.
@@ -284,7 +347,7 @@ def main() -> None:
                 # datasets (keeps the run in minutes on a 2-core machine).
                 if size > 16 and (
                     dname not in ("minilm-e4m3", "gauss-e4m3")
-                    or not name.startswith(("tensorpress", "zstd", "numpy"))
+                    or not name.startswith(("tensorpress", "zstd", "numpy", "huff0", "FSE"))
                     or (name.startswith("tensorpress") and "L=32" not in name)
                 ):
                     continue

@@ -1,5 +1,6 @@
 """Type stub of the private Rust extension. Use :mod:`tensorpress.entropy` instead."""
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -13,10 +14,16 @@ MIN_CHUNK_SIZE: int
 MAX_CHUNK_SIZE: int
 DEFAULT_CHUNK_SIZE: int
 DEFAULT_LANES: int
+MAX_THREADS: int
 __version__: str
 
 def encode(
-    data: Buffer, codec: str = "qlc", lanes: int = 8, chunk_size: int = 262144, threads: int | None = None
+    data: Buffer,
+    codec: str = "qlc",
+    lanes: int = 32,
+    chunk_size: int = 262144,
+    threads: int | None = None,
+    compact: bool = False,
 ) -> bytes: ...
 def decoded_len(blob: Buffer) -> int: ...
 def decode_into(blob: Buffer, out: Buffer, threads: int | None = None, kernel: str = "auto") -> None: ...
@@ -26,3 +33,28 @@ def byte_histogram(data: Buffer) -> list[int]: ...
 def stats(data: Buffer, threads: int | None = None) -> dict[str, Any]: ...
 def kernels() -> list[str]: ...
 def crc32c(data: Buffer, initial: int = 0) -> int: ...
+def encode_planes(
+    data: Buffer,
+    transform: str,
+    width: int,
+    codec: str = "auto",
+    candidates: list[str] = ...,
+    min_saving: float = 0.01,
+    lanes: int = 32,
+    chunk_size: int = 262144,
+    threads: int | None = None,
+) -> list[tuple[str, bytes]]: ...
+def decode_planes_into(
+    blobs: Sequence[Buffer],
+    transform: str,
+    width: int,
+    out: Buffer,
+    threads: int | None = None,
+    kernel: str = "auto",
+) -> None: ...
+def decode_many(
+    items: Sequence[tuple[Sequence[Buffer], str, int, Buffer]],
+    threads: int | None = None,
+    kernel: str = "auto",
+) -> None: ...
+def pool_threads() -> int: ...

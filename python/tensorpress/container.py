@@ -25,11 +25,13 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from tensorpress import _core, methods, safetensors_io, tensors
+import numpy as np
+
+from tensorpress import _core, entropy, methods, safetensors_io, tensors
 from tensorpress.atomic import atomic_write
 from tensorpress.errors import ChecksumError, CorruptDataError, FormatError, InvalidArgumentError
 from tensorpress.filesource import FileSource
-from tensorpress.methods import base
+from tensorpress.methods import base, lossless
 
 MAGIC = b"\x89TPZ\r\n\x1a\n"
 MAJOR_VERSION = 1
@@ -246,6 +248,12 @@ class TpzFile(Mapping[str, Any]):
     def closed(self) -> bool:
         return self._source.closed
 
+    def read_into(self, name: str, out: Any, *, threads: int | None = None) -> Any:
+        """Decode tensor ``name`` straight into ``out`` (a C-contiguous numpy array or torch CPU
+        tensor of its dtype and shape, caller-owned: preallocated or pinned memory) and return
+        ``out``. Lossless tensors are decoded and merged in place, with no intermediate copy."""
+        return _decode_into(self.compressed(name), out, threads)
+
     def close(self) -> None:
         self._source.close()
 
@@ -381,8 +389,14 @@ def load(
     max_size: int | None = None,
     progress: bool = False,
     mmap: bool = True,
+    threads: int | None = None,
+    out: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Read every tensor of a ``.tpz`` (or ``.safetensors``) file, decoded.
+
+    ``out`` maps tensor names to caller-owned arrays/CPU tensors of the right dtype and shape
+    (preallocated model parameters, pinned memory): those tensors are decoded straight into
+    them and returned as given. ``threads`` bounds the decode workers (default: all cores).
 
     Tensors come back as the kind they were saved from (numpy or torch) unless ``as_kind`` says
     otherwise; torch tensors go to ``device``, or to their recorded device when this machine has
@@ -392,6 +406,8 @@ def load(
     path = Path(path)
     base.check_as_kind(as_kind)
     if _is_safetensors(path):
+        if out:
+            raise InvalidArgumentError("out= applies to .tpz files; a .safetensors file is read as a whole")
         arrays, _ = safetensors_io.load_file(path, max_size=max_size)
         if as_kind == "torch":
             return {k: tensors.from_numpy(v, "torch", device) for k, v in arrays.items()}
@@ -401,10 +417,71 @@ def load(
         total = sum(int(obj.decoded_nbytes) for obj in stored.values())
         if max_size is not None and total > max_size:
             raise FormatError(f"{path}: tensors decode to {total:,} bytes, more than max_size={max_size:,}")
-        return {
-            name: tensors.decompress(stored[name], as_kind=as_kind, device=device)
-            for name in _progress(list(stored), progress, "decompress")
-        }
+        targets = dict(out or {})
+        unknown = set(targets) - set(stored)
+        if unknown:
+            raise InvalidArgumentError(f"out names tensors {sorted(unknown)} that {path} does not hold")
+        if progress:
+            return {
+                name: _decode_into(stored[name], targets[name], threads)
+                if name in targets
+                else tensors.decompress(stored[name], as_kind=as_kind, device=device, threads=threads)
+                for name in _progress(list(stored), progress, "decompress")
+            }
+        return _decode_all(stored, targets, as_kind, device, threads)
+
+
+def _decode_into(obj: Any, out: Any, threads: int | None) -> Any:
+    """Decode ``obj`` into the caller's ``out``: in place for lossless tensors, else decoded and
+    copied (other methods produce their values in their own buffers)."""
+    if isinstance(obj, lossless.CompressedTensor):
+        return obj.decode(threads=threads, out=out)
+    value = tensors.decompress(
+        obj, as_kind="torch" if tensors.is_torch_tensor(out) else "numpy", threads=threads
+    )
+    if tuple(value.shape) != tuple(out.shape) or value.dtype != out.dtype:
+        raise InvalidArgumentError(
+            f"out must be {value.dtype} of shape {tuple(value.shape)}, got {out.dtype} of {tuple(out.shape)}"
+        )
+    if tensors.is_torch_tensor(out):
+        out.copy_(value)
+    else:
+        np.copyto(out, value)
+    return out
+
+
+def _decode_all(
+    stored: dict[str, Any],
+    targets: dict[str, Any],
+    as_kind: str | None,
+    device: str | None,
+    threads: int | None,
+) -> dict[str, Any]:
+    """Every tensor, in file order. The lossless ones are decoded in one call, every chunk of
+    every tensor a work item on the thread pool (a model of many small tensors still loads on
+    every core), straight into their output arrays."""
+    items = []
+    fresh: dict[str, np.ndarray] = {}
+    for name, obj in stored.items():
+        if not isinstance(obj, lossless.CompressedTensor):
+            continue
+        if name in targets:
+            obj.check_out(targets[name])
+            dst = targets[name]
+        else:
+            dst = fresh[name] = np.empty(obj.shape, tensors.dtype_from_name(obj.dtype))
+        items.append(([p.blob for p in obj.planes], obj.transform, dst))
+    entropy.decode_planes_many(items, threads)
+    result: dict[str, Any] = {}
+    for name, obj in stored.items():
+        if name in fresh:
+            result[name] = base.deliver(fresh[name], obj.kind, obj.device, as_kind, device)
+        elif name in targets:
+            lossless_done = isinstance(obj, lossless.CompressedTensor)
+            result[name] = targets[name] if lossless_done else _decode_into(obj, targets[name], threads)
+        else:
+            result[name] = tensors.decompress(obj, as_kind=as_kind, device=device, threads=threads)
+    return result
 
 
 __all__ = ["ALIGNMENT", "MAGIC", "MAX_HEADER_BYTES", "TpzFile", "atomic_write", "load", "open", "save"]

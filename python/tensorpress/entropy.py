@@ -24,6 +24,38 @@ from tensorpress.errors import FormatError, InvalidArgumentError
 CODECS: tuple[str, ...] = tuple(_core.CODECS)
 DEFAULT_CHUNK_SIZE: int = _core.DEFAULT_CHUNK_SIZE
 DEFAULT_LANES: int = _core.DEFAULT_LANES
+#: Largest ``threads=`` value accepted (``None`` means all cores).
+MAX_THREADS: int = _core.MAX_THREADS
+#: Byte-plane transforms of :func:`encode_planes` / :func:`decode_planes_into`
+#: (``docs/format.md`` §2.1).
+TRANSFORMS: tuple[str, ...] = ("bf16-exponent", "fp32-exponent", "nibbles", "byte-planes")
+
+
+def check_threads(threads: int | None) -> int | None:
+    """Validate a ``threads=`` argument the way every entry point does: ``None`` (all cores) or
+    an int in 1..:data:`MAX_THREADS`. Every value shares one process-wide pool of
+    :func:`pool_threads` workers (built once), so at most that many run at a time.
+    """
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, int | np.integer):
+        raise InvalidArgumentError(f"threads must be None or an int, got {type(threads).__name__}")
+    if not 1 <= threads <= MAX_THREADS:
+        raise InvalidArgumentError(f"threads must be None (all cores) or 1..{MAX_THREADS}, got {threads}")
+    return int(threads)
+
+
+def _check_size(name: str, value: int, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise InvalidArgumentError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise InvalidArgumentError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def pool_threads() -> int:
+    """Workers in the shared thread pool (one per core; built on first use)."""
+    return _core.pool_threads()
 
 
 def as_byte_view(data: Any) -> bytes | bytearray | memoryview | np.ndarray:
@@ -57,6 +89,7 @@ def encode(
     *,
     lanes: int = DEFAULT_LANES,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    compact: bool = False,
 ) -> bytes:
     """Entropy-code the bytes of ``data``.
 
@@ -67,11 +100,16 @@ def encode(
         threads: worker threads (default: all cores).
         lanes: interleaved bitstreams per chunk (1-32).
         chunk_size: decoded bytes per independently decodable chunk.
+        compact: never exceed the raw stream of the same bytes (28 + 9 bytes per chunk over
+            the input): where the code table costs more than coding saves, write the stream
+            with the ``"raw"`` codec (read it back from :func:`info`). Off by default because
+            callers may record the codec they asked for.
     """
     _check_codec(codec)
-    if threads is not None and threads < 1:
-        raise InvalidArgumentError(f"threads must be >= 1, got {threads}")
-    return _core.encode(as_byte_view(data), codec, lanes, chunk_size, threads)
+    threads = check_threads(threads)
+    lanes = _check_size("lanes", lanes, 1)
+    chunk_size = _check_size("chunk_size", chunk_size, 1)
+    return _core.encode(as_byte_view(data), codec, lanes, chunk_size, threads, bool(compact))
 
 
 def decoded_size(blob: Any) -> int:
@@ -99,20 +137,32 @@ def decode(
     ``max_size`` refuses streams that declare more decoded bytes (before allocating).
     ``kernel`` forces a decode kernel (see :func:`kernels`); results never depend on it.
     """
+    threads = check_threads(threads)
+    if max_size is not None:
+        max_size = _check_size("max_size", max_size)
     view = _blob_view(blob)
     n = _core.decoded_len(view)
     if max_size is not None and n > max_size:
         raise FormatError(f"stream decodes to {n} bytes, more than max_size={max_size}")
     if out is None:
         out = np.empty(n, dtype=np.uint8)
-    elif out.dtype != np.uint8 or out.size != n or not out.flags.c_contiguous:
-        raise InvalidArgumentError(f"out must be a contiguous uint8 array of {n} elements")
+    else:
+        if (
+            not isinstance(out, np.ndarray)
+            or out.dtype != np.uint8
+            or out.size != n
+            or not out.flags.c_contiguous
+        ):
+            raise InvalidArgumentError(f"out must be a contiguous uint8 array of {n} elements")
+        if not out.flags.writeable:
+            raise InvalidArgumentError("out is read-only")
     _core.decode_into(view, out.reshape(-1), threads, kernel)
     return out
 
 
 def decode_chunk(blob: Any, index: int, *, kernel: str = "auto") -> np.ndarray:
     """Decode chunk ``index`` alone (random access); see :func:`info` for the chunk layout."""
+    index = _check_size("index", index)
     view = _blob_view(blob)
     meta = _core.stream_info(view)
     n_chunks = len(meta["chunks"])
@@ -132,6 +182,132 @@ def info(blob: Any) -> dict[str, Any]:
 def kernels() -> list[str]:
     """Decode kernels available on this CPU (``"scalar"`` is the reference)."""
     return _core.kernels()
+
+
+def writable_byte_view(out: Any) -> np.ndarray:
+    """A flat writable uint8 view sharing memory with ``out`` (a C-contiguous numpy array, or a
+    torch CPU tensor), or InvalidArgumentError. Nothing is copied: decoding into the view fills
+    ``out``."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(out, torch.Tensor):
+        if out.device.type != "cpu" or out.layout != torch.strided or not out.is_contiguous():
+            raise InvalidArgumentError("out must be a contiguous, strided torch tensor on the CPU")
+        if out.requires_grad:
+            raise InvalidArgumentError("out must not require grad")
+        flat = out.reshape(-1)
+        view = flat.view(torch.uint8) if flat.dtype != torch.bool else flat
+        arr = view.numpy().view(np.uint8)
+    elif isinstance(out, np.ndarray):
+        if not out.flags.c_contiguous or out.dtype.hasobject:
+            raise InvalidArgumentError("out must be a C-contiguous numpy array of a fixed-size dtype")
+        arr = out.reshape(-1).view(np.uint8)
+    else:
+        raise InvalidArgumentError(f"out must be a numpy array or torch CPU tensor, got {type(out).__name__}")
+    if not arr.flags.writeable:
+        raise InvalidArgumentError("out is read-only")
+    return arr
+
+
+def _check_transform(transform: str) -> None:
+    if transform not in TRANSFORMS:
+        raise InvalidArgumentError(f"unknown transform {transform!r}; choose one of {', '.join(TRANSFORMS)}")
+
+
+def encode_planes(
+    data: Any,
+    transform: str,
+    codec: str = "auto",
+    threads: int | None = None,
+    *,
+    width: int | None = None,
+    candidates: tuple[str, ...] = ("qlc", "huffman", "expgolomb-rank"),
+    min_saving: float = 0.01,
+    lanes: int = DEFAULT_LANES,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> list[tuple[str, bytes]]:
+    """Split a tensor's elements into byte planes (``docs/format.md`` §2.1) and code each plane,
+    in one pass per chunk straight from ``data`` (no full-size plane arrays).
+
+    Args:
+        data: numpy array (any fixed-size dtype; for ``nibbles`` one 4-bit value per byte).
+        transform: one of :data:`TRANSFORMS`.
+        codec: one codec for every plane, or ``"auto"``: per plane the candidate with the
+            smallest predicted stream, or ``"raw"`` unless it saves ``min_saving`` of it.
+        width: element bytes (default: ``data``'s itemsize; 1 for ``nibbles``).
+
+    Returns:
+        ``(codec, stream)`` per plane, in plane order; the codec is the stream's own (``"raw"``
+        when coding would not make it smaller). Each stream equals :func:`encode` of the plane.
+    """
+    _check_transform(transform)
+    if codec != "auto":
+        _check_codec(codec)
+    for c in candidates:
+        _check_codec(c)
+    view = as_byte_view(data)
+    if width is None:
+        width = 1 if transform == "nibbles" else (data.dtype.itemsize if isinstance(data, np.ndarray) else 1)
+    width = _check_size("width", width, 1)
+    return _core.encode_planes(
+        view,
+        transform,
+        width,
+        codec,
+        list(candidates),
+        float(min_saving),
+        _check_size("lanes", lanes, 1),
+        _check_size("chunk_size", chunk_size, 1),
+        check_threads(threads),
+    )
+
+
+def decode_planes_into(
+    blobs: list[Any],
+    transform: str,
+    out: Any,
+    threads: int | None = None,
+    *,
+    width: int | None = None,
+    kernel: str = "auto",
+) -> Any:
+    """Decode the plane streams of one tensor and merge them straight into ``out``: a
+    caller-owned, C-contiguous numpy array or torch CPU tensor holding exactly the tensor's
+    elements (its dtype's bytes are written; a ``nibbles`` tensor has one value per byte).
+    Chunk-parallel with the GIL released; every stream's size is checked against ``out``
+    before anything is written. Returns ``out``.
+    """
+    _check_transform(transform)
+    target = writable_byte_view(out)
+    if width is None:
+        width = 1 if transform == "nibbles" else _element_bytes(out)
+    width = _check_size("width", width, 1)
+    views = [_blob_view(b) for b in blobs]
+    _core.decode_planes_into(views, transform, width, target, check_threads(threads), kernel)
+    return out
+
+
+def decode_planes_many(
+    items: list[tuple[list[Any], str, Any]], threads: int | None = None, *, kernel: str = "auto"
+) -> None:
+    """:func:`decode_planes_into` for many tensors in one call: ``items`` holds
+    ``(plane streams, transform, out)`` per tensor. Every chunk of every tensor is one work item
+    on the shared pool, so many small tensors (one chunk each) still decode on every core.
+    Every header is checked against its ``out`` before anything is written; outputs must not
+    overlap.
+    """
+    jobs = []
+    for blobs, transform, out in items:
+        _check_transform(transform)
+        width = 1 if transform == "nibbles" else _element_bytes(out)
+        jobs.append(([_blob_view(b) for b in blobs], transform, width, writable_byte_view(out)))
+    _core.decode_many(jobs, check_threads(threads), kernel)
+
+
+def _element_bytes(out: Any) -> int:
+    element_size = getattr(out, "element_size", None)
+    return int(element_size()) if callable(element_size) else int(out.dtype.itemsize)
 
 
 @dataclass(frozen=True)
@@ -174,7 +350,7 @@ class EntropyStats:
 
 def stats(data: Any, threads: int | None = None) -> EntropyStats:
     """Entropy of the bytes of ``data`` and the mean code length / saving of every codec."""
-    raw = _core.stats(as_byte_view(data), threads)
+    raw = _core.stats(as_byte_view(data), check_threads(threads))
     codecs = {name: CodecStats(name, **fields) for name, fields in raw["codecs"].items()}
     return EntropyStats(symbols=raw["symbols"], entropy_bits=raw["entropy_bits"], codecs=codecs)
 
@@ -184,10 +360,17 @@ __all__ = [
     "CodecStats",
     "EntropyStats",
     "as_byte_view",
+    "check_threads",
     "decode",
     "decode_chunk",
+    "decode_planes_into",
+    "decode_planes_many",
     "decoded_size",
+    "encode",
+    "encode_planes",
     "info",
     "kernels",
+    "pool_threads",
     "stats",
+    "writable_byte_view",
 ]

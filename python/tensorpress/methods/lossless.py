@@ -256,16 +256,40 @@ class CompressedTensor:
         return cls(dtype, shape, transform, planes, kind, device)
 
     def decode(
-        self, as_kind: str | None = None, device: str | None = None, *, threads: int | None = None
+        self,
+        as_kind: str | None = None,
+        device: str | None = None,
+        *,
+        threads: int | None = None,
+        out: Any = None,
     ) -> Any:
-        """The tensor, bit-exact, as ``as_kind`` (default: the kind it came from)."""
+        """The tensor, bit-exact, as ``as_kind`` (default: the kind it came from).
+
+        ``out``: a caller-owned C-contiguous numpy array or torch CPU tensor of this tensor's
+        dtype and shape; the planes are decoded and merged straight into it (no intermediate
+        copy) and it is returned (``as_kind``/``device`` do not apply).
+        """
         base.check_as_kind(as_kind)
-        dtype = dtype_from_name(self.dtype)
-        count = self.numel
-        limit = plane_length(self.transform, count)
-        planes = [entropy.decode(p.blob, threads, max_size=limit) for p in self.planes]
-        flat = merge_planes(planes, self.transform, dtype, count)
+        blobs = [p.blob for p in self.planes]
+        if out is not None:
+            self.check_out(out)
+            return entropy.decode_planes_into(blobs, self.transform, out, threads)
+        flat = np.empty(self.numel, dtype_from_name(self.dtype))
+        # Decode + merge in one pass per chunk, into the array returned (docs/format.md §2.1).
+        entropy.decode_planes_into(blobs, self.transform, flat, threads)
         return base.deliver(flat.reshape(self.shape), self.kind, self.device, as_kind, device)
+
+    def check_out(self, out: Any) -> None:
+        """InvalidArgumentError unless ``out`` has this tensor's dtype and shape."""
+        shape = tuple(getattr(out, "shape", ()))
+        dtype = getattr(out, "dtype", None)
+        name = str(dtype).removeprefix("torch.") if dtype is not None else None
+        if isinstance(dtype, np.dtype):
+            name = dtype_name(dtype) if dtype.kind != "O" else "object"
+        if shape != tuple(self.shape) or name != self.dtype:
+            raise InvalidArgumentError(
+                f"out must be a {self.dtype} tensor of shape {tuple(self.shape)}, got {name} of shape {shape}"
+            )
 
 
 # --- encoding --------------------------------------------------------------------------------
@@ -327,11 +351,20 @@ def compress(
     name = dtype_name(arr.dtype)
     transform = transform_name(name)
     flat = np.ascontiguousarray(arr).reshape(-1)
-    planes = []
-    for plane in split_planes(flat, transform):
-        chosen = choose_codec(plane, lanes=lanes, chunk_size=chunk_size) if codec == "auto" else codec
-        blob = entropy.encode(plane, chosen, threads, lanes=lanes, chunk_size=chunk_size)
-        planes.append(PlaneStream(chosen, blob))
+    # Split + code in one pass per chunk (the planes are never materialised whole); each plane
+    # is the stream entropy.encode(split_planes(...)[k], compact=True) would give, its codec
+    # chosen as choose_codec does, and never larger than the plane stored raw.
+    coded = entropy.encode_planes(
+        flat,
+        transform,
+        codec,
+        threads,
+        candidates=AUTO_CANDIDATES,
+        min_saving=MIN_SAVING,
+        lanes=lanes,
+        chunk_size=chunk_size,
+    )
+    planes = [PlaneStream(c, blob) for c, blob in coded]
     return CompressedTensor(name, tuple(arr.shape), transform, planes, kind, device)
 
 

@@ -9,12 +9,16 @@ pub mod bits;
 pub mod checksum;
 pub mod codes;
 pub mod error;
+pub mod fused;
 pub mod histogram;
 pub mod kernels;
+pub mod planes;
 pub mod stats;
 pub mod stream;
 pub mod threads;
 
 pub use error::{Error, Result};
 pub use kernels::Kernel;
-pub use stream::{decode, decode_into, encode, parse_header, Codec, DecodeOptions, EncodeOptions, StreamInfo};
+pub use stream::{
+    decode, decode_into, encode, encode_compact, parse_header, Codec, DecodeOptions, EncodeOptions, StreamInfo,
+};

@@ -30,7 +30,7 @@ use crate::codes::{EncodeTable, SymbolDecoder};
 use crate::error::{Error, Result};
 use crate::histogram::{histogram, merge, Histogram};
 use crate::kernels::{decode_lanes, Kernel};
-use crate::threads::run_with_threads;
+use crate::threads::{in_pool, min_len, validate_threads};
 use rayon::prelude::*;
 
 /// Stream magic; the leading 0x89 byte keeps it from reading as text.
@@ -162,7 +162,7 @@ impl CodeTable {
         }
     }
 
-    fn serialize(&self, out: &mut Vec<u8>) {
+    pub(crate) fn serialize(&self, out: &mut Vec<u8>) {
         match self {
             CodeTable::Raw => {}
             CodeTable::Qlc(t) | CodeTable::Dlc(t) => t.serialize(out),
@@ -201,7 +201,8 @@ impl Default for EncodeOptions {
 }
 
 impl EncodeOptions {
-    fn validate(&self) -> Result<()> {
+    /// Checks lanes, chunk size and threads.
+    pub fn validate(&self) -> Result<()> {
         if !(1..=MAX_LANES).contains(&self.lanes) {
             return Err(Error::invalid(format!("lanes must be 1..={MAX_LANES}, got {}", self.lanes)));
         }
@@ -211,7 +212,7 @@ impl EncodeOptions {
                 self.chunk_size
             )));
         }
-        Ok(())
+        validate_threads(self.threads)
     }
 }
 
@@ -225,8 +226,9 @@ pub struct DecodeOptions {
 
 /// Histogram of `input`, computed over chunks in parallel.
 pub fn parallel_histogram(input: &[u8], threads: Option<usize>) -> Histogram {
-    run_with_threads(threads, || {
-        input.par_chunks(DEFAULT_CHUNK_SIZE).map(histogram).reduce(
+    let pieces = min_len(input.len().div_ceil(DEFAULT_CHUNK_SIZE), threads);
+    in_pool(|| {
+        input.par_chunks(DEFAULT_CHUNK_SIZE).with_min_len(pieces).map(histogram).reduce(
             || [0u64; 256],
             |mut a, b| {
                 merge(&mut a, &b);
@@ -237,14 +239,28 @@ pub fn parallel_histogram(input: &[u8], threads: Option<usize>) -> Histogram {
 }
 
 /// Encodes `input` with a table fitted to it; a chunk whose own statistics differ enough from the
-/// whole (rows of different scale in a weight matrix, say) carries its own table (mode 3).
+/// whole (rows of different scale in a weight matrix, say) carries its own table (mode 3). The
+/// stream uses `opts.codec` even where its table costs more than coding saves (callers that
+/// record the codec elsewhere rely on it); [`encode_compact`] does not.
 pub fn encode(input: &[u8], opts: &EncodeOptions) -> Result<Vec<u8>> {
+    encode_fitted(input, opts, false).map(|(_, blob)| blob)
+}
+
+/// As [`encode`], but never larger than the raw stream of the same bytes
+/// ([`raw_stream_bound`]): when the code table costs more than coding saves, the stream is
+/// written with the raw codec. Returns the codec the stream uses.
+pub fn encode_compact(input: &[u8], opts: &EncodeOptions) -> Result<(Codec, Vec<u8>)> {
+    encode_fitted(input, opts, true)
+}
+
+fn encode_fitted(input: &[u8], opts: &EncodeOptions, compact: bool) -> Result<(Codec, Vec<u8>)> {
     opts.validate()?;
     if opts.codec == Codec::Raw {
-        return encode_with_table(input, &CodeTable::Raw, opts);
+        return encode_with_table(input, &CodeTable::Raw, opts).map(|blob| (Codec::Raw, blob));
     }
-    let chunks = run_with_threads(opts.threads, || -> Result<Vec<u8>> {
-        let hists: Vec<Histogram> = input.par_chunks(opts.chunk_size).map(histogram).collect();
+    let pieces = min_len(input.len().div_ceil(opts.chunk_size), opts.threads);
+    in_pool(|| -> Result<(Codec, Vec<u8>)> {
+        let hists: Vec<Histogram> = input.par_chunks(opts.chunk_size).with_min_len(pieces).map(histogram).collect();
         let mut hist = [0u64; 256];
         for h in &hists {
             merge(&mut hist, h);
@@ -254,18 +270,33 @@ pub fn encode(input: &[u8], opts: &EncodeOptions) -> Result<Vec<u8>> {
         let chunks = input
             .par_chunks(opts.chunk_size)
             .zip(hists.par_iter())
-            .map(|(chunk, h)| match own_table(&table, codes.as_ref(), h)? {
-                Some(own) => {
-                    let mut own_bytes = Vec::with_capacity(MAX_TABLE_BYTES);
-                    own.serialize(&mut own_bytes);
-                    encode_chunk(chunk, own.encode_table().as_ref(), opts.lanes, Some(&own_bytes))
-                }
-                None => encode_chunk(chunk, codes.as_ref(), opts.lanes, None),
-            })
+            .with_min_len(pieces)
+            .map(|(chunk, h)| encode_chunk_fitted(chunk, &table, codes.as_ref(), h, opts.lanes))
             .collect::<Result<Vec<_>>>()?;
-        Ok(assemble(input.len(), &table, opts, &chunks))
-    })?;
-    Ok(chunks)
+        Ok(finish_stream(input.len(), &table, opts, chunks, compact, |i| {
+            let start = i * opts.chunk_size;
+            input[start..input.len().min(start + opts.chunk_size)].to_vec()
+        }))
+    })
+}
+
+/// One chunk coded with the stream's table, or with its own when that saves enough
+/// ([`OWN_TABLE_MIN_SAVING_PERMILLE`]); `hist` is the chunk's histogram.
+pub(crate) fn encode_chunk_fitted(
+    chunk: &[u8],
+    table: &CodeTable,
+    codes: Option<&EncodeTable>,
+    hist: &Histogram,
+    lanes: usize,
+) -> Result<Vec<u8>> {
+    match own_table(table, codes, hist)? {
+        Some(own) => {
+            let mut own_bytes = Vec::with_capacity(MAX_TABLE_BYTES);
+            own.serialize(&mut own_bytes);
+            encode_chunk(chunk, own.encode_table().as_ref(), lanes, Some(&own_bytes))
+        }
+        None => encode_chunk(chunk, codes, lanes, None),
+    }
 }
 
 /// The chunk's own table, if coding the chunk with it (table included) saves enough over the
@@ -284,27 +315,73 @@ fn own_table(table: &CodeTable, codes: Option<&EncodeTable>, hist: &Histogram) -
 pub fn encode_with_table(input: &[u8], table: &CodeTable, opts: &EncodeOptions) -> Result<Vec<u8>> {
     opts.validate()?;
     let codes = table.encode_table();
-    let chunks: Vec<Vec<u8>> = run_with_threads(opts.threads, || {
+    let pieces = min_len(input.len().div_ceil(opts.chunk_size), opts.threads);
+    let chunks: Vec<Vec<u8>> = in_pool(|| {
         input
             .par_chunks(opts.chunk_size)
+            .with_min_len(pieces)
             .map(|chunk| encode_chunk(chunk, codes.as_ref(), opts.lanes, None))
             .collect::<Result<Vec<_>>>()
     })?;
-    Ok(assemble(input.len(), table, opts, &chunks))
+    Ok(finish_stream(input.len(), table, opts, chunks, false, |i| {
+        let start = i * opts.chunk_size;
+        input[start..input.len().min(start + opts.chunk_size)].to_vec()
+    })
+    .1)
+}
+
+/// Bytes of the raw-codec stream of `n` bytes in chunks of `chunk_size` when no chunk is
+/// constant: the fixed header, the header CRC, 8 index bytes and 1 mode byte per chunk, and the
+/// bytes themselves. No encoder output exceeds it.
+pub fn raw_stream_bound(n: usize, chunk_size: usize) -> usize {
+    let chunks = n.div_ceil(chunk_size.max(1));
+    FIXED_HEADER_BYTES + 4 + chunks * (CHUNK_INDEX_ENTRY_BYTES + 1) + n
+}
+
+/// Assembles the stream, or (with `compact`) the raw-codec stream of the same bytes when the
+/// table costs more than coding saves. `raw_chunk(i)` returns the decoded bytes of chunk `i`
+/// (only called for coded chunks, only in that case).
+pub(crate) fn finish_stream(
+    input_len: usize,
+    table: &CodeTable,
+    opts: &EncodeOptions,
+    mut chunks: Vec<Vec<u8>>,
+    compact: bool,
+    raw_chunk: impl Fn(usize) -> Vec<u8>,
+) -> (Codec, Vec<u8>) {
+    let mut table_bytes = Vec::with_capacity(MAX_TABLE_BYTES);
+    table.serialize(&mut table_bytes);
+    let is_coded = |c: &Vec<u8>| matches!(c.first(), Some(&MODE_CODED | &MODE_OWN_TABLE));
+    let saved: usize = chunks
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| is_coded(c))
+        .map(|(i, c)| (1 + (input_len - i * opts.chunk_size).min(opts.chunk_size)) - c.len())
+        .sum();
+    if !compact || table_bytes.is_empty() || saved > table_bytes.len() {
+        return (table.codec(), assemble(input_len, table.codec(), &table_bytes, opts, &chunks));
+    }
+    for (i, c) in chunks.iter_mut().enumerate() {
+        if is_coded(c) {
+            let mut raw = Vec::with_capacity(1 + opts.chunk_size);
+            raw.push(MODE_RAW);
+            raw.extend_from_slice(&raw_chunk(i));
+            *c = raw;
+        }
+    }
+    (Codec::Raw, assemble(input_len, Codec::Raw, &[], opts, &chunks))
 }
 
 /// Header, chunk index and header CRC, then the chunks.
-fn assemble(input_len: usize, table: &CodeTable, opts: &EncodeOptions, chunks: &[Vec<u8>]) -> Vec<u8> {
-    let mut table_bytes = Vec::with_capacity(MAX_TABLE_BYTES);
-    table.serialize(&mut table_bytes);
+fn assemble(input_len: usize, codec: Codec, table_bytes: &[u8], opts: &EncodeOptions, chunks: &[Vec<u8>]) -> Vec<u8> {
     let header_len = FIXED_HEADER_BYTES + table_bytes.len() + chunks.len() * CHUNK_INDEX_ENTRY_BYTES + 4;
     let mut out = Vec::with_capacity(header_len + chunks.iter().map(Vec::len).sum::<usize>());
     out.extend_from_slice(&STREAM_MAGIC);
-    out.extend_from_slice(&[STREAM_VERSION, table.codec() as u8, opts.lanes as u8, 0]);
+    out.extend_from_slice(&[STREAM_VERSION, codec as u8, opts.lanes as u8, 0]);
     out.extend_from_slice(&(input_len as u64).to_le_bytes());
     out.extend_from_slice(&(opts.chunk_size as u32).to_le_bytes());
     out.extend_from_slice(&(table_bytes.len() as u32).to_le_bytes());
-    out.extend_from_slice(&table_bytes);
+    out.extend_from_slice(table_bytes);
     for chunk in chunks {
         out.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
         out.extend_from_slice(&crc32c::crc32c(chunk).to_le_bytes());
@@ -334,7 +411,7 @@ fn coded_chunk_prefix(own_table: Option<&[u8]>, n_lanes: usize, capacity: usize)
     (out, jump_at)
 }
 
-fn encode_chunk(
+pub(crate) fn encode_chunk(
     chunk: &[u8],
     codes: Option<&EncodeTable>,
     n_lanes: usize,
@@ -425,7 +502,7 @@ impl StreamInfo {
     }
 }
 
-fn read_u32(b: &[u8], at: usize) -> u32 {
+pub(crate) fn read_u32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
@@ -506,6 +583,7 @@ pub fn decoded_len(blob: &[u8]) -> Result<u64> {
 
 /// Decodes a whole stream into caller-owned `out`, which must be exactly the decoded length.
 pub fn decode_into(blob: &[u8], out: &mut [u8], opts: &DecodeOptions) -> Result<()> {
+    validate_threads(opts.threads)?;
     let info = parse_header(blob)?;
     if out.len() as u64 != info.decoded_len {
         return Err(Error::invalid(format!(
@@ -515,12 +593,15 @@ pub fn decode_into(blob: &[u8], out: &mut [u8], opts: &DecodeOptions) -> Result<
         )));
     }
     with_decoder(&info.table, |dec| {
-        run_with_threads(opts.threads, || {
-            out.par_chunks_mut(info.chunk_size).zip(info.chunks.par_iter()).enumerate().try_for_each(
-                |(i, (dst, &(at, len, crc)))| {
+        let pieces = min_len(info.chunks.len(), opts.threads);
+        in_pool(|| {
+            out.par_chunks_mut(info.chunk_size)
+                .zip(info.chunks.par_iter())
+                .enumerate()
+                .with_min_len(pieces)
+                .try_for_each(|(i, (dst, &(at, len, crc)))| {
                     decode_chunk_checked(dec, info.codec(), &blob[at..at + len], crc, i, info.lanes, dst, opts.kernel)
-                },
-            )
+                })
         })
     })
 }
@@ -549,7 +630,7 @@ pub fn decode_chunk_into(blob: &[u8], info: &StreamInfo, index: usize, out: &mut
 }
 
 /// Runs `f` with the decoder of `table`, monomorphised per codec.
-fn with_decoder<R>(table: &CodeTable, f: impl FnOnce(&dyn ChunkDecoder) -> R) -> R {
+pub(crate) fn with_decoder<R>(table: &CodeTable, f: impl FnOnce(&dyn ChunkDecoder) -> R) -> R {
     match table {
         CodeTable::Raw => f(&RawOnly),
         CodeTable::Qlc(t) | CodeTable::Dlc(t) => f(&Coded(t.decoder())),
@@ -558,9 +639,20 @@ fn with_decoder<R>(table: &CodeTable, f: impl FnOnce(&dyn ChunkDecoder) -> R) ->
     }
 }
 
+/// The decoder of `table` behind a pointer, for callers holding several at once (one virtual
+/// call per chunk, as [`with_decoder`]).
+pub(crate) fn boxed_decoder(table: &CodeTable) -> Box<dyn ChunkDecoder> {
+    match table {
+        CodeTable::Raw => Box::new(RawOnly),
+        CodeTable::Qlc(t) | CodeTable::Dlc(t) => Box::new(Coded(t.decoder())),
+        CodeTable::Huffman(t) => Box::new(Coded(t.decoder())),
+        CodeTable::ExpGolomb(t) | CodeTable::ExpGolombRank(t) => Box::new(Coded(t.decoder())),
+    }
+}
+
 /// Object-safe wrapper so the per-chunk loop is written once while lane decoding stays
 /// monomorphic (one virtual call per chunk, none per symbol).
-trait ChunkDecoder: Sync {
+pub(crate) trait ChunkDecoder: Sync {
     fn decode_lanes(&self, kernel: Kernel, lanes: &[&[u8]], out: &mut [u8]) -> Result<()>;
 }
 
@@ -579,7 +671,7 @@ impl<D: SymbolDecoder> ChunkDecoder for Coded<D> {
 }
 
 #[allow(clippy::too_many_arguments)] // one call site per entry point; a struct would only rename them
-fn decode_chunk_checked(
+pub(crate) fn decode_chunk_checked(
     dec: &dyn ChunkDecoder,
     codec: Codec,
     stored: &[u8],
@@ -592,6 +684,44 @@ fn decode_chunk_checked(
     if crc32c::crc32c(stored) != crc {
         return Err(Error::Checksum(format!("chunk {index} checksum does not match")));
     }
+    decode_chunk_body(dec, codec, stored, index, n_lanes, out, kernel)
+}
+
+/// The decoded bytes of a chunk whose checksum is verified here: a raw chunk's body borrowed
+/// from the stream (no copy), any other chunk decoded into `scratch[..len]`.
+#[allow(clippy::too_many_arguments)] // as decode_chunk_checked
+pub(crate) fn chunk_view<'a>(
+    dec: &dyn ChunkDecoder,
+    codec: Codec,
+    stored: &'a [u8],
+    crc: u32,
+    index: usize,
+    n_lanes: usize,
+    scratch: &'a mut [u8],
+    kernel: Kernel,
+) -> Result<&'a [u8]> {
+    if crc32c::crc32c(stored) != crc {
+        return Err(Error::Checksum(format!("chunk {index} checksum does not match")));
+    }
+    match stored.split_first() {
+        Some((&MODE_RAW, body)) if body.len() == scratch.len() => Ok(body),
+        _ => {
+            decode_chunk_body(dec, codec, stored, index, n_lanes, scratch, kernel)?;
+            Ok(scratch)
+        }
+    }
+}
+
+/// Decodes a chunk whose checksum the caller has verified.
+fn decode_chunk_body(
+    dec: &dyn ChunkDecoder,
+    codec: Codec,
+    stored: &[u8],
+    index: usize,
+    n_lanes: usize,
+    out: &mut [u8],
+    kernel: Kernel,
+) -> Result<()> {
     let corrupt = |what: &str| Error::corrupt(format!("chunk {index}: {what}"));
     let (&mode, body) = stored.split_first().ok_or_else(|| corrupt("empty"))?;
     match mode {

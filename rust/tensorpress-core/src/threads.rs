@@ -1,41 +1,87 @@
-//! Thread pools by size, built once and reused: building a pool per call would cost more than
-//! decoding a small tensor.
+//! One bounded worker pool for the whole process, built on first use and reused for every
+//! `threads=` value: a pool per distinct value would leak OS threads (one pool of 64 workers
+//! per value ever asked for), and building a pool per call would cost more than decoding a
+//! small tensor.
+//!
+//! `threads = Some(n)` does not build anything: it caps how many pieces a parallel loop is cut
+//! into (see [`min_len`]), so at most `n` workers of the shared pool work on one call.
 
+use crate::error::{Error, Result};
 use rayon::{ThreadPool, ThreadPoolBuilder};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 
-/// Most worker threads a caller may request.
-pub const MAX_THREADS: usize = 256;
+/// Largest `threads=` value accepted; larger values are refused rather than silently clamped.
+pub const MAX_THREADS: usize = 1024;
 
-/// Pools built so far, by thread count.
-type PoolCache = Mutex<Vec<(usize, Arc<ThreadPool>)>>;
-
-fn pools() -> &'static PoolCache {
-    static POOLS: OnceLock<PoolCache> = OnceLock::new();
-    POOLS.get_or_init(|| Mutex::new(Vec::new()))
+/// Workers in the shared pool: one per core the process may use (never more than
+/// [`MAX_THREADS`]).
+pub fn pool_size() -> usize {
+    pool().map_or(1, ThreadPool::current_num_threads)
 }
 
-/// Runs `f` on a pool of `threads` workers (`None` = rayon's global pool, one per core).
-pub fn run_with_threads<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) -> R {
-    let Some(n) = threads.map(|n| n.clamp(1, MAX_THREADS)) else { return f() };
-    let pool = {
-        let mut guard = pools().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((_, p)) = guard.iter().find(|(size, _)| *size == n) {
-            Some(Arc::clone(p))
-        } else {
-            match ThreadPoolBuilder::new().num_threads(n).build() {
-                Ok(p) => {
-                    let p = Arc::new(p);
-                    guard.push((n, Arc::clone(&p)));
-                    Some(p)
-                }
-                Err(_) => None,
+fn pool() -> Option<&'static ThreadPool> {
+    static POOL: OnceLock<Option<ThreadPool>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        ThreadPoolBuilder::new()
+            .num_threads(cores.clamp(1, MAX_THREADS))
+            .thread_name(|i| format!("tensorpress-{i}"))
+            .build()
+            .ok()
+    })
+    .as_ref()
+}
+
+/// Checks a `threads=` argument: `None` (all cores) or `1..=MAX_THREADS`.
+pub fn validate_threads(threads: Option<usize>) -> Result<()> {
+    match threads {
+        Some(n) if !(1..=MAX_THREADS).contains(&n) => {
+            Err(Error::invalid(format!("threads must be None (all cores) or 1..={MAX_THREADS}, got {n}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Workers a call with `threads` may occupy: the request, at most the pool's size.
+pub fn workers(threads: Option<usize>) -> usize {
+    threads.map_or(pool_size(), |n| n.clamp(1, pool_size()))
+}
+
+/// Smallest piece (in items) a parallel loop over `items` items may be cut into so that no more
+/// than [`workers`]`(threads)` pieces exist: pass it to rayon's `with_min_len`.
+pub fn min_len(items: usize, threads: Option<usize>) -> usize {
+    items.div_ceil(workers(threads)).max(1)
+}
+
+/// Runs `f` inside the shared pool (its parallel loops then use the pool's workers). Callers
+/// bound their loops' parallelism with [`min_len`]. Without a pool (threads could not be
+/// spawned) `f` runs on the calling thread's default rayon context, still correctly.
+pub fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    match pool() {
+        Some(p) => p.install(f),
+        None => f(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_never_exceed_the_requested_workers() {
+        for items in [0usize, 1, 2, 7, 100] {
+            for threads in [None, Some(1), Some(2), Some(3), Some(1000)] {
+                let pieces = items.div_ceil(min_len(items, threads));
+                assert!(pieces <= workers(threads), "{items} items, {threads:?}");
             }
         }
-    };
-    match pool {
-        Some(p) => p.install(f),
-        // Could not spawn threads: the global pool still gives a correct result.
-        None => f(),
+    }
+
+    #[test]
+    fn zero_and_huge_thread_counts_are_refused() {
+        assert!(validate_threads(Some(0)).is_err());
+        assert!(validate_threads(Some(MAX_THREADS + 1)).is_err());
+        assert!(validate_threads(Some(1)).is_ok());
+        assert!(validate_threads(None).is_ok());
     }
 }

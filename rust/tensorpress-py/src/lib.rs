@@ -5,10 +5,11 @@
 #![allow(clippy::needless_pass_by_value)]
 
 use pyo3::buffer::PyBuffer;
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyType};
+use tensorpress_core::fused::{self, PlaneCodecs};
 use tensorpress_core::histogram::histogram;
+use tensorpress_core::planes::Transform;
 use tensorpress_core::stream::{self, decode_chunk_into, parse_header, Codec, DecodeOptions, EncodeOptions};
 use tensorpress_core::{Error, Kernel};
 
@@ -30,6 +31,23 @@ fn to_py_err(py: Python<'_>, err: &Error) -> PyErr {
     }
 }
 
+/// An `InvalidArgumentError` (bad argument from the caller).
+fn invalid(msg: &str) -> PyErr {
+    Python::attach(|py| to_py_err(py, &Error::InvalidArgument(msg.to_owned())))
+}
+
+/// A size or count argument: negative values are refused as invalid arguments (not overflow).
+fn size_arg(name: &str, value: i64) -> PyResult<usize> {
+    usize::try_from(value).map_err(|_| invalid(&format!("{name} must be >= 0, got {value}")))
+}
+
+/// `threads=`: None (all cores) or 1..=MAX_THREADS, checked the same way by every entry point.
+fn threads_arg(threads: Option<i64>) -> PyResult<Option<usize>> {
+    let threads = threads.map(|t| usize::try_from(t).unwrap_or(0));
+    tensorpress_core::threads::validate_threads(threads).map_err(|e| Python::attach(|py| to_py_err(py, &e)))?;
+    Ok(threads)
+}
+
 /// A read-only view of a C-contiguous byte buffer that may cross a GIL release: the
 /// `PyBuffer` it came from is held by the caller for the whole call, keeping it alive.
 #[derive(Clone, Copy)]
@@ -43,7 +61,7 @@ unsafe impl Send for SharedBytes {}
 impl SharedBytes {
     fn of(buf: &PyBuffer<u8>) -> PyResult<Self> {
         if !buf.is_c_contiguous() {
-            return Err(PyValueError::new_err("buffer must be C-contiguous"));
+            return Err(invalid("buffer must be C-contiguous"));
         }
         Ok(Self { ptr: buf.buf_ptr() as *const u8, len: buf.len_bytes() })
     }
@@ -68,10 +86,10 @@ unsafe impl Send for SharedBytesMut {}
 impl SharedBytesMut {
     fn of(buf: &PyBuffer<u8>) -> PyResult<Self> {
         if buf.readonly() {
-            return Err(PyValueError::new_err("output buffer is read-only"));
+            return Err(invalid("output buffer is read-only"));
         }
         if !buf.is_c_contiguous() {
-            return Err(PyValueError::new_err("output buffer must be C-contiguous"));
+            return Err(invalid("output buffer must be C-contiguous"));
         }
         Ok(Self { ptr: buf.buf_ptr().cast::<u8>(), len: buf.len_bytes() })
     }
@@ -88,22 +106,147 @@ fn parse_kernel(py: Python<'_>, name: &str) -> PyResult<Kernel> {
     Kernel::from_name(name).map_err(|e| to_py_err(py, &e))
 }
 
-/// Encodes bytes into a tensorpress entropy stream.
+/// Encodes bytes into a tensorpress entropy stream (`compact`: the raw codec where the table
+/// would cost more than coding saves).
 #[pyfunction]
-#[pyo3(signature = (data, codec="qlc", lanes=stream::DEFAULT_LANES, chunk_size=stream::DEFAULT_CHUNK_SIZE, threads=None))]
+#[pyo3(signature = (data, codec="qlc", lanes=stream::DEFAULT_LANES as i64, chunk_size=stream::DEFAULT_CHUNK_SIZE as i64, threads=None, compact=false))]
 fn encode<'py>(
     py: Python<'py>,
     data: PyBuffer<u8>,
     codec: &str,
-    lanes: usize,
-    chunk_size: usize,
-    threads: Option<usize>,
+    lanes: i64,
+    chunk_size: i64,
+    threads: Option<i64>,
+    compact: bool,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let codec = Codec::from_name(codec).map_err(|e| to_py_err(py, &e))?;
     let input = SharedBytes::of(&data)?;
-    let opts = EncodeOptions { codec, lanes, chunk_size, threads };
-    let blob = py.detach(move || stream::encode(input.as_slice(), &opts)).map_err(|e| to_py_err(py, &e))?;
+    let opts = encode_options(codec, lanes, chunk_size, threads)?;
+    let blob = py
+        .detach(move || {
+            if compact {
+                stream::encode_compact(input.as_slice(), &opts).map(|(_, blob)| blob)
+            } else {
+                stream::encode(input.as_slice(), &opts)
+            }
+        })
+        .map_err(|e| to_py_err(py, &e))?;
     Ok(PyBytes::new(py, &blob))
+}
+
+fn encode_options(codec: Codec, lanes: i64, chunk_size: i64, threads: Option<i64>) -> PyResult<EncodeOptions> {
+    let opts = EncodeOptions {
+        codec,
+        lanes: size_arg("lanes", lanes)?,
+        chunk_size: size_arg("chunk_size", chunk_size)?,
+        threads: threads_arg(threads)?,
+    };
+    opts.validate().map_err(|e| Python::attach(|py| to_py_err(py, &e)))?;
+    Ok(opts)
+}
+
+/// Splits a tensor's element bytes into the planes of `transform` and codes each plane, one
+/// pass per chunk. `codec` is one codec for every plane, or "auto": per plane the smallest of
+/// `candidates`, or raw unless it saves `min_saving` of the raw size. Returns (codec, stream)
+/// per plane.
+#[pyfunction]
+#[pyo3(signature = (data, transform, width, codec="auto", candidates=vec![], min_saving=0.01, lanes=stream::DEFAULT_LANES as i64, chunk_size=stream::DEFAULT_CHUNK_SIZE as i64, threads=None))]
+#[allow(clippy::too_many_arguments)] // mirrors the Python signature
+fn encode_planes<'py>(
+    py: Python<'py>,
+    data: PyBuffer<u8>,
+    transform: &str,
+    width: i64,
+    codec: &str,
+    candidates: Vec<String>,
+    min_saving: f64,
+    lanes: i64,
+    chunk_size: i64,
+    threads: Option<i64>,
+) -> PyResult<Vec<(&'static str, Bound<'py, PyBytes>)>> {
+    let transform = Transform::from_name(transform, size_arg("width", width)?).map_err(|e| to_py_err(py, &e))?;
+    let codecs = if codec == "auto" {
+        let candidates = candidates
+            .iter()
+            .map(|c| Codec::from_name(c))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| to_py_err(py, &e))?;
+        if !(0.0..=1.0).contains(&min_saving) {
+            return Err(invalid(&format!("min_saving must be within [0, 1], got {min_saving}")));
+        }
+        PlaneCodecs::Auto { candidates, min_saving_permille: (min_saving * 1000.0).round() as u32 }
+    } else {
+        PlaneCodecs::Fixed(Codec::from_name(codec).map_err(|e| to_py_err(py, &e))?)
+    };
+    let opts = encode_options(Codec::Raw, lanes, chunk_size, threads)?;
+    let input = SharedBytes::of(&data)?;
+    let planes = py
+        .detach(move || fused::encode_planes(input.as_slice(), transform, &codecs, &opts))
+        .map_err(|e| to_py_err(py, &e))?;
+    Ok(planes.into_iter().map(|(c, blob)| (c.name(), PyBytes::new(py, &blob))).collect())
+}
+
+/// Decodes the plane streams of one tensor and merges them into `out` (the tensor's bytes,
+/// caller-owned), chunk-parallel with the GIL released.
+#[pyfunction]
+#[pyo3(signature = (blobs, transform, width, out, threads=None, kernel="auto"))]
+fn decode_planes_into(
+    py: Python<'_>,
+    blobs: Vec<PyBuffer<u8>>,
+    transform: &str,
+    width: i64,
+    out: PyBuffer<u8>,
+    threads: Option<i64>,
+    kernel: &str,
+) -> PyResult<()> {
+    let transform = Transform::from_name(transform, size_arg("width", width)?).map_err(|e| to_py_err(py, &e))?;
+    let opts = DecodeOptions { kernel: parse_kernel(py, kernel)?, threads: threads_arg(threads)? };
+    let inputs = blobs.iter().map(SharedBytes::of).collect::<PyResult<Vec<_>>>()?;
+    let mut output = SharedBytesMut::of(&out)?;
+    py.detach(move || {
+        let views: Vec<&[u8]> = inputs.iter().map(SharedBytes::as_slice).collect();
+        fused::decode_planes_into(&views, transform, output.as_mut_slice(), &opts)
+    })
+    .map_err(|e| to_py_err(py, &e))
+}
+
+/// Decodes many tensors at once (each item: plane streams, transform, element width, output
+/// buffer); every chunk of every tensor is one work item on the shared pool.
+#[pyfunction]
+#[pyo3(signature = (items, threads=None, kernel="auto"))]
+#[allow(clippy::type_complexity)] // the Python-side tuple, spelled out
+fn decode_many(
+    py: Python<'_>,
+    items: Vec<(Vec<PyBuffer<u8>>, String, i64, PyBuffer<u8>)>,
+    threads: Option<i64>,
+    kernel: &str,
+) -> PyResult<()> {
+    let opts = DecodeOptions { kernel: parse_kernel(py, kernel)?, threads: threads_arg(threads)? };
+    let mut jobs = Vec::with_capacity(items.len());
+    for (blobs, transform, width, out) in &items {
+        let transform = Transform::from_name(transform, size_arg("width", *width)?).map_err(|e| to_py_err(py, &e))?;
+        let inputs = blobs.iter().map(SharedBytes::of).collect::<PyResult<Vec<_>>>()?;
+        jobs.push((inputs, transform, SharedBytesMut::of(out)?));
+    }
+    // Two outputs sharing memory would be written by two workers at once.
+    let mut spans: Vec<(usize, usize)> = jobs.iter().map(|(_, _, o)| (o.ptr as usize, o.len)).collect();
+    spans.sort_unstable();
+    if spans.windows(2).any(|w| w[0].1 > 0 && w[0].0 + w[0].1 > w[1].0) {
+        return Err(invalid("output buffers overlap"));
+    }
+    py.detach(move || {
+        let mut jobs = jobs;
+        let views: Vec<fused::TensorJob<'_>> = jobs
+            .iter_mut()
+            .map(|(inputs, transform, out)| fused::TensorJob {
+                blobs: inputs.iter().map(SharedBytes::as_slice).collect(),
+                transform: *transform,
+                out: out.as_mut_slice(),
+            })
+            .collect();
+        fused::decode_many(views, &opts)
+    })
+    .map_err(|e| to_py_err(py, &e))
 }
 
 /// Decoded length of a stream (header parsed and checksum verified).
@@ -120,10 +263,10 @@ fn decode_into(
     py: Python<'_>,
     blob: PyBuffer<u8>,
     out: PyBuffer<u8>,
-    threads: Option<usize>,
+    threads: Option<i64>,
     kernel: &str,
 ) -> PyResult<()> {
-    let opts = DecodeOptions { kernel: parse_kernel(py, kernel)?, threads };
+    let opts = DecodeOptions { kernel: parse_kernel(py, kernel)?, threads: threads_arg(threads)? };
     let input = SharedBytes::of(&blob)?;
     let mut output = SharedBytesMut::of(&out)?;
     py.detach(move || stream::decode_into(input.as_slice(), output.as_mut_slice(), &opts))
@@ -133,8 +276,9 @@ fn decode_into(
 /// Decodes chunk `index` of a stream into `out` (random access).
 #[pyfunction]
 #[pyo3(signature = (blob, index, out, kernel="auto"))]
-fn decode_chunk(py: Python<'_>, blob: PyBuffer<u8>, index: usize, out: PyBuffer<u8>, kernel: &str) -> PyResult<()> {
+fn decode_chunk(py: Python<'_>, blob: PyBuffer<u8>, index: i64, out: PyBuffer<u8>, kernel: &str) -> PyResult<()> {
     let kernel = parse_kernel(py, kernel)?;
+    let index = size_arg("index", index)?;
     let input = SharedBytes::of(&blob)?;
     let mut output = SharedBytesMut::of(&out)?;
     py.detach(move || {
@@ -171,7 +315,8 @@ fn byte_histogram(py: Python<'_>, data: PyBuffer<u8>) -> PyResult<Vec<u64>> {
 /// Entropy and each codec's mean code length, as a dict.
 #[pyfunction]
 #[pyo3(signature = (data, threads=None))]
-fn stats<'py>(py: Python<'py>, data: PyBuffer<u8>, threads: Option<usize>) -> PyResult<Bound<'py, PyDict>> {
+fn stats<'py>(py: Python<'py>, data: PyBuffer<u8>, threads: Option<i64>) -> PyResult<Bound<'py, PyDict>> {
+    let threads = threads_arg(threads)?;
     let input = SharedBytes::of(&data)?;
     let s = py.detach(move || tensorpress_core::stats::stats(&stream::parallel_histogram(input.as_slice(), threads)));
     let d = PyDict::new(py);
@@ -197,6 +342,12 @@ fn crc32c_checksum(py: Python<'_>, data: PyBuffer<u8>, initial: u32) -> PyResult
     Ok(py.detach(move || tensorpress_core::checksum::crc32c_append(initial, input.as_slice())))
 }
 
+/// Workers in the shared pool (built on first use, once per process).
+#[pyfunction]
+fn pool_threads() -> usize {
+    tensorpress_core::threads::pool_size()
+}
+
 /// Names of the decode kernels this CPU can run.
 #[pyfunction]
 fn kernels() -> Vec<&'static str> {
@@ -208,11 +359,15 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(encode, m)?)?;
     m.add_function(wrap_pyfunction!(decoded_len, m)?)?;
     m.add_function(wrap_pyfunction!(decode_into, m)?)?;
+    m.add_function(wrap_pyfunction!(encode_planes, m)?)?;
+    m.add_function(wrap_pyfunction!(decode_planes_into, m)?)?;
+    m.add_function(wrap_pyfunction!(decode_many, m)?)?;
     m.add_function(wrap_pyfunction!(decode_chunk, m)?)?;
     m.add_function(wrap_pyfunction!(stream_info, m)?)?;
     m.add_function(wrap_pyfunction!(byte_histogram, m)?)?;
     m.add_function(wrap_pyfunction!(stats, m)?)?;
     m.add_function(wrap_pyfunction!(kernels, m)?)?;
+    m.add_function(wrap_pyfunction!(pool_threads, m)?)?;
     m.add_function(wrap_pyfunction!(crc32c_checksum, m)?)?;
     m.add("CODECS", Codec::ALL.iter().map(|c| c.name()).collect::<Vec<_>>())?;
     m.add("MAX_LANES", stream::MAX_LANES)?;
@@ -220,6 +375,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MAX_CHUNK_SIZE", stream::MAX_CHUNK_SIZE)?;
     m.add("DEFAULT_CHUNK_SIZE", stream::DEFAULT_CHUNK_SIZE)?;
     m.add("DEFAULT_LANES", stream::DEFAULT_LANES)?;
+    m.add("MAX_THREADS", tensorpress_core::threads::MAX_THREADS)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -1,0 +1,161 @@
+"""Model load speed: ``tp.load`` of a bf16 ``.tpz`` against safetensors load + copy of the same
+tensors, both from the page cache, in one run on the same machine; plus ``tp.save`` speed.
+
+The safetensors baseline is the faster of ``load(path.read_bytes())`` (read + copy into owned
+tensors) and ``load_file`` (mmap) followed by ``clone()`` of every tensor.
+
+Models: SmolLM2-135M (the Q4_1 GGUF dequantized to bf16 by transformers) and MiniLM-L6-v2 (fp32
+cast to bf16), both from pip packages (``tensorpress.samples``). MB/s are raw bf16 bytes per
+second, best of ``--repeats``.
+
+    python benches/load_speed.py                      # both models
+    python benches/load_speed.py --models minilm --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+
+import tensorpress as tp
+from tensorpress import entropy, samples
+
+
+def _best(fn: Callable[[], Any], repeats: int) -> float:
+    fn()  # warm-up: page cache, allocator, thread pool
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def smollm2_bf16() -> dict[str, np.ndarray]:
+    import torch
+
+    from tensorpress import evaluation
+
+    model, _ = evaluation.load_smollm2(torch.bfloat16)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    # Tied embeddings appear twice in the state dict; keep each storage once.
+    seen: set[int] = set()
+    out = {}
+    for name, t in state.items():
+        if t.data_ptr() in seen:
+            continue
+        seen.add(t.data_ptr())
+        out[name] = t.view(torch.uint8).numpy().view(ml_dtypes.bfloat16).reshape(tuple(t.shape)).copy()
+    return out
+
+
+def minilm_bf16() -> dict[str, np.ndarray]:
+    return {k: v.astype(ml_dtypes.bfloat16) for k, v in samples.minilm_weights().items()}
+
+
+MODELS: dict[str, Callable[[], dict[str, np.ndarray]]] = {"smollm2-135m": smollm2_bf16, "minilm": minilm_bf16}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def bench_model(name: str, weights: dict[str, np.ndarray], workdir: Path, repeats: int) -> list[str]:
+    import torch
+    from safetensors.torch import load, load_file, save_file
+
+    raw = sum(w.nbytes for w in weights.values())
+    tpz = workdir / f"{name}.tpz"
+    st = workdir / f"{name}.safetensors"
+    as_torch = {k: torch.from_numpy(v.view(np.uint8).copy()).view(torch.bfloat16) for k, v in weights.items()}
+    save_file(as_torch, str(st))
+    save_s = _best(lambda: tp.save(weights, tpz), max(1, repeats // 2))
+    for p in (tpz, st):  # into the page cache
+        p.read_bytes()
+
+    def safetensors_mmap_clone() -> None:
+        loaded = load_file(str(st))  # lazily mapped
+        for t in loaded.values():
+            t.clone()
+
+    def safetensors_read_load() -> None:
+        load(st.read_bytes())  # read from the page cache, then copied into owned tensors
+
+    outs = {k: np.empty_like(v) for k, v in weights.items()}
+    rows = []
+    read_load = _best(safetensors_read_load, repeats)
+    mmap_clone = _best(safetensors_mmap_clone, repeats)
+    # The baseline is the faster of the two ways to get owned tensors out of safetensors.
+    base = min(read_load, mmap_clone)
+    timings = {
+        "safetensors read + load": read_load,
+        "safetensors load_file (mmap) + clone": mmap_clone,
+        "tp.load (all threads)": _best(lambda: tp.load(tpz), repeats),
+    }
+    # threads= and out= are newer than some builds this script is run against (before/after).
+    for what, fn in [
+        ("tp.load (1 thread)", lambda: tp.load(tpz, threads=1)),
+        ("tp.load out= (all threads)", lambda: tp.load(tpz, out=outs)),
+    ]:
+        with contextlib.suppress(TypeError):
+            timings[what] = _best(fn, repeats)
+    check = tp.load(tpz)
+    assert all(check[k].tobytes() == v.tobytes() for k, v in weights.items()), "round trip differs"
+    ratio = tpz.stat().st_size / raw
+    for what, t in timings.items():
+        head = f"| {name} | {len(weights)} | {raw / 1e6:.1f} | {ratio:.2%} | {what}"
+        rows.append(f"{head} | {raw / t / 1e6:,.0f} | {base / t:.2f}x |")
+    rows.append(
+        f"| {name} | {len(weights)} | {raw / 1e6:.1f} | {ratio:.2%} | tp.save | {raw / save_s / 1e6:,.0f} | |"
+    )
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    flags = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                flags = " ".join(
+                    f
+                    for f in ("avx2", "bmi2", "avx512f", "avx512bw", "avx512vbmi", "avx512vbmi2")
+                    if f in have
+                )
+                break
+    except OSError:
+        pass
+    pool = getattr(entropy, "pool_threads", lambda: "n/a")()
+    print(f"# load speed — {cpu_model()}, {os.cpu_count()} CPUs, pool {pool} workers")
+    print(f"# CPU flags (relevant): {flags or 'n/a'}; load average {os.getloadavg()}")
+    print()
+    print("| model | tensors | raw MB | .tpz / raw | path | MB/s | vs fastest safetensors |")
+    print("|---|---:|---:|---:|---|---:|---:|")
+    with tempfile.TemporaryDirectory() as d:
+        for name in args.models:
+            for row in bench_model(name, MODELS[name](), Path(d), args.repeats):
+                print(row, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+//! Byte-plane transforms of tensor elements (normative text in docs/format.md, "Container",
+//! `lossless` method): each plane holds one kind of content (exponents, mantissa bytes, …), so
+//! each plane's bytes have a skewed histogram an entropy code can use.
+//!
+//! - `bf16-exponent`: planes [exponent byte, sign·mantissa(7)].
+//! - `fp32-exponent`: [exponent byte, sign·mantissa bits 22–16, bits 15–8, bits 7–0].
+//! - `nibbles`: one plane, two 4-bit values per byte (first value in the low nibble; an odd
+//!   count pads the last high nibble with 0; decoding drops it).
+//! - `byte-planes` of width `w`: one plane per byte of the little-endian element, most
+//!   significant first.
+//!
+//! Split and merge work on any element range, so the fused paths run them per chunk.
+
+use crate::error::{Error, Result};
+
+/// A byte-plane transform, with the element width for `byte-planes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transform {
+    Bf16Exponent,
+    Fp32Exponent,
+    Nibbles,
+    /// Little-endian elements of this many bytes (1..=8).
+    BytePlanes(usize),
+}
+
+/// Widest element `byte-planes` handles (float64/int64).
+pub const MAX_ELEMENT_BYTES: usize = 8;
+
+impl Transform {
+    /// Parses a transform name; `width` is the element size in bytes (used by `byte-planes`,
+    /// checked against the fixed width of the others).
+    pub fn from_name(name: &str, width: usize) -> Result<Transform> {
+        let (t, expected) = match name {
+            "bf16-exponent" => (Transform::Bf16Exponent, 2),
+            "fp32-exponent" => (Transform::Fp32Exponent, 4),
+            "nibbles" => (Transform::Nibbles, 1),
+            "byte-planes" if (1..=MAX_ELEMENT_BYTES).contains(&width) => (Transform::BytePlanes(width), width),
+            "byte-planes" => {
+                return Err(Error::invalid(format!("byte-planes element width must be 1..=8, got {width}")))
+            }
+            other => return Err(Error::format(format!("unknown byte-plane transform {other:?}"))),
+        };
+        if width != expected {
+            return Err(Error::invalid(format!("{name} needs {expected}-byte elements, got {width}")));
+        }
+        Ok(t)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Transform::Bf16Exponent => "bf16-exponent",
+            Transform::Fp32Exponent => "fp32-exponent",
+            Transform::Nibbles => "nibbles",
+            Transform::BytePlanes(_) => "byte-planes",
+        }
+    }
+
+    /// Bytes per element in the caller's buffer (a nibble element occupies one byte there).
+    pub fn element_bytes(self) -> usize {
+        match self {
+            Transform::Bf16Exponent => 2,
+            Transform::Fp32Exponent => 4,
+            Transform::Nibbles => 1,
+            Transform::BytePlanes(w) => w,
+        }
+    }
+
+    /// Number of planes.
+    pub fn planes(self) -> usize {
+        match self {
+            Transform::Bf16Exponent => 2,
+            Transform::Fp32Exponent => 4,
+            Transform::Nibbles => 1,
+            Transform::BytePlanes(w) => w,
+        }
+    }
+
+    /// Bytes in each plane for `count` elements.
+    pub fn plane_len(self, count: usize) -> usize {
+        match self {
+            Transform::Nibbles => count.div_ceil(2),
+            _ => count,
+        }
+    }
+
+    /// Elements in a caller's buffer of `len` bytes, or an error if it is not a whole number.
+    pub fn count_of(self, len: usize) -> Result<usize> {
+        let w = self.element_bytes();
+        if !len.is_multiple_of(w) {
+            return Err(Error::invalid(format!("{len} bytes is not a whole number of {w}-byte elements")));
+        }
+        Ok(len / w)
+    }
+
+    /// Byte range of the caller's buffer (of `count` elements) that plane bytes
+    /// `[start, end)` come from.
+    pub fn source_range(self, start: usize, end: usize, count: usize) -> std::ops::Range<usize> {
+        match self {
+            Transform::Nibbles => (2 * start).min(count)..(2 * end).min(count),
+            t => start * t.element_bytes()..end * t.element_bytes(),
+        }
+    }
+
+    /// Splits the elements in `src` into `planes` (each `plane_len` of the elements long).
+    pub fn split(self, src: &[u8], planes: &mut [&mut [u8]]) {
+        match self {
+            Transform::Bf16Exponent => {
+                let [e, sm] = planes else { unreachable!("two planes") };
+                for ((x, e), sm) in src.chunks_exact(2).zip(e.iter_mut()).zip(sm.iter_mut()) {
+                    *e = (x[1] << 1) | (x[0] >> 7);
+                    *sm = (x[1] & 0x80) | (x[0] & 0x7F);
+                }
+            }
+            Transform::Fp32Exponent => {
+                let [e, st, m1, m0] = planes else { unreachable!("four planes") };
+                let dst = e.iter_mut().zip(st.iter_mut()).zip(m1.iter_mut().zip(m0.iter_mut()));
+                for (x, ((e, st), (m1, m0))) in src.chunks_exact(4).zip(dst) {
+                    *e = (x[3] << 1) | (x[2] >> 7);
+                    *st = (x[3] & 0x80) | (x[2] & 0x7F);
+                    *m1 = x[1];
+                    *m0 = x[0];
+                }
+            }
+            Transform::Nibbles => {
+                let plane = &mut *planes[0];
+                let pairs = src.chunks_exact(2);
+                let tail = pairs.remainder();
+                for (x, p) in pairs.zip(plane.iter_mut()) {
+                    *p = (x[0] & 0x0F) | (x[1] << 4);
+                }
+                if let (Some(&last), Some(p)) = (tail.first(), plane.get_mut(src.len() / 2)) {
+                    *p = last & 0x0F;
+                }
+            }
+            Transform::BytePlanes(1) => planes[0][..src.len()].copy_from_slice(src),
+            Transform::BytePlanes(w) => {
+                for (i, x) in src.chunks_exact(w).enumerate() {
+                    for (k, plane) in planes.iter_mut().enumerate() {
+                        plane[i] = x[w - 1 - k];
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rebuilds elements into `dst` from plane bytes (each at least as long as `dst` needs;
+    /// for `nibbles` a trailing pad nibble is dropped).
+    pub fn merge(self, planes: &[&[u8]], dst: &mut [u8]) {
+        match self {
+            Transform::Bf16Exponent => {
+                let [e, sm] = planes else { unreachable!("two planes") };
+                for ((x, &e), &sm) in dst.chunks_exact_mut(2).zip(e.iter()).zip(sm.iter()) {
+                    x[0] = (e << 7) | (sm & 0x7F);
+                    x[1] = (sm & 0x80) | (e >> 1);
+                }
+            }
+            Transform::Fp32Exponent => {
+                let [e, st, m1, m0] = planes else { unreachable!("four planes") };
+                let src = e.iter().zip(st.iter()).zip(m1.iter().zip(m0.iter()));
+                for (x, ((&e, &st), (&m1, &m0))) in dst.chunks_exact_mut(4).zip(src) {
+                    x[0] = m0;
+                    x[1] = m1;
+                    x[2] = (e << 7) | (st & 0x7F);
+                    x[3] = (st & 0x80) | (e >> 1);
+                }
+            }
+            Transform::Nibbles => {
+                let plane = planes[0];
+                let at = dst.len() / 2;
+                let mut pairs = dst.chunks_exact_mut(2);
+                for (x, &p) in (&mut pairs).zip(plane.iter()) {
+                    x[0] = p & 0x0F;
+                    x[1] = p >> 4;
+                }
+                if let ([x], Some(&p)) = (pairs.into_remainder(), plane.get(at)) {
+                    *x = p & 0x0F;
+                }
+            }
+            Transform::BytePlanes(1) => {
+                let n = dst.len();
+                dst.copy_from_slice(&planes[0][..n]);
+            }
+            Transform::BytePlanes(w) => {
+                for (i, x) in dst.chunks_exact_mut(w).enumerate() {
+                    for (k, plane) in planes.iter().enumerate() {
+                        x[w - 1 - k] = plane[i];
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(t: Transform, src: &[u8]) {
+        let count = t.count_of(src.len()).unwrap();
+        let n = t.plane_len(count);
+        let mut storage = vec![vec![0xAAu8; n]; t.planes()];
+        let mut planes: Vec<&mut [u8]> = storage.iter_mut().map(Vec::as_mut_slice).collect();
+        t.split(src, &mut planes);
+        let views: Vec<&[u8]> = storage.iter().map(Vec::as_slice).collect();
+        let mut back = vec![0u8; src.len()];
+        t.merge(&views, &mut back);
+        assert_eq!(back, src, "{t:?}");
+    }
+
+    #[test]
+    fn known_values() {
+        // bf16 1.0 = 0x3F80: exponent 127, sign·mantissa 0.
+        let mut e = [0u8];
+        let mut sm = [0u8];
+        Transform::Bf16Exponent.split(&[0x80, 0x3F], &mut [&mut e, &mut sm]);
+        assert_eq!((e[0], sm[0]), (127, 0));
+        // bf16 -1.5 = 0xBFC0: exponent 127, sign set, mantissa 0x40.
+        Transform::Bf16Exponent.split(&[0xC0, 0xBF], &mut [&mut e, &mut sm]);
+        assert_eq!((e[0], sm[0]), (127, 0xC0));
+    }
+
+    #[test]
+    fn every_transform_round_trips() {
+        let bytes: Vec<u8> = (0..48u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+        for t in [Transform::Bf16Exponent, Transform::Fp32Exponent, Transform::BytePlanes(1), Transform::BytePlanes(8)]
+        {
+            round_trip(t, &bytes);
+            round_trip(t, &[]);
+        }
+        let nibbles: Vec<u8> = bytes.iter().map(|b| b & 0x0F).collect();
+        round_trip(Transform::Nibbles, &nibbles);
+        round_trip(Transform::Nibbles, &nibbles[..7]);
+    }
+}
