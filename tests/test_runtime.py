@@ -111,13 +111,16 @@ def test_closed_file_raises_typed_error(tmp_path: Path) -> None:
 # --- interrupted and failing writes ---------------------------------------------------------
 
 SLOW_WRITE = """
-import sys, time
+import signal, sys, time
 from tensorpress.atomic import atomic_write
+# A parent (test runner, shell) may have left SIGTERM ignored; a real job starts with the default.
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 def write(f):
     f.write(b"x" * 4096)
     f.flush()
     print("writing", flush=True)
-    time.sleep(30)
+    time.sleep(300)
 atomic_write(sys.argv[1], write)
 """
 
@@ -138,7 +141,7 @@ def test_signal_during_write_keeps_destination_and_removes_temp_file(tmp_path: P
     assert child.stdout.readline().strip() == "writing"
     assert len(list(tmp_path.glob(".model.tpz.*.tmp"))) == 1
     child.send_signal(sig)
-    child.wait(timeout=30)
+    child.wait(timeout=120)
     assert child.returncode != 0
     if sig == signal.SIGTERM:
         assert child.returncode == -signal.SIGTERM  # still dies by the signal
