@@ -154,11 +154,14 @@ def test_lane_counts_and_short_chunks(lanes: int, n: int) -> None:
 def test_lane_groups_split_one_chunk_across_programs() -> None:
     data = skewed(1500, 11)
     blob = te.encode(data, "qlc", lanes=24, chunk_size=1024)
-    buf, plan = gstream.parse_stream(blob)
-    from tensorpress.gpu.decoder import decode_plan, resolve_device
-
-    out = decode_plan(buf, plan, resolve_device(DEVICE), lane_group=8)
+    held = tg.upload(blob, device=DEVICE, lane_group=8)
+    assert held.lane_block == 8 and held.nbytes >= len(blob)
+    out = torch.full((data.size,), 1, dtype=torch.uint8, device=DEVICE)
+    assert held.decode(out=out) is out
     np.testing.assert_array_equal(out.cpu().numpy(), data)
+    np.testing.assert_array_equal(held.decode().cpu().numpy(), data)  # decodes again
+    with pytest.raises(InvalidArgumentError):
+        held.decode(out=torch.empty(data.size - 1, dtype=torch.uint8, device=DEVICE))
 
 
 def test_empty_and_constant_streams() -> None:

@@ -21,7 +21,15 @@ tensor([0, 1, 2, 3], device='cuda:0', dtype=torch.uint8)
 
 from __future__ import annotations
 
-from tensorpress.gpu.decoder import BACKENDS, decode
+from tensorpress.gpu.decoder import BACKENDS, DeviceStream, decode, upload
 from tensorpress.gpu.planes import dequantize_blockwise, merge_planes, unpack_codes
 
-__all__ = ["BACKENDS", "decode", "dequantize_blockwise", "merge_planes", "unpack_codes"]
+__all__ = [
+    "BACKENDS",
+    "DeviceStream",
+    "decode",
+    "dequantize_blockwise",
+    "merge_planes",
+    "unpack_codes",
+    "upload",
+]
