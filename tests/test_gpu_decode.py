@@ -370,24 +370,55 @@ def test_blockwise_dequantize_is_bit_identical(scheme: str, bits: int, block: in
     rng = np.random.default_rng(bits)
     w = (rng.standard_normal((24, 100)) * np.linspace(0.1, 3, 100)).astype(ml_dtypes.bfloat16)
     q = planner.quantize_blockwise(w, bits, block, scheme=scheme, layout=layout)
-    n = w.size
-    if layout == "packed":
-        codes = tg.unpack_codes(torch.frombuffer(bytearray(q.codes), dtype=torch.uint8).to(DEVICE), bits, n)
-    else:
-        codes = tg.decode(q.codes, device=DEVICE, max_size=n)
-    got = tg.dequantize_blockwise(
-        codes,
+    got = tg.decode_blockwise(
+        q.codes,
+        q.side,
+        layout=q.layout,
         scheme=scheme,
         bits=bits,
         block_size=block,
-        side=q.side,
         shape=q.shape,
         dtype_name=q.dtype,
         tmax=q.tmax,
+        device=DEVICE,
     )
     want = q.dequantize_numpy()
     assert tuple(got.shape) == want.shape and got.dtype == torch.bfloat16
     np.testing.assert_array_equal(got.cpu().view(torch.uint16).numpy(), want.view(np.uint16))
+
+
+def test_blockwise_refuses_a_code_stream_of_the_wrong_length() -> None:
+    side = np.ones(4, np.float16).tobytes()
+    blob = te.encode(np.full(300, 7, np.uint8), "huffman")
+    with pytest.raises(FormatError):
+        tg.decode_blockwise(blob, side, layout="huffman", scheme="rtn-block", bits=4, block_size=64,
+                            shape=(2, 128), dtype_name="float32", device=DEVICE)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "tensor",
+    [
+        (np.sin(np.arange(3000) * 0.1) * 0.02).astype(ml_dtypes.bfloat16).reshape(30, 100),
+        (np.random.default_rng(1).standard_normal((17, 33)) * 3).astype(np.float32),
+        np.arange(-8, 8, dtype=np.int8).astype(ml_dtypes.int4).repeat(9)[:131],
+        np.random.default_rng(2).integers(-500, 500, (7, 11)).astype(np.int16),
+        np.zeros((0, 4), np.float32),
+    ],
+    ids=["bf16", "fp32", "int4-odd", "int16", "empty"],
+)
+def test_decode_planes_restores_tensors_bit_exactly(tensor: np.ndarray) -> None:
+    ct = tensors.compress(tensor)
+    got = tg.decode_planes([p.blob for p in ct.planes], ct.transform, ct.dtype, ct.shape, device=DEVICE)
+    want = tensors.decompress(ct)
+    assert tuple(got.shape) == want.shape and got.device.type == DEVICE
+    np.testing.assert_array_equal(got.cpu().contiguous().view(torch.uint8).numpy().reshape(-1),
+                                  want.view(np.uint8).reshape(-1))  # fmt: skip
+
+
+def test_decode_planes_refuses_streams_longer_than_their_plane() -> None:
+    ct = tensors.compress(np.ones(1000, np.float32))
+    with pytest.raises(FormatError, match="max_size"):
+        tg.decode_planes([p.blob for p in ct.planes], ct.transform, ct.dtype, (10,), device=DEVICE)
 
 
 # --- on a GPU only ----------------------------------------------------------------------------------

@@ -23,11 +23,14 @@ from __future__ import annotations
 
 from tensorpress.gpu.decoder import BACKENDS, DeviceStream, decode, upload
 from tensorpress.gpu.planes import dequantize_blockwise, merge_planes, unpack_codes
+from tensorpress.gpu.tensors import decode_blockwise, decode_planes
 
 __all__ = [
     "BACKENDS",
     "DeviceStream",
     "decode",
+    "decode_blockwise",
+    "decode_planes",
     "dequantize_blockwise",
     "merge_planes",
     "unpack_codes",
