@@ -143,6 +143,17 @@ def test_every_codec_and_chunk_mode_matches_rust(codec: str) -> None:
     assert expected <= modes, f"{codec}: chunk modes {modes}"
 
 
+def test_equal_own_tables_share_one_decode_table() -> None:
+    special = (100 + np.random.default_rng(7).integers(0, 16, 2048)).astype(np.uint8)
+    other = skewed(2048, 1, 8.0)
+    data = np.concatenate([special, other, special, other])
+    blob = te.encode(data, "qlc", lanes=32, chunk_size=2048)
+    _, plan = gstream.parse_stream(blob)
+    assert [blob[at] for at, _ in te.info(blob)["chunks"]] == [3, 1, 3, 1]
+    assert len(plan.tables) == 2 and list(plan.coded_table) == [1, 0, 1, 0]
+    np.testing.assert_array_equal(gpu_decode(blob), data)
+
+
 @pytest.mark.parametrize(("lanes", "n"), [(1, 150), (5, 1100), (32, 1100)])
 def test_lane_counts_and_short_chunks(lanes: int, n: int) -> None:
     data = skewed(n, lanes)  # short last chunks; at 32 lanes some lanes of the last hold nothing

@@ -69,7 +69,7 @@ def _exp_golomb(window, lut, table, order):
     rest = (window >> (zeros + 1)) & ((1 << safe_width) - 1)
     value = rest + (1 << safe_width) - (1 << order)
     invalid = (width > 8) | (value > 255)
-    symbol = tl.load(lut + table * 256 + (value & 0xFF))
+    symbol = tl.load(lut + table * 256 + (value & 0xFF)).to(tl.int32)
     return symbol, 2 * zeros + order + 1, invalid
 
 
@@ -90,12 +90,13 @@ def decode_coded_chunks(
     EXP_GOLOMB: tl.constexpr,
     LANE_BLOCK: tl.constexpr,
 ):
-    c = tl.program_id(0)
+    # int64: chunk x lane and table x table-size products exceed 2^31 on large streams.
+    c = tl.program_id(0).to(tl.int64)
     group = tl.program_id(1)
     lanes = group * LANE_BLOCK + tl.arange(0, LANE_BLOCK)
     active = lanes < n_lanes
     n = tl.load(length + c)
-    table = tl.load(table_of + c)
+    table = tl.load(table_of + c).to(tl.int64)
     order = tl.load(order_of + table)
     start = tl.load(lane_start + c * n_lanes + lanes, mask=active, other=0)
     nbytes = tl.load(lane_len + c * n_lanes + lanes, mask=active, other=0)
@@ -116,7 +117,7 @@ def decode_coded_chunks(
         if EXP_GOLOMB:
             symbol, code_len, invalid = _exp_golomb(window, lut, table, order)
         else:
-            entry = tl.load(lut + (table << LUT_BITS) + (window & ((1 << LUT_BITS) - 1)))
+            entry = tl.load(lut + (table << LUT_BITS) + (window & ((1 << LUT_BITS) - 1))).to(tl.int32)
             symbol = entry & 0xFF
             code_len = entry >> 8
             invalid = code_len == 0

@@ -60,7 +60,7 @@ class CodeTable:
 class StreamPlan:
     """A validated stream, as flat arrays: where each chunk's bytes are and where they go.
 
-    ``tables[0]`` is the stream's table, the rest are chunks' own tables (mode 3).
+    ``tables[0]`` is the stream's table, the rest are the distinct own tables of chunks (mode 3).
     Stored chunks (raw or constant) and coded chunks are listed separately, each in stream order.
     Offsets into the blob (``*_src``, ``lane_start``) and into the output (``*_dst``) are int64.
     """
@@ -198,6 +198,7 @@ def parse_stream(blob: Any, *, max_size: int | None = None) -> tuple[np.ndarray,
     if _core.crc32c(buf[:crc_at]) != _u32(buf, crc_at):
         raise ChecksumError("stream header checksum does not match")
     tables = [parse_table(codec, buf[FIXED_HEADER_BYTES:index_at].tobytes())]
+    table_ids: dict[bytes, int] = {}
     index = buf[index_at:crc_at].view("<u4").reshape(n_chunks, 2).astype(np.int64)
     starts = crc_at + 4 + np.concatenate(([0], np.cumsum(index[:, 0])))
     if int(starts[-1]) != buf.size:
@@ -237,11 +238,14 @@ def parse_stream(blob: Any, *, max_size: int | None = None) -> tuple[np.ndarray,
                 own_len = int(chunk[1]) | int(chunk[2]) << 8
                 if own_len > MAX_TABLE_BYTES or length - 3 < own_len:
                     raise corrupt("own table truncated or too long")
-                try:
-                    tables.append(parse_table(codec, chunk[3 : 3 + own_len].tobytes()))
-                except FormatError as exc:
-                    raise corrupt(str(exc)) from None
-                body_at, table_id = at + 3 + own_len, len(tables) - 1
+                own = chunk[3 : 3 + own_len].tobytes()
+                if own not in table_ids:  # equal tables share one decode table
+                    try:
+                        tables.append(parse_table(codec, own))
+                    except FormatError as exc:
+                        raise corrupt(str(exc)) from None
+                    table_ids[own] = len(tables) - 1
+                body_at, table_id = at + 3 + own_len, table_ids[own]
             lane_rows.append(_split_lanes(buf, body_at, at + length, lanes, corrupt))
             coded.append((i, dst, out_len, table_id))
         elif mode in (MODE_RAW, MODE_CONSTANT):

@@ -18,8 +18,9 @@ from tensorpress.gpu.stream import DLC, EXPGOLOMB, EXPGOLOMB_RANK, HUFFMAN, QLC,
 
 @dataclass(frozen=True)
 class DecodeTables:
-    """``lut``: (tables, 2^bits) int32 entries ``symbol | length << 8`` (lookup codecs), or
-    (tables, 256) int32 value → symbol (Exp-Golomb); ``order``: (tables,) int32 Exp-Golomb k."""
+    """``lut``: (tables, 2^bits) int16 entries ``symbol | length << 8`` (lookup codecs), or
+    (tables, 256) int16 value → symbol (Exp-Golomb); ``order``: (tables,) int32 Exp-Golomb k.
+    At most 2^12 entries of 2 bytes per table: 8 KiB on the device per distinct table."""
 
     exp_golomb: bool
     bits: int
@@ -70,7 +71,7 @@ def build(tables: list[CodeTable]) -> DecodeTables:
     """One :class:`DecodeTables` for a stream's tables (all of one codec)."""
     codec = tables[0].codec
     if codec in (EXPGOLOMB, EXPGOLOMB_RANK):
-        lut = np.stack([t.rank_to_symbol for t in tables]).astype(np.int32)  # type: ignore[misc]
+        lut = np.stack([t.rank_to_symbol for t in tables]).astype(np.int16)  # type: ignore[misc]
         order = np.array([t.order for t in tables], np.int32)
         return DecodeTables(True, 8, lut, order)
     if codec not in (HUFFMAN, QLC, DLC):
@@ -80,4 +81,4 @@ def build(tables: list[CodeTable]) -> DecodeTables:
         huffman_lut(t.huffman_lengths, bits) if t.huffman_lengths is not None else qlc_lut(t, bits)
         for t in tables
     ]
-    return DecodeTables(False, bits, np.stack(rows), np.zeros(len(tables), np.int32))
+    return DecodeTables(False, bits, np.stack(rows).astype(np.int16), np.zeros(len(tables), np.int32))
