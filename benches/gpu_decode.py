@@ -1,6 +1,7 @@
 """GPU decode throughput: the Triton entropy decode per codec against the Rust CPU decode, a
 host-to-device copy of the decoded bytes, and torch's device-to-device copy (the ceiling), on
-e4m3 bytes; plus NVDEC decode of CPU-made video bitstreams when PyNvVideoCodec is present.
+e4m3 bytes; a bf16 tensor decoded and merged on the device against a raw upload; and NVDEC
+decode of CPU-made video bitstreams when PyNvVideoCodec is present.
 
 Prepared for a session with a GPU (needs torch with CUDA, Triton, numpy and the built
 ``tensorpress._core``; no PyAV, no Rust toolchain)::
@@ -115,6 +116,38 @@ def entropy_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def bf16_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """A bf16 tensor onto the device: planes decoded and merged there, against a raw upload and
+    against the CPU decode followed by an upload."""
+    import torch
+
+    import tensorpress.gpu as tg
+    from tensorpress import tensors
+
+    dev = args.device
+    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+    count = int(args.mib * (1 << 20)) // 2
+    weights = (torch.randn(count, generator=torch.Generator().manual_seed(1)) * 0.02).to(torch.bfloat16)
+    ct = tensors.compress(weights)
+    streams = [p.blob for p in ct.planes]
+    base = {"kind": "bf16", "bytes": 2 * count, "ratio": 2 * count / ct.nbytes, "codecs": ct.codec}
+    got = tg.decode_planes(streams, ct.transform, ct.dtype, ct.shape, device=dev)
+    assert torch.equal(got.cpu().view(torch.int16), weights.view(torch.int16)), "bf16 planes differ"
+    rows = []
+    timed = {
+        "tensorpress.gpu.decode_planes (upload compressed, decode + merge on the device)": lambda: (
+            tg.decode_planes(streams, ct.transform, ct.dtype, ct.shape, device=dev)
+        ),
+        "CPU decompress, then .to(device)": lambda: tensors.decompress(ct).to(dev),
+        "raw bf16 .to(device) from pageable memory": lambda: weights.to(dev),
+    }
+    for what, fn in timed.items():
+        t = best_seconds(fn, args.repeat, sync)
+        rows.append({**base, "what": what, "gbps": 2 * count / t / 1e9})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def nvdec_rows(path: str, repeat: int) -> list[dict[str, Any]]:
     from tensorpress.video import backends
 
@@ -221,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu (Triton interpreter)"
     print(json.dumps({"kind": "device", "name": name, "torch": torch.__version__}), flush=True)
-    rows = entropy_rows(args) if args.mib > 0 else []
+    rows = entropy_rows(args) + bf16_rows(args) if args.mib > 0 else []
     if args.nvdec_input:
         rows += nvdec_rows(args.nvdec_input, args.repeat)
     if args.json:

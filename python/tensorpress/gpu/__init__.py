@@ -10,8 +10,7 @@ encoder writes and lanes not consumed to exactly their last byte, reported as Co
 The kernels never read or write outside their buffers, whatever the bytes say.
 
 Triton and torch are optional; without a GPU the kernels run on CPU tensors when
-``TRITON_INTERPRET=1`` is set before this package's kernels are first imported (that is how the
-tests run them):
+``TRITON_INTERPRET=1`` is set before Triton is first imported (that is how the tests run them):
 
 >>> import numpy as np, tensorpress.entropy as te, tensorpress.gpu as tg  # doctest: +SKIP
 >>> blob = te.encode(np.arange(5000, dtype=np.uint8) % 7, codec="huffman")  # doctest: +SKIP

@@ -50,8 +50,8 @@ def resolve_device(device: Any) -> Any:
     if dev.type == "cpu":
         if not _kernels().INTERPRETED:
             raise BackendUnavailableError(
-                "the Triton kernels run on CPU tensors only under TRITON_INTERPRET=1, set before "
-                f"tensorpress.gpu.kernels is first imported (now {os.environ.get('TRITON_INTERPRET')!r})"
+                "the Triton kernels run on CPU tensors only under TRITON_INTERPRET=1, set before Triton "
+                f"is first imported (now {os.environ.get('TRITON_INTERPRET')!r})"
             )
         return dev
     raise InvalidArgumentError(f"the Triton decode runs on 'cuda' (or 'cpu' when interpreted), not {dev}")

@@ -16,8 +16,9 @@ indices are masked to the table, and outputs to the chunk. A code no encoder wri
 not consumed to exactly its last byte are reported per program in an error-flag tensor
 (``INVALID_CODE``, ``LANE_LENGTH``), which the host turns into a CorruptDataError.
 
-Under ``TRITON_INTERPRET=1`` (set before this module is imported) the same kernels run on CPU
-tensors; that is how the tests run them without a GPU.
+Under ``TRITON_INTERPRET=1`` (set before Triton itself is first imported: Triton reads it when
+each of its and our functions is decorated) the same kernels run on CPU tensors; that is how the
+tests run them without a GPU.
 """
 
 from __future__ import annotations
