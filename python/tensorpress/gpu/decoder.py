@@ -175,7 +175,7 @@ def _raise_flagged(flags: np.ndarray, plan: st.StreamPlan, k: Any) -> None:
     chunk = int(plan.coded_index[first])
     what = (
         "a lane contains a code no encoder writes"
-        if flags[first] & k.INVALID_CODE
+        if int(flags[first]) & int(k.INVALID_CODE.value)
         else "a lane is not consumed to exactly its last byte"
     )
     raise CorruptDataError(f"chunk {chunk}: {what}")

@@ -26,9 +26,9 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-#: Error flags a coded-chunk program reports.
-INVALID_CODE = 1
-LANE_LENGTH = 2
+#: Error flags a coded-chunk program reports (constexpr: kernels may only read such globals).
+INVALID_CODE = tl.constexpr(1)
+LANE_LENGTH = tl.constexpr(2)
 
 #: True when the kernels were built for the interpreter (they then take CPU tensors).
 INTERPRETED: bool = bool(triton.knobs.runtime.interpret)
