@@ -8,10 +8,11 @@ this module never fails, using a missing backend raises :class:`BackendUnavailab
 
 from __future__ import annotations
 
+import ctypes
 import fractions
 import functools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -48,6 +49,9 @@ class EncodeOptions:
     lossless: bool = False
     preset: str | None = None
     threads: int | None = None
+    #: ``"400"``: luma only where the encoder allows it (smallest); ``"420"``: neutral 4:2:0
+    #: chroma, the format NVDEC decodes (AV1 is always 4:2:0: SVT-AV1 has no 4:0:0 input).
+    chroma: str = "400"
 
 
 class Backend(Protocol):
@@ -139,9 +143,12 @@ class PyAVBackend:
 
     # -- encode
     @staticmethod
-    def _pix_fmt(codec: str, bit_depth: int) -> str:
-        if codec == "av1":  # SVT-AV1 has no 4:0:0 input: constant neutral chroma costs a few bytes
-            return "yuv420p" if bit_depth == 8 else "yuv420p10le"
+    def _pix_fmt(codec: str, bit_depth: int, chroma: str = "400") -> str:
+        if chroma not in ("400", "420"):
+            raise InvalidArgumentError(f"chroma must be '400' or '420', got {chroma!r}")
+        if codec == "av1" or chroma == "420":
+            # SVT-AV1 has no 4:0:0 input, NVDEC no 4:0:0 profile: constant neutral chroma
+            return {8: "yuv420p", 10: "yuv420p10le", 12: "yuv420p12le"}[bit_depth]
         return {8: "gray", 10: "gray10le", 12: "gray12le"}[bit_depth]
 
     @staticmethod
@@ -178,7 +185,7 @@ class PyAVBackend:
         if not frames:
             return []
         height, width = frames[0].shape
-        pix_fmt = self._pix_fmt(opts.codec, opts.bit_depth)
+        pix_fmt = self._pix_fmt(opts.codec, opts.bit_depth, opts.chroma)
         os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its banner at info level otherwise
         av.logging.set_level(av.logging.ERROR)
         cc = av.CodecContext.create(self.ENCODERS[opts.codec], "w")
@@ -271,12 +278,52 @@ def _import_nvc() -> Any:
     return nvc
 
 
-class NvCodecBackend:
-    """NVENC encode (NV12/P010 with neutral chroma) and NVDEC decode through PyNvVideoCodec.
+def _nv_error(nvc: Any, exc: Exception, what: str) -> TensorpressError:
+    """A typed error for a PyNvVideoCodec failure: an unsupported stream/profile/size means the
+    hardware cannot do it (BackendUnavailableError, so callers may use another backend); anything
+    else while decoding is treated as bad data."""
+    unsupported = getattr(nvc, "PyNvVCExceptionUnsupported", None)
+    if isinstance(unsupported, type) and isinstance(exc, unsupported):
+        return BackendUnavailableError(f"{what}: unsupported here: {exc}", extra="gpu")
+    return CorruptDataError(f"{what}: {exc}")
 
-    Data-center GPUs (H100/H200/A100) have NVDEC but no NVENC: :func:`capabilities` probes both,
-    and ``backend="auto"`` then encodes on the CPU and decodes here. NVDEC output is NV12/P016 on the
-    GPU; the luma plane is copied to host memory for dequantization.
+
+def _packet_bytes(result: Any) -> bytes:
+    """The bitstream bytes of an ``Encode``/``EndEncode`` result. PyNvVideoCodec 2.2 returns a
+    list of packets (dicts with a ``data`` buffer); older releases returned one byte buffer."""
+    if result is None:
+        return b""
+    if isinstance(result, bytes | bytearray | memoryview | np.ndarray):
+        return bytes(result)
+    if isinstance(result, dict):
+        return _packet_bytes(result.get("data"))
+    if isinstance(result, list | tuple):
+        if all(isinstance(v, int) for v in result):
+            return bytes(result)
+        return b"".join(_packet_bytes(v) for v in result)
+    try:
+        return bytes(memoryview(result))
+    except TypeError:
+        raise BackendUnavailableError(
+            f"PyNvVideoCodec returned an encoded packet of unexpected type {type(result).__name__}",
+            extra="gpu",
+        ) from None
+
+
+#: NVENC's AV1 QP runs 0-255, four steps per SVT-AV1 QP (1-63).
+NVENC_AV1_QP_SCALE = 4
+
+
+class NvCodecBackend:
+    """NVENC encode (NV12/P010 with neutral chroma) and NVDEC decode through PyNvVideoCodec
+    (2.2.4 or later: earlier releases decode on GPU 0 only or export 10-bit frames wrongly).
+
+    Data-center GPUs (H100/H200/A100) have NVDEC but no NVENC: :func:`capabilities` asks the
+    driver (encoder/decoder caps), and ``backend="auto"`` then encodes on the CPU and decodes here.
+    NVDEC reads 4:2:0 streams (Main/Main10 profiles), not the 4:0:0 ones PyAV writes by default:
+    encode with ``EncodeOptions(chroma="420")`` for streams NVDEC must read. Decoded frames are
+    copied to host memory by the library (no torch needed). NVDEC conceals some bitstream errors
+    instead of failing; the container's payload checksum is what guarantees the bytes.
     """
 
     name = "nvcodec"
@@ -297,17 +344,20 @@ class NvCodecBackend:
             return []
         height, width = frames[0].shape
         fmt = "NV12" if opts.bit_depth == 8 else "P010"
+        qp = 0 if opts.lossless else opts.qp * (NVENC_AV1_QP_SCALE if opts.codec == "av1" else 1)
         kwargs: dict[str, Any] = {
             "codec": opts.codec,
             "gpu_id": self.gpu_id,
             "preset": (opts.preset or "P7").upper(),
             "rc": "constqp",
-            "constqp": 0 if opts.lossless else opts.qp,
+            "constqp": qp,
             "gop": 1,
             "idrperiod": 1,
             "bf": 0,
             "repeatspspps": 1,
         }
+        if opts.codec == "av1":
+            kwargs["use_ivf_container"] = 0  # raw OBUs, as SVT-AV1 and the decoders expect
         if opts.lossless:
             kwargs["tuning_info"] = "lossless"
         try:
@@ -318,20 +368,25 @@ class NvCodecBackend:
             ) from exc
         out: list[bytes] = []
         neutral = 1 << (opts.bit_depth - 1)
-        for f in frames:
-            if opts.bit_depth == 8:
-                surf = np.empty((height * 3 // 2, width), dtype=np.uint8)
-                surf[:height] = f
-                surf[height:] = neutral
-            else:  # P010: 10 significant bits in the high bits of 16
-                surf16 = np.empty((height * 3 // 2, width), dtype=np.uint16)
-                surf16[:height] = f.astype(np.uint16) << 6
-                surf16[height:] = neutral << 6
-                surf = surf16.view(np.uint8)
-            data = bytes(enc.Encode(surf))
-            if data:
-                out.append(data)
-        tail = bytes(enc.EndEncode())
+        try:
+            for f in frames:
+                if opts.bit_depth == 8:
+                    surf = np.empty((height * 3 // 2, width), dtype=np.uint8)
+                    surf[:height] = f
+                    surf[height:] = neutral
+                else:  # P010: 10 significant bits in the high bits of 16
+                    surf16 = np.empty((height * 3 // 2, width), dtype=np.uint16)
+                    surf16[:height] = f.astype(np.uint16) << 6
+                    surf16[height:] = neutral << 6
+                    surf = surf16.view(np.uint8)
+                data = _packet_bytes(enc.Encode(surf))
+                if data:
+                    out.append(data)
+            tail = _packet_bytes(enc.EndEncode())
+        except TensorpressError:
+            raise
+        except Exception as exc:
+            raise _nv_error(self.nvc, exc, f"NVENC failed on {opts.codec}") from exc
         if tail:
             out.append(tail)
         if len(out) != len(frames):
@@ -343,38 +398,37 @@ class NvCodecBackend:
         self, packets: list[bytes], codec: str, bit_depth: int, height: int, width: int
     ) -> list[np.ndarray]:
         nvc = self.nvc
-        import torch
-
-        try:
-            dec = nvc.CreateDecoder(
-                gpuid=self.gpu_id,
-                codec=self._codec_id(codec),
-                cudacontext=0,
-                cudastream=0,
-                usedevicememory=True,
+        limits = _nv_probe(self.gpu_id).decode_min_size.get(codec)
+        if limits and (width < limits[0] or height < limits[1]):
+            raise BackendUnavailableError(
+                f"NVDEC decodes {codec} frames of at least {limits[0]}x{limits[1]}, not {width}x{height}",
+                extra="gpu",
             )
+        try:
+            dec = nvc.CreateDecoder(gpuid=self.gpu_id, codec=self._codec_id(codec), usedevicememory=False)
         except Exception as exc:
             raise BackendUnavailableError(f"NVDEC cannot decode {codec} here: {exc}", extra="gpu") from exc
-        frames: list[Any] = []
+        wide = bit_depth > 8
+        luma_bytes = height * width * (2 if wide else 1)
+        out: list[np.ndarray] = []
         keep: list[np.ndarray] = []  # the packet buffers must outlive Decode()
         try:
-            for data in [*packets, b""]:  # an empty packet flushes the decoder
+            for data in [*packets, b""]:  # an empty packet (bsl = 0) flushes the decoder
                 buf = np.frombuffer(data, dtype=np.uint8) if data else np.zeros(1, dtype=np.uint8)
                 keep.append(buf)
                 pkt = nvc.PacketData()
                 pkt.bsl_data = int(buf.ctypes.data)
                 pkt.bsl = len(data)
-                for fr in dec.Decode(pkt):
-                    frames.append(torch.from_dlpack(fr)[:height, :width].clone())
+                for frame in dec.Decode(pkt):
+                    # Host output: packed NV12/P016, the luma plane first (height x width samples).
+                    ptr = ctypes.cast(frame.GetPtrToPlane(0), ctypes.POINTER(ctypes.c_uint8))
+                    luma = np.ctypeslib.as_array(ptr, (luma_bytes,)).copy()
+                    codes = luma.view(np.uint16) >> (16 - bit_depth) if wide else luma.astype(np.uint16)
+                    out.append(codes.reshape(height, width))
+        except TensorpressError:
+            raise
         except Exception as exc:
-            raise CorruptDataError(f"NVDEC failed on the {codec} bitstream: {exc}") from exc
-        out = []
-        shift = 16 - bit_depth
-        for t in frames:
-            arr = t.cpu().numpy()
-            if arr.dtype == np.uint16 and shift:
-                arr = arr >> shift
-            out.append(arr.astype(np.uint16))
+            raise _nv_error(nvc, exc, f"NVDEC failed on the {codec} bitstream") from exc
         return out
 
 
@@ -383,40 +437,65 @@ class NvCodecBackend:
 
 @dataclass(frozen=True)
 class Capability:
-    """What one backend can do on this machine (``reason`` says why not, when it cannot)."""
+    """What one backend can do on this machine (``reason`` says why not, when it cannot).
+    ``decode_min_size``: smallest (width, height) the hardware decoder takes, per codec."""
 
     backend: str
     encode: tuple[str, ...]
     decode: tuple[str, ...]
     reason: str | None = None
+    decode_min_size: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
-@functools.lru_cache(maxsize=1)
-def _nv_probe() -> Capability:
+def _caps_dict(caps: Any) -> dict[str, Any]:
+    if isinstance(caps, dict):
+        return caps
+    return {k: getattr(caps, k) for k in dir(caps) if not k.startswith("_")}
+
+
+def _encoder_caps(nvc: Any, codec: str, gpu_id: int) -> Any:
+    try:
+        return nvc.GetEncoderCaps(codec=codec, gpuid=gpu_id)
+    except TypeError:  # a release whose GetEncoderCaps takes no device: it asks the current one
+        return nvc.GetEncoderCaps(codec=codec)
+
+
+@functools.lru_cache(maxsize=4)
+def _nv_probe(gpu_id: int = 0) -> Capability:
+    """Ask the driver what GPU ``gpu_id`` supports (opening a session proves nothing: a decoder
+    session only builds a parser, and a tiny encoder session is below NVENC's minimum size)."""
     try:
         nvc = _import_nvc()
     except BackendUnavailableError as exc:
         return Capability("nvcodec", (), (), str(exc))
     enc: list[str] = []
     dec: list[str] = []
+    min_size: dict[str, tuple[int, int]] = {}
+    notes: list[str] = []
+    ids = {"hevc": "HEVC", "h264": "H264", "av1": "AV1"}
     for codec in CODECS:
-        try:  # creating a small session is the only reliable probe (H100 has no NVENC at all)
-            nvc.CreateEncoder(64, 64, "NV12", True, codec=codec, rc="constqp", constqp=30)
-            enc.append(codec)
-        except Exception:
-            pass
         try:
-            b = NvCodecBackend.__new__(NvCodecBackend)
-            b.nvc, b.gpu_id = nvc, 0
-            nvc.CreateDecoder(
-                gpuid=0, codec=b._codec_id(codec), cudacontext=0, cudastream=0, usedevicememory=True
+            caps = _caps_dict(_encoder_caps(nvc, codec, gpu_id))
+            if int(caps.get("num_encoder_engines", 0) or 0) > 0:
+                enc.append(codec)
+        except Exception as exc:
+            notes.append(f"NVENC {codec}: {exc}")
+        try:
+            caps = _caps_dict(
+                nvc.GetDecoderCaps(
+                    gpuid=gpu_id,
+                    codec=getattr(nvc.cudaVideoCodec, ids[codec]),
+                    chromaformat=nvc.cudaVideoChromaFormat.__members__["420"],
+                    bitdepth=8,
+                )
             )
-            dec.append(codec)
-        except Exception:
-            pass
-    return Capability(
-        "nvcodec", tuple(enc), tuple(dec), None if enc or dec else "no NVENC/NVDEC session opens"
-    )
+            if caps.get("supported"):
+                dec.append(codec)
+                min_size[codec] = (int(caps.get("width_min", 0) or 0), int(caps.get("height_min", 0) or 0))
+        except Exception as exc:
+            notes.append(f"NVDEC {codec}: {exc}")
+    reason = None if enc or dec else ("; ".join(notes) or "no NVENC/NVDEC on this GPU")
+    return Capability("nvcodec", tuple(enc), tuple(dec), reason, min_size)
 
 
 def capabilities() -> dict[str, Capability]:
