@@ -486,3 +486,44 @@ def test_cuda_decode_of_real_e4m3_bytes(codec: str, minilm_e4m3_bytes: np.ndarra
     out = tg.decode(blob, device="cuda")
     assert out.is_cuda
     np.testing.assert_array_equal(out.cpu().numpy(), data)
+
+
+# --- the public entry points route to the GPU decoders ---------------------------------------
+
+
+def test_entropy_decode_with_device_uses_the_gpu_kernels() -> None:
+    data = skewed(9000, 41)
+    blob = te.encode(data, codec="huffman", lanes=8)
+    out = te.decode(blob, device=DEVICE, backend="triton")
+    assert out.device.type == DEVICE and out.cpu().numpy().tobytes() == data.tobytes()
+    with pytest.raises(InvalidArgumentError):
+        te.decode(blob, backend="cuda-magic")
+
+
+def test_stored_tensors_decode_on_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lossless and blockwise tensors bound for a CUDA device are decoded by tensorpress.gpu
+    (here forced onto the interpreter's device) and equal the CPU decode."""
+    from tensorpress.methods import base, blockwise
+
+    calls: list[str] = []
+    real_decode_planes, real_decode_blockwise = tg.decode_planes, tg.decode_blockwise
+
+    def spy_planes(*args: Any, **kw: Any) -> Any:
+        calls.append("planes")
+        return real_decode_planes(*args, **{**kw, "device": DEVICE})
+
+    def spy_blockwise(*args: Any, **kw: Any) -> Any:
+        calls.append("blockwise")
+        return real_decode_blockwise(*args, **{**kw, "device": DEVICE})
+
+    monkeypatch.setattr(tg, "decode_planes", spy_planes)
+    monkeypatch.setattr(tg, "decode_blockwise", spy_blockwise)
+    monkeypatch.setattr(base, "gpu_decode_target", lambda *a: "cuda:0")
+    w = np.random.default_rng(3).standard_normal((48, 80)).astype(ml_dtypes.bfloat16)
+    lossless = tensors.compress(w)
+    got = lossless.decode(as_kind="torch", device="cuda:0")
+    assert got.view(torch.uint16).cpu().numpy().tobytes() == w.view(np.uint16).tobytes()
+    lossy = blockwise.quantize_blockwise(w.astype(np.float32), bits=4, block_size=32)
+    got = lossy.decode(as_kind="torch", device="cuda:0")
+    np.testing.assert_array_equal(got.cpu().numpy(), lossy.dequantize_numpy())
+    assert calls == ["planes", "blockwise"]

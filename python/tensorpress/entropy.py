@@ -131,12 +131,23 @@ def decode(
     kernel: str = "auto",
     max_size: int | None = None,
     out: np.ndarray | None = None,
-) -> np.ndarray:
+    device: Any = None,
+    backend: str | None = None,
+) -> Any:
     """Decode a blob made by :func:`encode` into a new (or the given) uint8 array.
 
     ``max_size`` refuses streams that declare more decoded bytes (before allocating).
     ``kernel`` forces a decode kernel (see :func:`kernels`); results never depend on it.
+    ``device`` (e.g. ``"cuda"``) or ``backend="triton"`` decodes with the GPU kernels of
+    :mod:`tensorpress.gpu` instead and returns a ``torch.uint8`` tensor on that device (``out``
+    then is a torch tensor); the stream is validated and checksummed on the CPU first.
     """
+    if device is not None or backend is not None:
+        if backend not in (None, "triton"):
+            raise InvalidArgumentError(f"backend must be 'triton' or None, got {backend!r}")
+        from tensorpress import gpu
+
+        return gpu.decode(blob, device=device or "cuda", max_size=max_size, out=out)
     threads = check_threads(threads)
     if max_size is not None:
         max_size = _check_size("max_size", max_size)

@@ -241,25 +241,46 @@ def device_available(device: str) -> bool:
     return backend is not None and bool(backend.is_available()) and n < int(backend.device_count())
 
 
+def target_device(kind: str, recorded: str | None, as_kind: str | None, device: str | None) -> str | None:
+    """Where a decoded tensor goes: None for numpy output; else ``device`` if given, the recorded
+    device when it exists here, or the CPU (with a warning when the recorded one is missing)."""
+    check_as_kind(as_kind)
+    if (as_kind or kind) == "numpy":
+        return None
+    if device is not None:
+        return str(device)
+    if recorded is not None and recorded != "cpu":
+        if device_available(recorded):
+            return recorded
+        warnings.warn(
+            f"tensor was stored from {recorded}, which this machine does not have: "
+            "returning it on the CPU (pass device= to choose)",
+            stacklevel=4,
+        )
+    return "cpu"
+
+
+def gpu_decode_target(kind: str, recorded: str | None, as_kind: str | None, device: str | None) -> str | None:
+    """The CUDA device to decode on directly (only compressed bytes uploaded), or None when the
+    output is numpy, belongs on the CPU, or Triton cannot run here (then decode on the CPU)."""
+    target = target_device(kind, recorded, as_kind, device)
+    if target is None or not target.startswith("cuda"):
+        return None
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return None
+    return target
+
+
 def deliver(arr: np.ndarray, kind: str, recorded: str | None, as_kind: str | None, device: str | None) -> Any:
     """``arr`` as the requested kind: ``as_kind`` (default the recorded ``kind``); a torch tensor
     goes to ``device`` if given, else to the recorded device when it exists here, else to the CPU
     with a warning."""
-    check_as_kind(as_kind)
-    out_kind = as_kind or kind
-    if out_kind == "numpy":
+    target = target_device(kind, recorded, as_kind, device)
+    if target is None:
         return arr
-    target = device
-    if target is None and recorded is not None and recorded != "cpu":
-        if device_available(recorded):
-            target = recorded
-        else:
-            warnings.warn(
-                f"tensor was stored from {recorded}, which this machine does not have: "
-                "returning it on the CPU (pass device= to choose)",
-                stacklevel=3,
-            )
-    return from_numpy(arr, "torch", target)
+    return from_numpy(arr, "torch", None if target == "cpu" else target)
 
 
 __all__ = [
@@ -273,6 +294,7 @@ __all__ = [
     "deliver",
     "device_available",
     "fail",
+    "gpu_decode_target",
     "is_int",
     "json_depth",
     "need_choice",
@@ -285,4 +307,5 @@ __all__ = [
     "need_shape",
     "numel",
     "parse_json",
+    "target_device",
 ]

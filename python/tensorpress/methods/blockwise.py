@@ -295,8 +295,25 @@ class BlockwiseTensor:
         return out.astype(dtype_from_name(self.dtype)).reshape(self.shape)
 
     def decode(self, as_kind: str | None = None, device: str | None = None) -> Any:
-        """Decoded tensor, as ``as_kind`` (default: the kind it came from)."""
+        """Decoded tensor, as ``as_kind`` (default: the kind it came from); a torch tensor bound
+        for a CUDA device is expanded and dequantized there from the uploaded codes."""
         base.check_as_kind(as_kind)
+        gpu = base.gpu_decode_target(self.kind, self.device, as_kind, device)
+        if gpu is not None:
+            from tensorpress.gpu import decode_blockwise
+
+            return decode_blockwise(
+                self.codes,
+                self.side,
+                layout=self.layout,
+                scheme=self.scheme,
+                bits=self.bits,
+                block_size=self.block_size,
+                shape=tuple(self.shape),
+                dtype_name=self.dtype,
+                tmax=self.tmax,
+                device=gpu,
+            )
         return base.deliver(self.dequantize_numpy(), self.kind, self.device, as_kind, device)
 
 

@@ -274,6 +274,12 @@ class CompressedTensor:
         if out is not None:
             self.check_out(out)
             return entropy.decode_planes_into(blobs, self.transform, out, threads)
+        gpu = base.gpu_decode_target(self.kind, self.device, as_kind, device)
+        if gpu is not None and self.transform != "nibbles":  # torch has no 1-byte int4 to return
+            from tensorpress.gpu import decode_planes
+
+            # Only the compressed planes cross the bus; decode and merge run on the GPU.
+            return decode_planes(blobs, self.transform, self.dtype, tuple(self.shape), device=gpu)
         flat = np.empty(self.numel, dtype_from_name(self.dtype))
         # Decode + merge in one pass per chunk, into the array returned (docs/format.md §2.1).
         entropy.decode_planes_into(blobs, self.transform, flat, threads)
