@@ -419,13 +419,17 @@ def load(
             return {k: tensors.from_numpy(v, "torch", device) for k, v in arrays.items()}
         return arrays
     with TpzFile(path, max_size=max_size) as f:
-        stored = {name: f.compressed(name) for name in f}
-        total = sum(int(obj.decoded_nbytes) for obj in stored.values())
-        if max_size is not None and total > max_size:
-            raise FormatError(f"{path}: tensors decode to {total:,} bytes, more than max_size={max_size:,}")
+        if max_size is not None:
+            # A first pass validates every tensor and sums the declared sizes; tensors are then
+            # decoded one at a time, so no more than one compressed copy is alive at once.
+            total = sum(int(f.compressed(name).decoded_nbytes) for name in f)
+            if total > max_size:
+                raise FormatError(
+                    f"{path}: tensors decode to {total:,} bytes, more than max_size={max_size:,}"
+                )
         return {
-            name: tensors.decompress(stored[name], as_kind=as_kind, device=device)
-            for name in _progress(list(stored), progress, "decompress")
+            name: tensors.decompress(f.compressed(name), as_kind=as_kind, device=device)
+            for name in _progress(list(f), progress, "decompress")
         }
 
 
