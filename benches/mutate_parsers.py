@@ -47,6 +47,7 @@ TESTS = [
     "tests/test_container.py",
     "tests/test_methods.py",
     "tests/test_methods_hostile.py",
+    "tests/test_methods_checks.py",
     "tests/test_video.py::test_from_parts_validates_header",
     "tests/test_video.py::test_from_parts_truncated_or_garbage_payload",
     "tests/test_video.py::test_damaged_bytes_raise_typed_errors",
