@@ -115,3 +115,68 @@ def test_packed_preamble_checks() -> None:
     fields = (b"\x89TPX", 2, 0, 0, 0, 0, _core.crc32c(b""), _core.crc32c(b""))
     with pytest.raises(FormatError, match="bad magic"):
         unpack_object(_message(fields, b""))
+
+
+@pytest.fixture(scope="module")
+def videos() -> dict[str, Any]:
+    video = pytest.importorskip("tensorpress.video")
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((32, 32)).astype(np.float32)
+    return {
+        "matrix": video.encode(w, qp=30, codec="av1"),
+        "vector": video.encode(rng.standard_normal(3000).astype(np.float32), qp=30, codec="av1"),
+        "scaled": video.encode(w, qp=30, codec="av1", col_scale=np.linspace(0.5, 2, 32)),
+    }
+
+
+def _with(h: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    out = {**h, "layout": dict(h["layout"])}
+    for key, value in changes.items():
+        if key.startswith("layout_"):
+            out["layout"][key.removeprefix("layout_")] = value
+        else:
+            out[key] = value
+    return out
+
+
+def test_video_header_checks(videos: dict[str, Any]) -> None:
+    h, p = videos["matrix"].header(), videos["matrix"].payload()
+    cases = [
+        (_with(h, format="tensorpress.audio"), "format"),
+        (_with(h, col_scale=1), "col_scale"),
+        (_with(h, lossless=True), "lossless and qp disagree"),
+        (_with(h, seed=-1), "seed"),
+        (_with(h, seed=1 << 63), "seed"),
+        (_with(h, encoder=5), "encoder"),
+        (_with(h, layout_frame_h=0), "frame size"),
+        (_with(h, layout_frame_w=8192), "frame size"),
+        (_with(h, layout_frame_h=33), "odd frame size"),
+        (_with(h, layout_tiles_r=10**6), "more frames than the payload"),
+        (_with(h, layout_tiles_r=0), "frames cover"),
+    ]
+    for header, fragment in cases:
+        rejects("video", header, p, fragment)
+    n_frames = h["layout"]["tiles_r"] * h["layout"]["tiles_c"]
+    rejects("video", h, p[: 4 * n_frames + 2], "tables alone need", CorruptDataError)
+    v, vp = videos["vector"].header(), videos["vector"].payload()
+    assert v["layout"]["wrap"]
+    rejects("video", _with(v, layout_tiles_c=2), vp, "wrap layout")
+    rejects("video", _with(v, layout_tiles_r=0), vp, "do not cover the row")
+    rejects("video", _with(v, layout_tiles_r=v["layout"]["tiles_r"] + 1), vp, "superfluous tiles")
+    s, sp = videos["scaled"].header(), bytearray(videos["scaled"].payload())
+    n_frames = s["layout"]["tiles_r"] * s["layout"]["tiles_c"]
+    at = 4 * n_frames + 2 * 32 * (2 if s["scale_dtype"] == "float16" else 4)
+    sp[at : at + 2] = np.float16(-1.0).tobytes()
+    rejects("video", s, bytes(sp), "column scale", CorruptDataError)
+
+
+def test_video_bytes_framing_checks(videos: dict[str, Any]) -> None:
+    from tensorpress.video import VideoTensor
+
+    blob = videos["matrix"].to_bytes()
+    with pytest.raises(FormatError, match="its preamble says"):
+        VideoTensor.from_bytes(blob + b"\0")
+    huge = bytearray(blob)
+    huge[16:20] = struct.pack("<I", 2 << 20)
+    with pytest.raises(FormatError, match="exceeds the"):
+        VideoTensor.from_bytes(bytes(huge))
