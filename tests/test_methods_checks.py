@@ -180,3 +180,101 @@ def test_video_bytes_framing_checks(videos: dict[str, Any]) -> None:
     huge[16:20] = struct.pack("<I", 2 << 20)
     with pytest.raises(FormatError, match="exceeds the"):
         VideoTensor.from_bytes(bytes(huge))
+
+
+def test_limits_are_inclusive_where_documented(videos: dict[str, Any], tmp_path: Any) -> None:
+    """Values exactly at each documented bound are accepted, one past it refused (docs/format.md)."""
+    import json
+
+    import tensorpress as tp
+    from tensorpress import video
+    from tensorpress.distributed import MAX_PACK_HEADER, PACK_MAGIC, PACK_VERSION
+    from tensorpress.methods import base
+
+    assert base.parse_json(b"[" * 32 + b"]" * 32, "x") is not None
+    with pytest.raises(FormatError, match="nested"):
+        base.parse_json(b"[" * 33 + b"]" * 33, "x")
+    assert base.need_shape({"shape": [1] * 32}, "x") == (1,) * 32
+    with pytest.raises(FormatError):
+        base.need_shape({"shape": [1] * 33}, "x")
+    assert base.need_shape({"shape": [1 << 40]}, "x") == (1 << 40,)
+    assert base.need_shape({"shape": [1 << 20, 1 << 20]}, "x") == (1 << 20, 1 << 20)
+    with pytest.raises(FormatError, match="more than 2"):
+        base.need_shape({"shape": [1 << 20, (1 << 20) + 1]}, "x")
+    with pytest.raises(FormatError):
+        base.need_shape({"shape": [(1 << 40) + 1]}, "x")
+    empty = lossless.compress(np.zeros((0, 3), np.float32))
+    assert tp.decompress(empty, max_size=0).shape == (0, 3)
+
+    # Entropy stream facts: exactly the fixed header is enough; codec id 6 does not exist.
+    blob = lossless.compress(M).planes[0].blob
+    assert lossless.stream_facts(blob[:16], "x")[1] == M.size
+    bad = bytearray(blob)
+    bad[5] = 6
+    with pytest.raises(FormatError, match="codec id 6"):
+        lossless.stream_facts(bytes(bad), "x")
+
+    # A zero scale is refused like a negative one (blockwise and video column scales).
+    q = quantize_blockwise(M, 4, 8, layout="packed")
+    side = bytearray(q.side)
+    side[0:2] = np.float16(0.0).tobytes()
+    with pytest.raises(CorruptDataError, match="scale"):
+        BlockwiseTensor(**{**q.__dict__, "side": bytes(side)}).decode()
+    s, sp = videos["scaled"].header(), bytearray(videos["scaled"].payload())
+    at = 4 * s["layout"]["tiles_r"] * s["layout"]["tiles_c"] + 2 * 32 * (
+        2 if s["scale_dtype"] == "float16" else 4
+    )
+    sp[at : at + 2] = np.float16(0.0).tobytes()
+    rejects("video", s, bytes(sp), "column scale", CorruptDataError)
+
+    # A container whose only tensor has an empty payload ends exactly at D.
+    path = tp.save(
+        {"e": quantize_blockwise(np.zeros((0, 5), np.float32), layout="packed")}, tmp_path / "e.tpz"
+    )
+    assert tp.load(path)["e"].shape == (0, 5)
+    assert path.stat().st_size % 64 == 0
+
+    # Packed headers of exactly the limit are read.
+    obj = lossless.compress(M)
+    text = json.dumps({"method": "lossless", "params": {**obj.header(), "pad": ""}}, separators=(",", ":"))
+    text = text.replace('"pad":""', '"pad":"' + "x" * (MAX_PACK_HEADER - len(text)) + '"')
+    head, payload = text.encode(), obj.payload()
+    assert len(head) == MAX_PACK_HEADER
+    fields = (
+        PACK_MAGIC,
+        PACK_VERSION,
+        0,
+        0,
+        len(head),
+        len(payload),
+        _core.crc32c(head),
+        _core.crc32c(payload),
+    )
+    assert unpack_object(_message(fields, head + payload)).payload() == payload
+
+    # Video: qp 0 and 63, the largest seed and frame side, an empty tensor, an exact wrap cover.
+    h, p = videos["matrix"].header(), videos["matrix"].payload()
+    for header in (_with(h, qp=0), _with(h, qp=63), _with(h, seed=(1 << 63) - 1)):
+        methods.from_parts("video", header, p)
+    rejects("video", _with(h, qp=64), p, "qp")
+    methods.from_parts("video", _with(h, layout_frame_h=4096, layout_frame_w=4096), p)
+    rejects("video", _with(h, layout_frame_w=0), p, "frame size")
+    nothing = video.encode(np.zeros((0, 8), np.float32), qp=30, codec="av1")
+    assert len(nothing.payload()) == 4
+    assert methods.from_parts("video", nothing.header(), nothing.payload()).decode().shape == (0, 8)
+    exact = video.encode(np.linspace(-1, 1, 4096, dtype=np.float32), qp=30, codec="av1")
+    e = exact.header()
+    assert e["layout"]["wrap"] and e["layout"]["frame_h"] * e["layout"]["frame_w"] == 4096
+    methods.from_parts("video", e, exact.payload())
+    rejects("video", _with(e, layout_tiles_r=2), exact.payload(), "superfluous tiles")
+
+
+@pytest.mark.parametrize("shape", [(3, 0), (0, 5), (0,), (2, 0, 4), ()])
+@pytest.mark.parametrize(("scheme", "block"), [("rtn-block", 8), ("tender-group", 4)])
+@pytest.mark.parametrize("layout", ["packed", "qlc"])
+def test_blockwise_empty_and_scalar_shapes_round_trip(
+    shape: tuple[int, ...], scheme: str, block: int, layout: str
+) -> None:
+    q = quantize_blockwise(np.full(shape, 0.5, np.float32), 4, block, scheme=scheme, layout=layout)
+    out = methods.from_parts("blockwise", q.header(), q.payload()).decode()
+    assert out.shape == shape and np.allclose(out, 0.5, atol=1e-3)
