@@ -119,6 +119,7 @@ def test_packed_preamble_checks() -> None:
 
 @pytest.fixture(scope="module")
 def videos() -> dict[str, Any]:
+    pytest.importorskip("av")
     video = pytest.importorskip("tensorpress.video")
     rng = np.random.default_rng(3)
     w = rng.standard_normal((32, 32)).astype(np.float32)
@@ -278,3 +279,21 @@ def test_blockwise_empty_and_scalar_shapes_round_trip(
     q = quantize_blockwise(np.full(shape, 0.5, np.float32), 4, block, scheme=scheme, layout=layout)
     out = methods.from_parts("blockwise", q.header(), q.payload()).decode()
     assert out.shape == shape and np.allclose(out, 0.5, atol=1e-3)
+
+
+def test_video_exact_bounds(videos: dict[str, Any]) -> None:
+    import json
+    import zlib
+
+    from tensorpress.video import MAGIC, VideoTensor
+
+    h, p = videos["matrix"].header(), videos["matrix"].payload()
+    assert h["layout"]["frame_w"] == 32 and h["layout"]["tiles_c"] == 1
+    rejects("video", _with(h, layout_tiles_c=2), p, "superfluous tiles")  # (2 − 1)·32 = the width
+    text = json.dumps({**h, "pad": ""}, separators=(",", ":"), sort_keys=True)
+    text = text.replace('"pad":""', '"pad":"' + "x" * ((1 << 20) - len(text)) + '"')
+    head = text.encode()
+    assert len(head) == 1 << 20
+    pre = struct.pack("<8sHHIIQ", MAGIC, 1, 0, 0, len(head), len(p))
+    blob = pre + struct.pack("<I", zlib.crc32(p, zlib.crc32(head))) + head + p
+    assert VideoTensor.from_bytes(blob).payload() == p

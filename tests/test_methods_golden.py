@@ -98,6 +98,7 @@ def test_old_v1_video_bytes_still_load() -> None:
     import struct
     import zlib
 
+    pytest.importorskip("av")
     video = pytest.importorskip("tensorpress.video")
     with tp.open(GOLDEN / "v1-video-ok.tpz") as f:
         vt = f.compressed("video")
