@@ -2,7 +2,8 @@
 it is removed?
 
 Each mutant disables one check — an ``if <condition>: raise ...`` becomes ``if False: ...``, a
-video ``need(<condition>, ...)`` becomes ``need(True, ...)`` — by swapping the code object of the
+video ``need(<condition>, ...)`` becomes ``need(True, ...)`` — or moves one comparison of a check
+by one (``<`` ↔ ``<=``, ``>`` ↔ ``>=``), by swapping the code object of the
 one function it lives in (in this process), then runs the format tests (pytest, in-process,
 stopping at the first failure). A mutant the tests still pass on *survives*: that check is
 untested, or redundant behind another. Usage::
@@ -47,6 +48,7 @@ TESTS = [
     "tests/test_container.py",
     "tests/test_methods.py",
     "tests/test_methods_hostile.py",
+    "tests/test_methods_checks.py",
     "tests/test_video.py::test_from_parts_validates_header",
     "tests/test_video.py::test_from_parts_truncated_or_garbage_payload",
     "tests/test_video.py::test_damaged_bytes_raise_typed_errors",
@@ -74,12 +76,31 @@ def mutants(file: str, functions: tuple[str, ...]) -> list[Mutant]:
                 found.append((node.lineno, fn.name, "if", i))
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "need" and node.args:
                 found.append((node.lineno, fn.name, "need", i))
+    # Boundary mutants: one comparison of a check's condition moved by one (< ↔ <=, > ↔ >=).
+    boundary = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt}
+    for _line, name, _kind, index in list(found):
+        fn = next(f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and f.name == name)
+        node = list(ast.walk(fn))[index]
+        condition = node.test if isinstance(node, ast.If) else node.args[0]  # type: ignore[attr-defined]
+        for j, sub in enumerate(ast.walk(condition)):
+            if isinstance(sub, ast.Compare):
+                for k, op in enumerate(sub.ops):
+                    if type(op) in boundary:
+                        found.append((sub.lineno, name, f"boundary:{index}:{j}:{k}", index))
     out = []
     for line, name, kind, index in found:
         mutated = copy.deepcopy(tree)
         fn = next(f for f in ast.walk(mutated) if isinstance(f, ast.FunctionDef) and f.name == name)
         node = list(ast.walk(fn))[index]
-        if kind == "if":
+        if kind.startswith("boundary"):
+            _, _, j, k = kind.split(":")
+            condition = node.test if isinstance(node, ast.If) else node.args[0]  # type: ignore[attr-defined]
+            sub = list(ast.walk(condition))[int(j)]
+            assert isinstance(sub, ast.Compare)
+            before = ast.unparse(sub)
+            sub.ops[int(k)] = boundary[type(sub.ops[int(k)])]()
+            what = f"boundary `{before[:60]}` -> `{ast.unparse(sub)[:60]}`"
+        elif kind == "if":
             segment = ast.unparse(node.test)
             assert isinstance(node, ast.If)
             node.test = ast.Constant(False)
@@ -130,10 +151,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=0, help="stop after this many mutants")
     parser.add_argument("--only", default="", help="only files whose path contains this")
+    parser.add_argument("--kind", choices=("all", "remove", "boundary"), default="all", help="mutant kinds")
     args = parser.parse_args()
     os.environ.setdefault("TENSORPRESS_HOSTILE_MUTANTS", "600")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     all_mutants = [m for f, fns in TARGETS.items() if args.only in f for m in mutants(f, fns)]
+    if args.kind != "all":
+        all_mutants = [m for m in all_mutants if m.what.startswith("boundary") == (args.kind == "boundary")]
     if args.limit:
         all_mutants = all_mutants[: args.limit]
     if not run_tests():

@@ -25,6 +25,7 @@ def _matrix(seed: int, shape: tuple[int, int] = (64, 64)) -> np.ndarray:
 
 def stored_set() -> dict[str, Any]:
     """One stored tensor of each method (small: the video one is a 64x64 AV1 picture)."""
+    pytest.importorskip("av")  # the video member is coded on the CPU through PyAV
     video = pytest.importorskip("tensorpress.video")
     u = _matrix(3, (64, 8))
     v = _matrix(4, (8, 48))

@@ -98,6 +98,7 @@ def test_old_v1_video_bytes_still_load() -> None:
     import struct
     import zlib
 
+    pytest.importorskip("av")
     video = pytest.importorskip("tensorpress.video")
     with tp.open(GOLDEN / "v1-video-ok.tpz") as f:
         vt = f.compressed("video")
@@ -120,3 +121,34 @@ def test_old_v1_video_bytes_still_load() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert np.array_equal(video.decode(blob), again.decode())
+
+
+def test_container_checks_behind_the_checksums(tmp_path: Path) -> None:
+    """Crafted containers, every CRC recomputed, each reaching one structural check."""
+    ok = (GOLDEN / "v1-ok.tpz").read_bytes()
+    doc, region = G.split(ok)
+    h = len(G._header_text(doc))
+    empty = G._header_text({"tensors": [], "metadata": {}})
+    duplicate = {
+        **doc,
+        "tensors": [doc["tensors"][0], {**doc["tensors"][1], "name": doc["tensors"][0]["name"]}],
+    }
+    cases = {
+        "metadata must map": G.build({**doc, "metadata": {"a": 1}}, region),
+        "metadata must": G.build({**doc, "metadata": ["a"]}, region),
+        "an empty container ends": G.build(None, b"\0" * 64, header_text=empty),
+        "truncated after the header": G.build(doc, region)[: 32 + h + 1],
+        "duplicate tensor name": G.build(duplicate, region),
+        "no list of tensors": G.build({"tensors": {}}, b""),
+    }
+    for fragment, data in cases.items():
+        path = tmp_path / "c.tpz"
+        path.write_bytes(data)
+        with pytest.raises(errors.FormatError, match=fragment):
+            tp.open(path)
+    for data in (
+        G.build(None, b"", header_text=empty),
+        G.build(None, b"", header_text=empty)[: 32 + len(empty)],
+    ):
+        (tmp_path / "e.tpz").write_bytes(data)
+        assert tp.load(tmp_path / "e.tpz") == {}

@@ -61,6 +61,7 @@ TEXT_NUMBERS = [b"Infinity", b"-Infinity", b"NaN", b"1e400", b"-1e400", b"1" * 5
 def _sources() -> dict[str, Any]:
     rng = np.random.default_rng(7)
     m = rng.standard_normal((16, 24)).astype(np.float32)
+    pytest.importorskip("av")
     video = pytest.importorskip("tensorpress.video")
     return {
         "lossless": lossless.compress(m),

@@ -47,7 +47,7 @@ def as_matrix(arr: np.ndarray) -> np.ndarray:
         return arr.reshape(1, 1)
     if arr.ndim == 1:
         return arr.reshape(1, -1)
-    return arr.reshape(-1, arr.shape[-1])
+    return arr.reshape(math.prod(arr.shape[:-1]), arr.shape[-1])
 
 
 def fp16_scales(absmax: np.ndarray, qmax: int) -> np.ndarray:
@@ -67,6 +67,8 @@ def rtn_blockwise(m: np.ndarray, bits: int, block_size: int) -> tuple[np.ndarray
     shape m, fp16 scales of shape (rows, n_blocks)); codes = rint(float32(x) / float32(scale))."""
     qmax = (1 << (bits - 1)) - 1
     rows, cols = m.shape
+    if rows * cols == 0:
+        return np.zeros((rows, cols), np.int16), np.ones((rows, -(-cols // block_size)), np.float16)
     pad = (-cols) % block_size
     x = np.asarray(m, dtype=np.float32)
     if pad:

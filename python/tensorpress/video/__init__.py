@@ -1,4 +1,4 @@
-"""Video codecs as tensor codecs (LLM.265 — Xu et al., arXiv 2407.00467; DESIGN.md §1.2).
+"""Video codecs as tensor codecs (LLM.265 — Xu et al., arXiv 2407.00467).
 
 A tensor is folded to a 2-D matrix (last dim = row width), optionally rotated by a seeded random
 Hadamard transform, quantized per row to 8/10/12-bit codes (asymmetric min–max, fp16 scale and
