@@ -160,26 +160,31 @@ def save_pretrained(
         progress: called with short status lines.
     """
     say = progress or (lambda _m: None)
-    kwargs = _constraint_kwargs(lossless, max_rel_error, bits_per_value)
-    if method == "lossless":
-        method, kwargs = None, {"lossless": True}
-    if method is not None and "lossless" in kwargs:
-        raise InvalidArgumentError(f"method={method!r} is lossy: give bits_per_value or max_rel_error")
+    lossy = max_rel_error is not None or bits_per_value is not None
     if not isinstance(max_shard_size, int) or max_shard_size < 1:
         raise InvalidArgumentError(f"max_shard_size must be a positive int, got {max_shard_size!r}")
-    keep = [keep] if isinstance(keep, str) else list(keep)
     state, recipe, cfg, folder, _model = _source(source, config)
     out = Path(out_dir)
     if folder is not None and out.resolve() == folder.resolve():
         raise InvalidArgumentError(f"{out}: the output folder must differ from the source folder")
-    if recipe and "lossless" not in kwargs:
+    if recipe and lossy:
         raise InvalidArgumentError(
             f"a model transformed by {', '.join(recipe)} is saved as it is: lossless only"
         )
     aliases = find_aliases(state)
     stored = {k: v for k, v in state.items() if k not in aliases}
-    packed, plans = _compress(stored, kwargs, method, keep, lossy_vectors, strict, say)
-    constraint = "lossless" if "lossless" in kwargs else next(iter(kwargs_text(kwargs)))
+    packed, plans, constraint = compress_state(
+        stored,
+        lossless=lossless,
+        max_rel_error=max_rel_error,
+        bits_per_value=bits_per_value,
+        method=method,
+        keep=keep,
+        lossy_vectors=lossy_vectors,
+        strict=strict,
+        progress=say,
+        header_bytes=HEADER_BYTES_PER_TENSOR,
+    )
     out.mkdir(parents=True, exist_ok=True)
     meta = {
         ALIASES_KEY: json.dumps(aliases, separators=(",", ":")),
@@ -213,11 +218,6 @@ def save_pretrained(
     )
 
 
-def kwargs_text(kwargs: Mapping[str, Any]) -> list[str]:
-    """The constraint as text (``bits_per_value=4``, ``max_rel_error=0.01``)."""
-    return [f"{k}={v:g}" for k, v in kwargs.items() if v is not None and k != "lossless"]
-
-
 def _numel(value: Any) -> int:
     n = 1
     for d in value.shape:
@@ -225,15 +225,31 @@ def _numel(value: Any) -> int:
     return n
 
 
-def _compress(
+def compress_state(
     state: Mapping[str, Any],
-    kwargs: Mapping[str, Any],
-    method: str | None,
-    keep: list[str],
-    lossy_vectors: bool,
-    strict: bool,
-    say: Callable[[str], None],
-) -> tuple[dict[str, Any], dict[str, Any]]:
+    *,
+    lossless: bool | None = None,
+    max_rel_error: float | None = None,
+    bits_per_value: float | None = None,
+    method: str | None = None,
+    keep: Iterable[str] = (),
+    lossy_vectors: bool = False,
+    strict: bool = False,
+    progress: Callable[[str], None] | None = None,
+    header_bytes: int = 0,
+) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """Compress a state dict under one constraint with the safe lossy defaults of
+    :func:`save_pretrained`; returns ``(compressed by name, plans by name, constraint text)``.
+    ``header_bytes`` per tensor are counted against a ``bits_per_value`` budget."""
+    say = progress or (lambda _m: None)
+    kwargs = _constraint_kwargs(lossless, max_rel_error, bits_per_value)
+    if method == "lossless":
+        if "lossless" not in kwargs:
+            raise InvalidArgumentError("method='lossless' takes no bits_per_value or max_rel_error")
+        method = None
+    if method is not None and "lossless" in kwargs:
+        raise InvalidArgumentError(f"method={method!r} is lossy: give bits_per_value or max_rel_error")
+    keep = [keep] if isinstance(keep, str) else list(keep)
     packed: dict[str, Any] = {}
     plans: dict[str, Any] = {}
     lossy = {}
@@ -244,7 +260,7 @@ def _compress(
             packed[name] = tensors.compress(value)
     if kwargs.get("bits_per_value") is not None:
         # every stored tensor also costs a .tpz header entry (JSON with its plan, padding)
-        spent = sum(8 * c.nbytes for c in packed.values()) + 8 * HEADER_BYTES_PER_TENSOR * len(state)
+        spent = sum(8 * c.nbytes for c in packed.values()) + 8 * header_bytes * len(state)
         total = sum(_numel(v) for v in state.values())
         done, lossy_plans = compress_at_budget(
             lossy, spent, total, float(kwargs["bits_per_value"]), method=method, strict=strict, say=say
@@ -261,7 +277,13 @@ def _compress(
             packed[name] = p.apply(value)
             plans[name] = p
             say(f"{name}: {p.summary()}")
-    return {k: packed[k] for k in state}, plans
+    if "lossless" in kwargs:
+        constraint = "lossless"
+    elif bits_per_value is not None:
+        constraint = f"bits_per_value={bits_per_value:g}"
+    else:
+        constraint = f"max_rel_error={max_rel_error:g}"
+    return {k: packed[k] for k in state}, plans, constraint
 
 
 def _write_shards(
@@ -298,6 +320,32 @@ def _write_shards(
         if ours and stale.name not in names:
             stale.unlink()
     return names + ([hf_folder.TPZ_INDEX] if len(groups) > 1 else [])
+
+
+def decompress_folder(folder: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
+    """Write a compressed folder back as a plain HF folder: ``model.safetensors`` (tied weights
+    once, as transformers writes them) plus the config and tokenizer files."""
+    from safetensors.torch import save_file
+
+    src, out = Path(folder), Path(out_dir)
+    if out.exists() and out.resolve() == src.resolve():
+        raise InvalidArgumentError(f"{out}: the output folder must differ from the input folder")
+    state, metadata = read_folder(src)
+    first = hf_folder.tpz_shards(src)[0][0]
+    recipe = _json_object(metadata.get(RECIPE_KEY, "{}"), RECIPE_KEY, first)
+    if recipe:
+        raise InvalidArgumentError(
+            f"{src}: a model transformed by {', '.join(recipe)} has no plain safetensors form; "
+            "load it with tensorpress.from_pretrained"
+        )
+    aliases = _json_object(metadata.get(ALIASES_KEY, "{}"), ALIASES_KEY, first)
+    plain = {k: v.contiguous() for k, v in state.items() if k not in aliases}
+    out.mkdir(parents=True, exist_ok=True)
+    hf_folder.copy_side_files(src, out)
+    tmp = out / f".{hf_folder.SAFETENSORS_WEIGHTS}.tmp"
+    save_file(plain, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, out / hf_folder.SAFETENSORS_WEIGHTS)
+    return out
 
 
 # --- loading ---------------------------------------------------------------------------------
@@ -484,6 +532,8 @@ __all__ = [
     "DEFAULT_MAX_SHARD_BYTES",
     "RECIPE_KEY",
     "SavedFolder",
+    "compress_state",
+    "decompress_folder",
     "from_pretrained",
     "load_state",
     "read_folder",
