@@ -26,17 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from tensorpress import container, hf_folder, recipes, tensors
-from tensorpress.allocation import compress_at_budget, lossy_eligible
 from tensorpress.errors import BackendUnavailableError, FormatError, InvalidArgumentError
 from tensorpress.models import (
     ALIASES_KEY,
     CONSTRAINT_KEY,
     PLANS_KEY,
-    _constraint_kwargs,
+    compress_state,
     find_aliases,
     state_dict_of,
 )
-from tensorpress.planner import plan
 
 #: Metadata key holding the recipe of a transformed model (JSON, see :mod:`tensorpress.recipes`).
 RECIPE_KEY = "tensorpress.recipe"
@@ -223,67 +221,6 @@ def _numel(value: Any) -> int:
     for d in value.shape:
         n *= int(d)
     return n
-
-
-def compress_state(
-    state: Mapping[str, Any],
-    *,
-    lossless: bool | None = None,
-    max_rel_error: float | None = None,
-    bits_per_value: float | None = None,
-    method: str | None = None,
-    keep: Iterable[str] = (),
-    lossy_vectors: bool = False,
-    strict: bool = False,
-    progress: Callable[[str], None] | None = None,
-    header_bytes: int = 0,
-) -> tuple[dict[str, Any], dict[str, Any], str]:
-    """Compress a state dict under one constraint with the safe lossy defaults of
-    :func:`save_pretrained`; returns ``(compressed by name, plans by name, constraint text)``.
-    ``header_bytes`` per tensor are counted against a ``bits_per_value`` budget."""
-    say = progress or (lambda _m: None)
-    kwargs = _constraint_kwargs(lossless, max_rel_error, bits_per_value)
-    if method == "lossless":
-        if "lossless" not in kwargs:
-            raise InvalidArgumentError("method='lossless' takes no bits_per_value or max_rel_error")
-        method = None
-    if method is not None and "lossless" in kwargs:
-        raise InvalidArgumentError(f"method={method!r} is lossy: give bits_per_value or max_rel_error")
-    keep = [keep] if isinstance(keep, str) else list(keep)
-    packed: dict[str, Any] = {}
-    plans: dict[str, Any] = {}
-    lossy = {}
-    for name, value in state.items():
-        if "lossless" not in kwargs and lossy_eligible(name, value, keep, vectors=lossy_vectors):
-            lossy[name] = value
-        else:
-            packed[name] = tensors.compress(value)
-    if kwargs.get("bits_per_value") is not None:
-        # every stored tensor also costs a .tpz header entry (JSON with its plan, padding)
-        spent = sum(8 * c.nbytes for c in packed.values()) + 8 * header_bytes * len(state)
-        total = sum(_numel(v) for v in state.values())
-        done, lossy_plans = compress_at_budget(
-            lossy, spent, total, float(kwargs["bits_per_value"]), method=method, strict=strict, say=say
-        )
-        packed.update(done)
-        plans.update(lossy_plans)
-    elif kwargs.get("max_rel_error") is not None:
-        for name, value in lossy.items():
-            p = plan(value, max_rel_error=kwargs["max_rel_error"], video=method == "video")
-            if method is not None:
-                for c in p.candidates:
-                    if not c.lossless and c.method != method:
-                        c.feasible = False
-            packed[name] = p.apply(value)
-            plans[name] = p
-            say(f"{name}: {p.summary()}")
-    if "lossless" in kwargs:
-        constraint = "lossless"
-    elif bits_per_value is not None:
-        constraint = f"bits_per_value={bits_per_value:g}"
-    else:
-        constraint = f"max_rel_error={max_rel_error:g}"
-    return {k: packed[k] for k in state}, plans, constraint
 
 
 def _write_shards(
@@ -532,7 +469,6 @@ __all__ = [
     "DEFAULT_MAX_SHARD_BYTES",
     "RECIPE_KEY",
     "SavedFolder",
-    "compress_state",
     "decompress_folder",
     "from_pretrained",
     "load_state",
