@@ -88,10 +88,12 @@ def compress_at_budget(
 
         per_value = budget / lossy_values
         if per_value <= 0:
-            _unreachable(f"the lossless tensors alone need {lossless_bits / total_values:.3f}", strict)
+            need = lossless_bits / total_values
+            _unreachable(f"the lossless tensors alone need {need:.3f} bits/value", strict, bits_per_value)
             per_value = 0.5
         say(f"video: {len(items)} tensors at {per_value:.3f} bits/value")
-        return dict(encode_many(dict(items), per_value, progress=say)), {}
+        # AV1: the codec that made 3 bits/value work on SmolLM2 (benches/RESULTS.md §4), and fast
+        return dict(encode_many(dict(items), per_value, codec="av1", progress=say)), {}
     from tensorpress.video.allocate import RatePoint, allocate_rd
 
     plans: dict[str, Plan] = {}
@@ -111,7 +113,7 @@ def compress_at_budget(
     floor = sum(min(pt.bits for pt in pts) for pts in curves.values())
     if floor > budget:
         reached = (floor + lossless_bits) / total_values
-        _unreachable(f"the coarsest candidates reach {reached:.3f}", strict, bits_per_value)
+        _unreachable(f"the coarsest candidates reach {reached:.3f} bits/value", strict, bits_per_value)
         budget = floor
     # Predicted sizes come from samples: re-allocate with the overshoot taken off the budget
     # until the applied tensors fit (a few rounds at most; each result is kept for reuse).
@@ -140,7 +142,7 @@ def compress_at_budget(
 
 
 def _unreachable(reached: str, strict: bool, target: float | None = None) -> None:
-    msg = f"bits_per_value={target:g} cannot be met: {reached} bits/value" if target else reached
+    msg = f"bits_per_value={target:g} cannot be met: {reached}" if target else reached
     if strict:
         raise InvalidArgumentError(msg)
     warnings.warn(msg, stacklevel=3)

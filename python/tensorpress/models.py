@@ -163,7 +163,9 @@ def compress_state(
     plans: dict[str, Plan] = {}
     lossy = {}
     for name, value in state.items():
-        if "lossless" not in kwargs and lossy_eligible(name, value, keep, vectors=lossy_vectors):
+        if _is_compressed(value):  # coded already (e.g. by video.encode_many): stored as it is
+            packed[name] = value
+        elif "lossless" not in kwargs and lossy_eligible(name, value, keep, vectors=lossy_vectors):
             lossy[name] = value
         else:
             p = plan(value, lossless=True, prefer=prefer, sample=sample)
@@ -202,6 +204,10 @@ def compress_state(
     else:
         constraint = f"max_rel_error={max_rel_error:g}"
     return {k: packed[k] for k in state}, plans, constraint
+
+
+def _is_compressed(value: Any) -> bool:
+    return all(callable(getattr(value, attr, None)) for attr in ("payload", "header"))
 
 
 def compress_model(
