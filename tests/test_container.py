@@ -133,17 +133,13 @@ def test_atomic_write_never_leaves_partial_file(tmp_path: Path) -> None:
     tp.save({"a": np.arange(10, dtype=np.float32)}, path)
     before = path.read_bytes()
 
-    class Boom:
-        method = "lossless"
-
+    class Boom(tp.CompressedTensor):
         def header(self) -> dict[str, object]:
             raise RuntimeError("crash while writing")
 
-        def payload(self) -> bytes:
-            return b""
-
+    boom = Boom("float32", (0,), "fp32-exponent", [])
     with pytest.raises(RuntimeError):
-        tp.save({"a": np.zeros(3, dtype=np.float32), "b": Boom()}, path)
+        tp.save({"a": np.zeros(3, dtype=np.float32), "b": boom}, path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["keep.tpz"]
     assert oct(path.stat().st_mode & 0o777) != oct(0o600) or os.umask(0o022) == 0o077

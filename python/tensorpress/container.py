@@ -10,7 +10,9 @@ Normative specification: ``docs/format.md``. In short::
                          the end of the last payload
 
 Writes are atomic (temporary file in the same directory, fsync, rename). Reads validate every
-length against the file before allocating and check each payload's CRC32C before decoding.
+length against the file before allocating and check each payload's CRC32C before decoding. Each
+tensor is a stored tensor of a registered method (:mod:`tensorpress.methods`); the container
+reads them through the registry only.
 ``.safetensors`` paths are read and written too (uncompressed, via the safetensors library).
 """
 
@@ -24,10 +26,11 @@ import struct
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from tensorpress import _core, tensors
+from tensorpress import _core, methods, tensors
 from tensorpress.errors import ChecksumError, CorruptDataError, FormatError, InvalidArgumentError
+from tensorpress.methods import base
 
 MAGIC = b"\x89TPZ\r\n\x1a\n"
 MAJOR_VERSION = 1
@@ -42,33 +45,8 @@ MAX_HEADER_BYTES = 64 << 20
 ALIGNMENT = 64
 
 
-class Encoded(Protocol):
-    """What the container stores: a method name, JSON-able params and a payload."""
-
-    method: str
-
-    def header(self) -> dict[str, Any]: ...
-
-    def payload(self) -> bytes: ...
-
-
 def _align(n: int) -> int:
     return -(-n // ALIGNMENT) * ALIGNMENT
-
-
-def _decoder_class(method: str) -> Any:
-    """The class whose ``from_parts(params, payload)`` rebuilds tensors of ``method``."""
-    if method == tensors.METHOD:
-        return tensors.CompressedTensor
-    if method == "video":
-        from tensorpress.video import VideoTensor
-
-        return VideoTensor
-    if method == "blockwise":
-        from tensorpress.planner import BlockwiseTensor
-
-        return BlockwiseTensor
-    raise FormatError(f"unknown tensor method {method!r} (written by a newer tensorpress?)")
 
 
 def _is_safetensors(path: Path) -> bool:
@@ -78,9 +56,9 @@ def _is_safetensors(path: Path) -> bool:
 # --- writing ---------------------------------------------------------------------------------
 
 
-def _encode_one(value: Any, codec: str, threads: int | None) -> Encoded:
-    if hasattr(value, "method") and hasattr(value, "payload") and hasattr(value, "header"):
-        return value  # already compressed (lossless, video, ...)
+def _encode_one(value: Any, codec: str, threads: int | None) -> Any:
+    if methods.is_stored(value):
+        return value  # already stored by some method (lossless, blockwise, video, lowrank)
     return tensors.compress(value, codec, threads=threads)
 
 
@@ -95,9 +73,10 @@ def save(
 ) -> Path:
     """Compress ``tensors_by_name`` and write them to ``path`` atomically.
 
-    Values may be numpy arrays, torch tensors, or already-compressed tensors (from
-    :func:`tensorpress.compress` or :func:`tensorpress.video.encode`). A ``.safetensors`` path
-    writes an uncompressed safetensors file instead.
+    Values may be numpy arrays, torch tensors (compressed losslessly with ``codec``), or stored
+    tensors of any method (from :func:`tensorpress.compress`, :meth:`tensorpress.Plan.apply`,
+    :func:`tensorpress.video.encode`, :func:`tensorpress.methods.lowrank.factorize`). A
+    ``.safetensors`` path writes an uncompressed safetensors file instead.
     """
     path = Path(path)
     if not isinstance(tensors_by_name, Mapping):
@@ -122,10 +101,10 @@ def save(
             {
                 "name": name,
                 "method": encoded.method,
-                "dtype": params.get("dtype"),
-                "shape": params.get("shape"),
-                "codec": getattr(encoded, "codec", encoded.method),
-                "raw_nbytes": getattr(encoded, "raw_nbytes", None),
+                "dtype": encoded.dtype,
+                "shape": list(encoded.shape),
+                "codec": encoded.codec,
+                "raw_nbytes": encoded.raw_nbytes,
                 "params": params,
                 "offset": offset,
                 "length": len(payload),
@@ -197,7 +176,7 @@ def _save_safetensors(tensors_by_name: Mapping[str, Any], path: Path, meta: dict
 
     arrays = {}
     for name, value in tensors_by_name.items():
-        if not tensors.is_torch_tensor(value) and hasattr(value, "method"):
+        if methods.is_stored(value):
             value = tensors.decompress(value, as_kind="numpy")
         arr, _, _ = tensors.to_numpy(value)
         arrays[name] = arr.copy() if not arr.flags.c_contiguous else arr
@@ -219,12 +198,23 @@ def _progress(items: list[Any], enabled: bool, what: str) -> Any:
 class TpzFile(Mapping[str, Any]):
     """A memory-mapped ``.tpz`` file; tensors are decoded one at a time on access.
 
-    Use as a context manager (or call :meth:`close`). Mapping access returns decoded tensors;
-    :meth:`entry` returns a tensor's header entry, :meth:`compressed` its compressed form.
+    Use as a context manager (or call :meth:`close`). Mapping access returns decoded tensors (as
+    ``as_kind``, on ``device``, refusing any tensor that decodes to more than ``max_size`` bytes);
+    :meth:`entry` returns a tensor's header entry, :meth:`compressed` its stored form.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        as_kind: str | None = None,
+        device: str | None = None,
+        max_size: int | None = None,
+    ) -> None:
+        base.check_as_kind(as_kind)
+        methods.check_max_size(_NoTensor(), max_size)
         self.path = Path(path)
+        self.as_kind, self.device, self.max_size = as_kind, device, max_size
         self._file = builtins.open(self.path, "rb")  # noqa: SIM115 - lives as long as the mapping
         try:
             size = os.fstat(self._file.fileno()).st_size
@@ -239,7 +229,7 @@ class TpzFile(Mapping[str, Any]):
 
     # Mapping protocol
     def __getitem__(self, name: str) -> Any:
-        return tensors.decompress(self.compressed(name))
+        return tensors.decompress(self.compressed(name), as_kind=self.as_kind, device=self.device)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._by_name)
@@ -259,7 +249,8 @@ class TpzFile(Mapping[str, Any]):
         return list(self._entries)
 
     def compressed(self, name: str) -> Any:
-        """Tensor ``name`` in compressed form (payload checksum verified)."""
+        """Tensor ``name`` in stored form: payload checksum verified, header validated against the
+        payload and the entry's ``dtype``/``shape``/``codec``/``raw_nbytes``, ``max_size`` checked."""
         entry = self.entry(name)
         start = self._data_start + entry["offset"]
         end = start + entry["length"]
@@ -269,7 +260,13 @@ class TpzFile(Mapping[str, Any]):
         with memoryview(self._map)[start:end] as view:
             if _core.crc32c(view) != entry["crc32c"]:
                 raise ChecksumError(f"{self.path}: payload of tensor {name!r} fails its checksum")
-            return _decoder_class(entry["method"]).from_parts(entry["params"], bytes(view))
+            payload = bytes(view)
+        try:
+            obj = methods.from_parts(entry["method"], entry["params"], payload, max_size=self.max_size)
+        except FormatError as exc:
+            raise type(exc)(f"{self.path}: tensor {name!r}: {exc}") from None
+        _check_summary(entry, obj, self.path)
+        return obj
 
     def close(self) -> None:
         self._map.close()
@@ -280,6 +277,52 @@ class TpzFile(Mapping[str, Any]):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _NoTensor:
+    """Stands in for a tensor of size 0 when only ``max_size`` itself is being checked."""
+
+    method = "none"
+    decoded_nbytes = 0
+
+
+def _check_summary(entry: dict[str, Any], obj: Any, path: Path) -> None:
+    """The entry's summary fields must say what the method's params say."""
+    expected = {
+        "dtype": obj.dtype,
+        "shape": list(obj.shape),
+        "codec": obj.codec,
+        "raw_nbytes": obj.raw_nbytes,
+    }
+    for key, value in expected.items():
+        if entry[key] != value or type(entry[key]) is not type(value):
+            raise FormatError(
+                f"{path}: tensor {entry['name']!r}: entry {key} {entry[key]!r} contradicts "
+                f"its params ({value!r})"
+            )
+
+
+def _parse_entry(i: int, e: Any, path: Path) -> dict[str, Any]:
+    """Check one header entry's fields (types and bounds; the params are checked on access)."""
+    what = f"{path}: entry {i}"
+    if not isinstance(e, dict):
+        raise FormatError(f"{what} is not a JSON object")
+    name = e.get("name")
+    if not isinstance(name, str) or not name:
+        raise FormatError(f"{what}: tensor names must be non-empty strings, got {name!r}")
+    if not isinstance(e.get("method"), str) or e["method"] not in methods.REGISTRY:
+        raise FormatError(
+            f"{what}: unknown tensor method {e.get('method')!r} (written by a newer tensorpress?)"
+        )
+    for key, kinds in (("dtype", str), ("codec", str), ("params", dict), ("shape", list)):
+        if not isinstance(e.get(key), kinds):
+            raise FormatError(f"{what}: {key} must be a {kinds.__name__}, got {e.get(key)!r}")
+    for key, hi in (("offset", base.U64_MAX), ("length", base.U64_MAX), ("crc32c", 0xFFFFFFFF)):
+        if not base.is_int(e.get(key)) or not 0 <= e[key] <= hi:
+            raise FormatError(f"{what}: {key} must be an integer in [0, {hi}], got {e.get(key)!r}")
+    if not base.is_int(e.get("raw_nbytes")) or e["raw_nbytes"] < 0:
+        raise FormatError(f"{what}: raw_nbytes must be a non-negative integer, got {e.get('raw_nbytes')!r}")
+    return e
 
 
 def _parse(buf: mmap.mmap, path: Path) -> tuple[list[dict[str, Any]], dict[str, str], int]:
@@ -301,66 +344,91 @@ def _parse(buf: mmap.mmap, path: Path) -> tuple[list[dict[str, Any]], dict[str, 
     header = buf[PREAMBLE_BYTES : PREAMBLE_BYTES + header_len]
     if _core.crc32c(header) != header_crc:
         raise ChecksumError(f"{path}: header checksum mismatch")
+    doc = base.parse_json(header, f"{path}: header")
+    if not isinstance(doc, dict) or not isinstance(doc.get("tensors"), list):
+        raise FormatError(f"{path}: malformed header: no list of tensors")
+    metadata = doc.get("metadata", {})
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise FormatError(f"{path}: metadata must map strings to strings")
+    entries = [_parse_entry(i, e, path) for i, e in enumerate(doc["tensors"])]
     data_start = _align(PREAMBLE_BYTES + header_len)
-    if data_start > size and header_len:
+    if not entries:
+        # An empty container ends at the end of its header or after its zero padding.
+        if size not in (PREAMBLE_BYTES + header_len, data_start):
+            raise FormatError(f"{path}: file is {size} bytes, an empty container ends at 32+h or at D")
+    elif data_start > size:
         raise FormatError(f"{path}: truncated after the header")
     if any(buf[PREAMBLE_BYTES + header_len : min(data_start, size)]):
         raise FormatError(f"{path}: non-zero header padding")
-    try:
-        doc = json.loads(header)
-        entries = list(doc["tensors"])
-        metadata = dict(doc.get("metadata") or {})
-    except (ValueError, KeyError, TypeError) as exc:
-        raise FormatError(f"{path}: malformed header: {exc}") from None
     end = 0
     names = set()
-    for i, e in enumerate(entries):
-        try:
-            name, offset, length = e["name"], int(e["offset"]), int(e["length"])
-            int(e["crc32c"])
-            str(e["method"])
-            dict(e["params"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise FormatError(f"{path}: malformed entry {i}: {exc!r}") from None
-        if not isinstance(name, str) or name in names:
-            raise FormatError(f"{path}: duplicate or invalid tensor name {name!r}")
+    for e in entries:
+        name, offset, length = e["name"], e["offset"], e["length"]
+        if name in names:
+            raise FormatError(f"{path}: duplicate tensor name {name!r}")
         names.add(name)
         # Payloads tile the file: each starts at the next aligned offset after the previous.
-        if offset != _align(end) or length < 0:
+        if offset != _align(end):
             raise FormatError(
                 f"{path}: payload of {name!r} at {offset} breaks the tiling (expected {_align(end)})"
             )
         end = offset + length
-    expected_size = data_start + end if entries else PREAMBLE_BYTES + header_len
-    if expected_size != size and not (not entries and size == data_start):
-        raise FormatError(f"{path}: file is {size} bytes, its header describes {expected_size} (truncated?)")
+    if entries and data_start + end != size:
+        raise FormatError(
+            f"{path}: file is {size} bytes, its header describes {data_start + end} (truncated?)"
+        )
     return entries, metadata, data_start
 
 
-def open(path: str | os.PathLike[str]) -> TpzFile:
-    """Open a ``.tpz`` file for lazy, per-tensor random access."""
-    return TpzFile(path)
+def open(
+    path: str | os.PathLike[str],
+    *,
+    as_kind: str | None = None,
+    device: str | None = None,
+    max_size: int | None = None,
+) -> TpzFile:
+    """Open a ``.tpz`` file for lazy, per-tensor random access (see :class:`TpzFile`;
+    ``max_size`` bounds the decoded bytes of each tensor)."""
+    return TpzFile(path, as_kind=as_kind, device=device, max_size=max_size)
 
 
 def load(
-    path: str | os.PathLike[str], *, as_kind: str | None = None, progress: bool = False
+    path: str | os.PathLike[str],
+    *,
+    as_kind: str | None = None,
+    device: str | None = None,
+    max_size: int | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Read every tensor of a ``.tpz`` (or ``.safetensors``) file, decoded.
 
     Tensors come back as the kind they were saved from (numpy or torch) unless ``as_kind`` says
-    otherwise.
+    otherwise; torch tensors go to ``device``, or to their recorded device when this machine has
+    it (else to the CPU, with a warning). ``max_size`` bounds the decoded bytes of all tensors
+    together and is checked against every header before anything is decoded.
     """
     path = Path(path)
+    base.check_as_kind(as_kind)
     if _is_safetensors(path):
         from safetensors.numpy import load_file
 
         arrays = load_file(str(path))
         if as_kind == "torch":
-            return {k: tensors.from_numpy(v, "torch", None) for k, v in arrays.items()}
+            return {k: tensors.from_numpy(v, "torch", device) for k, v in arrays.items()}
         return arrays
-    with TpzFile(path) as f:
+    with TpzFile(path, max_size=max_size) as f:
+        if max_size is not None:
+            # A first pass validates every tensor and sums the declared sizes; tensors are then
+            # decoded one at a time, so no more than one compressed copy is alive at once.
+            total = sum(int(f.compressed(name).decoded_nbytes) for name in f)
+            if total > max_size:
+                raise FormatError(
+                    f"{path}: tensors decode to {total:,} bytes, more than max_size={max_size:,}"
+                )
         return {
-            name: tensors.decompress(f.compressed(name), as_kind=as_kind)
+            name: tensors.decompress(f.compressed(name), as_kind=as_kind, device=device)
             for name in _progress(list(f), progress, "decompress")
         }
 

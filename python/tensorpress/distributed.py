@@ -39,8 +39,9 @@ from typing import Any
 
 import numpy as np
 
-from tensorpress import tensors
-from tensorpress.errors import BackendUnavailableError, FormatError, InvalidArgumentError
+from tensorpress import _core, methods, tensors
+from tensorpress.errors import BackendUnavailableError, ChecksumError, FormatError, InvalidArgumentError
+from tensorpress.methods.base import parse_json
 
 
 def _torch() -> Any:
@@ -108,31 +109,73 @@ class CommStats:
         }
 
 
-# --- serialisation of compressed objects -------------------------------------------------------
+# --- serialisation of stored tensors ----------------------------------------------------------
+
+#: Magic of a packed stored tensor (:func:`pack_object`); docs/format.md §5.
+PACK_MAGIC = b"\x89TPO"
+#: Version of the packed framing (version 1, an unchecksummed length + JSON + payload, is not read:
+#: packed tensors live only on the wire between ranks of one job).
+PACK_VERSION = 2
+_PACK_HEAD = struct.Struct("<4sBBHIQII")  # magic, version, flags, reserved, h, p, CRC(h), CRC(p)
+#: Largest header of a packed tensor.
+MAX_PACK_HEADER = 1 << 20
 
 
 def pack_object(obj: Any) -> bytes:
-    """One byte string holding a compressed tensor: ``u32 header length | JSON | payload``."""
+    """One checksummed byte string holding a stored tensor of any method (docs/format.md §5):
+    a 32-byte preamble (magic, version, lengths, CRC32C of the header, of the payload and of the
+    preamble), the JSON header ``{"method", "params"}``, then the payload."""
+    if not methods.is_stored(obj):
+        raise InvalidArgumentError(f"pack_object takes a stored tensor, got {type(obj).__name__}")
     head = json.dumps({"method": obj.method, "params": obj.header()}, separators=(",", ":")).encode()
-    return struct.pack("<I", len(head)) + head + obj.payload()
+    payload = obj.payload()
+    fields = (
+        PACK_MAGIC,
+        PACK_VERSION,
+        0,
+        0,
+        len(head),
+        len(payload),
+        _core.crc32c(head),
+        _core.crc32c(payload),
+    )
+    pre = _PACK_HEAD.pack(*fields)
+    return pre + struct.pack("<I", _core.crc32c(pre)) + head + payload
 
 
-def unpack_object(blob: bytes | memoryview) -> Any:
-    """Inverse of :func:`pack_object` (FormatError on malformed input)."""
-    from tensorpress.container import _decoder_class
-
+def unpack_object(blob: bytes | bytearray | memoryview, *, max_size: int | None = None) -> Any:
+    """Inverse of :func:`pack_object`: every length and checksum verified, the header validated
+    by its method; ``max_size`` refuses a tensor that decodes to more bytes (checked before any
+    decoding). Errors: FormatError, ChecksumError."""
     view = memoryview(blob)
-    if len(view) < 4:
-        raise FormatError("packed tensor shorter than its length prefix")
-    (n,) = struct.unpack_from("<I", view, 0)
-    if 4 + n > len(view):
-        raise FormatError(f"packed tensor header of {n} bytes exceeds the {len(view)}-byte message")
-    try:
-        head = json.loads(bytes(view[4 : 4 + n]))
-        method, params = str(head["method"]), dict(head["params"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise FormatError(f"malformed packed tensor header: {exc}") from None
-    return _decoder_class(method).from_parts(params, view[4 + n :])
+    size = _PACK_HEAD.size + 4
+    if len(view) < size:
+        raise FormatError(f"packed tensor of {len(view)} bytes is shorter than its {size}-byte preamble")
+    magic, version, flags, reserved, n_head, n_payload, crc_head, crc_payload = _PACK_HEAD.unpack_from(
+        view, 0
+    )
+    (crc_pre,) = struct.unpack_from("<I", view, _PACK_HEAD.size)
+    if magic != PACK_MAGIC:
+        raise FormatError("not a packed tensorpress tensor (bad magic)")
+    if _core.crc32c(view[: _PACK_HEAD.size]) != crc_pre:
+        raise ChecksumError("packed tensor preamble fails its checksum")
+    if version != PACK_VERSION:
+        raise FormatError(f"packed tensor version {version} is not readable (reads {PACK_VERSION})")
+    if flags or reserved:
+        raise FormatError(f"packed tensor reserved fields set (flags {flags:#x}, reserved {reserved:#x})")
+    if n_head > MAX_PACK_HEADER or size + n_head + n_payload != len(view):
+        raise FormatError(
+            f"packed tensor is {len(view)} bytes, its preamble says {size} + {n_head} + {n_payload}"
+        )
+    head, payload = view[size : size + n_head], view[size + n_head :]
+    if _core.crc32c(head) != crc_head:
+        raise ChecksumError("packed tensor header fails its checksum")
+    if _core.crc32c(payload) != crc_payload:
+        raise ChecksumError("packed tensor payload fails its checksum")
+    doc = parse_json(head, "packed tensor header")
+    if not isinstance(doc, dict) or set(doc) != {"method", "params"}:
+        raise FormatError('packed tensor header must be {"method": ..., "params": ...}')
+    return methods.from_parts(doc["method"], doc["params"], payload, max_size=max_size)
 
 
 def _group_size(group: Any) -> int:
@@ -226,17 +269,28 @@ class LossyHook:
 
 def quantize_flat(x: Any, bits: int, block_size: int) -> tuple[Any, Any]:
     """Blockwise symmetric quantization of a flat float tensor (torch): returns (uint8 payload of
-    codes then fp16 scales, dequantized float32 values of ``x``'s length)."""
+    codes then fp16 scales, dequantized float32 values of ``x``'s length).
+
+    The arithmetic is the blockwise format's numpy reference
+    (:func:`tensorpress.methods.blockwise.rtn_blockwise` on the vector as one row): each scale is
+    ``absmax / qmax`` in float32 rounded *up* to float16 (1 for an all-zero block), codes are
+    ``round_half_even(float32(x) / float32(scale))`` clipped to ``[−qmax, qmax]``."""
     torch = _torch()
     qmax = (1 << (bits - 1)) - 1
     n = x.numel()
     pad = (-n) % block_size
     xf = torch.nn.functional.pad(x.float(), (0, pad)).view(-1, block_size)
     absmax = xf.abs().amax(1)
-    scale16 = (absmax / qmax).clamp(max=65504.0).half()
-    scale16 = torch.where(scale16 > 0, scale16, torch.ones_like(scale16))
+    raw = (absmax / qmax).clamp(max=65504.0)
+    scale16 = raw.half()
+    # Round up: where float16 rounding went below the float32 scale, take the next float16 (for
+    # positive finite halves that is the next bit pattern).
+    low = scale16.float() < raw
+    scale16 = torch.where(low, (scale16.view(torch.int16) + 1).view(torch.float16), scale16)
+    scale16 = torch.where(absmax > 0, scale16, torch.ones_like(scale16))
     scale = scale16.float().unsqueeze(1)
-    codes = torch.clamp(torch.round(xf / scale), -qmax, qmax)
+    # Integer codes, as the reference stores them (no -0.0 from rounding small negatives).
+    codes = torch.clamp(torch.round(xf / scale), -qmax, qmax).to(torch.int16).float()
     deq = (codes * scale).view(-1)[:n]
     u = (codes.view(-1) + qmax).to(torch.uint8)
     if bits == 4:

@@ -29,6 +29,7 @@ import numpy as np
 from tensorpress import container, tensors
 from tensorpress.allocation import compress_at_budget, lossy_eligible
 from tensorpress.errors import BackendUnavailableError, FormatError, InvalidArgumentError
+from tensorpress.methods.base import parse_json
 from tensorpress.planner import DEFAULT_SAMPLE, Plan, plan
 
 #: Metadata key holding ``{name: plan record}`` (JSON).
@@ -308,10 +309,7 @@ def plans_from_metadata(metadata: Mapping[str, str]) -> dict[str, dict[str, Any]
     text = metadata.get(PLANS_KEY)
     if not text:
         return {}
-    try:
-        plans = json.loads(text)
-    except ValueError as exc:
-        raise FormatError(f"malformed {PLANS_KEY} metadata: {exc}") from None
+    plans = parse_json(text, f"{PLANS_KEY} metadata")
     if not isinstance(plans, dict):
         raise FormatError(f"{PLANS_KEY} metadata must be a JSON object")
     return plans
@@ -334,12 +332,9 @@ def load_model(
         for name in f:
             value = tensors.decompress(f.compressed(name), as_kind="torch")
             state[name] = value.to(device) if device is not None else value
-    try:
-        aliases = json.loads(aliases_text)
-        if not isinstance(aliases, dict):
-            raise ValueError("not an object")
-    except ValueError as exc:
-        raise FormatError(f"malformed {ALIASES_KEY} metadata: {exc}") from None
+    aliases = parse_json(aliases_text, f"{ALIASES_KEY} metadata")
+    if not isinstance(aliases, dict) or not all(isinstance(v, str) for v in aliases.values()):
+        raise FormatError(f"malformed {ALIASES_KEY} metadata: not an object of names")
     for alias, target in aliases.items():
         if target not in state:
             raise FormatError(f"alias {alias!r} points at missing tensor {target!r}")

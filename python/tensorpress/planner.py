@@ -36,7 +36,6 @@ table's comment) unless ``measure_speed=True``, which times the decoders on the 
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import warnings
@@ -47,6 +46,21 @@ import numpy as np
 
 from tensorpress import entropy, tensors
 from tensorpress.errors import FormatError, InvalidArgumentError
+from tensorpress.methods.base import parse_json
+
+# The blockwise format and its numpy reference quantizers live with the method; these names stay
+# importable from here.
+from tensorpress.methods.blockwise import (
+    BlockwiseTensor,
+    pack_bits,
+    quantize_blockwise,
+    rtn_blockwise,
+    rtn_dequantize,
+    tender_dequantize,
+    tender_group,
+    unpack_bits,
+)
+from tensorpress.methods.blockwise import code_layouts as _code_layouts
 
 #: Default sample size (elements) the candidates are tried on.
 DEFAULT_SAMPLE = 1 << 20
@@ -281,274 +295,6 @@ def sample_rows(arr: np.ndarray, max_values: int) -> np.ndarray:
     flat = m.reshape(-1)
     starts = np.linspace(0, flat.size - seg, k).round().astype(np.int64)
     return np.stack([flat[s : s + seg] for s in np.unique(starts)])
-
-
-# --- blockwise / tender-group quantized tensors ----------------------------------------------
-
-
-def _fp16_scales(absmax: np.ndarray, qmax: int) -> np.ndarray:
-    """absmax/qmax rounded *up* to float16 (so no code overflows); 1 for all-zero blocks."""
-    raw = absmax.astype(np.float32) / np.float32(qmax)
-    with np.errstate(over="ignore"):
-        s16 = np.minimum(raw, np.float32(65504.0)).astype(np.float16)
-    low = s16.astype(np.float32) < raw
-    s16 = np.where(low, np.nextafter(s16, np.float16(np.inf)), s16)
-    return np.where(absmax > 0, s16, np.float16(1.0)).astype(np.float16)
-
-
-def rtn_blockwise(m: np.ndarray, bits: int, block_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Round-to-nearest symmetric INT-``bits`` with an fp16 scale per ``block_size`` values along
-    the rows of matrix ``m``. Returns (int codes in [−qmax, qmax] of shape m, fp16 scales of shape
-    (rows, n_blocks)). Same arithmetic as ``tensorpress.quant.blockwise.quantize(...,
-    scale_format="fp16")``."""
-    qmax = (1 << (bits - 1)) - 1
-    rows, cols = m.shape
-    pad = (-cols) % block_size
-    x = np.asarray(m, dtype=np.float32)
-    if pad:
-        x = np.pad(x, ((0, 0), (0, pad)))
-    blocks = x.reshape(rows, -1, block_size)
-    scales = _fp16_scales(np.abs(blocks).max(axis=-1), qmax)
-    codes = np.clip(np.rint(blocks / scales.astype(np.float32)[..., None]), -qmax, qmax)
-    return codes.reshape(rows, -1)[:, :cols].astype(np.int16), scales
-
-
-def rtn_dequantize(codes: np.ndarray, scales: np.ndarray, block_size: int) -> np.ndarray:
-    """Inverse of :func:`rtn_blockwise` (float32)."""
-    cols = codes.shape[1]
-    s = np.repeat(scales.astype(np.float32), block_size, axis=1)[:, :cols]
-    return codes.astype(np.float32) * s
-
-
-def tender_group(m: np.ndarray, bits: int, groups: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """Tender-style grouping of the columns of ``m``: thresholds ``t_i = TMax / 2^(G−1−i)``, column
-    ``c`` in the smallest group with ``t_i ≥ absmax_c``, scale ``t_i / qmax``. Returns (codes,
-    group index per column as uint8, TMax)."""
-    qmax = (1 << (bits - 1)) - 1
-    x = np.asarray(m, dtype=np.float32)
-    absmax = np.abs(x).max(axis=0) if x.shape[0] else np.zeros(x.shape[1], np.float32)
-    tmax = float(absmax.max()) if absmax.size else 0.0
-    if tmax == 0.0 or not math.isfinite(tmax):
-        tmax = 1.0 if tmax == 0.0 else tmax
-    thresholds = np.float32(tmax) / np.exp2(np.arange(groups - 1, -1, -1, dtype=np.float32))
-    group = np.searchsorted(thresholds, absmax, side="left").clip(0, groups - 1).astype(np.uint8)
-    scale = (thresholds / np.float32(qmax))[group]
-    codes = np.clip(np.rint(x / scale), -qmax, qmax).astype(np.int16)
-    return codes, group, tmax
-
-
-def tender_dequantize(
-    codes: np.ndarray, group: np.ndarray, tmax: float, bits: int, groups: int
-) -> np.ndarray:
-    """Inverse of :func:`tender_group` (float32)."""
-    qmax = (1 << (bits - 1)) - 1
-    thresholds = np.float32(tmax) / np.exp2(np.arange(groups - 1, -1, -1, dtype=np.float32))
-    return codes.astype(np.float32) * (thresholds / np.float32(qmax))[group]
-
-
-def pack_bits(values: np.ndarray, bits: int) -> bytes:
-    """Pack unsigned ``values`` (< 2^bits) at ``bits`` bits each, LSB first."""
-    v = np.ascontiguousarray(values, dtype=np.uint8).reshape(-1)
-    if bits == 8:
-        return v.tobytes()
-    bitmat = (v[:, None] >> np.arange(bits, dtype=np.uint8)) & 1
-    return np.packbits(bitmat.reshape(-1), bitorder="little").tobytes()
-
-
-def unpack_bits(data: bytes | memoryview, bits: int, count: int) -> np.ndarray:
-    """Inverse of :func:`pack_bits`."""
-    raw = np.frombuffer(data, dtype=np.uint8)
-    if bits == 8:
-        if raw.size < count:
-            raise FormatError(f"packed codes hold {raw.size} values, expected {count}")
-        return raw[:count].copy()
-    need = -(-count * bits // 8)
-    if raw.size < need:
-        raise FormatError(f"packed codes hold {raw.size} bytes, expected {need}")
-    bitmat = np.unpackbits(raw[:need], bitorder="little")[: count * bits].reshape(count, bits)
-    return (bitmat << np.arange(bits, dtype=np.uint8)).sum(axis=1, dtype=np.uint16).astype(np.uint8)
-
-
-def _code_layouts(u: np.ndarray, bits: int) -> dict[str, int]:
-    """Predicted bytes of the code plane ``u`` (uint8) per layout: bit-packed and entropy codes."""
-    n = u.size
-    sizes = {"packed": -(-n * bits // 8)}
-    if n:
-        st = entropy.stats(u)
-        for c in PLANE_CODECS:
-            sizes[c] = tensors.predicted_size(
-                n, st.codecs[c].mean_code_len, c, entropy.DEFAULT_LANES, entropy.DEFAULT_CHUNK_SIZE
-            )
-    return sizes
-
-
-@dataclass
-class BlockwiseTensor:
-    """A lossy tensor: integer codes (bit-packed or entropy-coded) plus per-block fp16 scales
-    (``scheme="rtn-block"``) or per-column power-of-two groups (``scheme="tender-group"``)."""
-
-    dtype: str
-    shape: tuple[int, ...]
-    scheme: str
-    bits: int
-    block_size: int
-    layout: str
-    codes: bytes
-    side: bytes
-    tmax: float = 0.0
-    kind: str = "numpy"
-    device: str | None = None
-    method: str = field(default=BLOCKWISE_METHOD, init=False)
-
-    @property
-    def numel(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
-
-    @property
-    def nbytes(self) -> int:
-        return len(self.codes) + len(self.side)
-
-    @property
-    def raw_nbytes(self) -> int:
-        return self.numel * tensors.dtype_from_name(self.dtype).itemsize
-
-    @property
-    def bits_per_value(self) -> float:
-        return 8 * self.nbytes / self.numel if self.numel else 0.0
-
-    @property
-    def codec(self) -> str:
-        group = f"g{self.block_size}" if self.scheme == "rtn-block" else f"G{self.block_size}"
-        return f"{self.scheme}-b{self.bits}-{group}+{self.layout}"
-
-    def header(self) -> dict[str, Any]:
-        return {
-            "dtype": self.dtype,
-            "shape": list(self.shape),
-            "scheme": self.scheme,
-            "bits": self.bits,
-            "block_size": self.block_size,
-            "layout": self.layout,
-            "codes_length": len(self.codes),
-            "tmax": self.tmax,
-            "kind": self.kind,
-            "device": self.device,
-        }
-
-    def payload(self) -> bytes:
-        return self.codes + self.side
-
-    @classmethod
-    def from_parts(cls, header: dict[str, Any], payload: bytes | memoryview) -> BlockwiseTensor:
-        """Rebuild from :meth:`header` and :meth:`payload` (FormatError if inconsistent)."""
-        try:
-            dtype = str(header["dtype"])
-            shape = tuple(int(d) for d in header["shape"])
-            scheme = str(header["scheme"])
-            bits = int(header["bits"])
-            block = int(header["block_size"])
-            layout = str(header["layout"])
-            n_codes = int(header["codes_length"])
-            tmax = float(header.get("tmax", 0.0))
-            kind = str(header.get("kind", "numpy"))
-            device = header.get("device")
-        except (KeyError, TypeError, ValueError) as exc:
-            raise FormatError(f"malformed blockwise tensor header: {exc!r}") from None
-        tensors.dtype_from_name(dtype)
-        if scheme not in ("rtn-block", "tender-group") or not 2 <= bits <= 8 or block < 1:
-            raise FormatError(f"bad blockwise parameters: {scheme} bits={bits} block={block}")
-        if layout != "packed" and layout not in entropy.CODECS:
-            raise FormatError(f"unknown code layout {layout!r}")
-        if any(d < 0 for d in shape) or kind not in ("numpy", "torch"):
-            raise FormatError(f"bad shape {shape} or kind {kind!r}")
-        view = bytes(payload)
-        if not 0 <= n_codes <= len(view):
-            raise FormatError(f"codes length {n_codes} outside the {len(view)}-byte payload")
-        obj = cls(dtype, shape, scheme, bits, block, layout, view[:n_codes], view[n_codes:], tmax, kind)
-        obj.device = device if isinstance(device, str) else None
-        rows, cols = obj._matrix_shape()
-        expect = rows * -(-cols // block) * 2 if scheme == "rtn-block" else cols
-        if len(obj.side) != expect:
-            raise FormatError(f"side information is {len(obj.side)} bytes, expected {expect}")
-        return obj
-
-    def _matrix_shape(self) -> tuple[int, int]:
-        if len(self.shape) == 0:
-            return 1, 1
-        cols = self.shape[-1]
-        return (self.numel // cols if cols else 0), cols
-
-    def dequantize_numpy(self) -> np.ndarray:
-        """Decoded values as a numpy array of the original dtype and shape."""
-        rows, cols = self._matrix_shape()
-        qmax = (1 << (self.bits - 1)) - 1
-        n = rows * cols
-        if self.layout == "packed":
-            u = unpack_bits(self.codes, self.bits, n)
-        else:
-            u = entropy.decode(self.codes, max_size=n)
-            if u.size != n:
-                raise FormatError(f"code stream holds {u.size} values, expected {n}")
-        codes = (u.astype(np.int16) - qmax).reshape(rows, cols)
-        if self.scheme == "rtn-block":
-            nb = -(-cols // self.block_size)
-            scales = np.frombuffer(self.side, dtype="<f2").reshape(rows, nb)
-            out = rtn_dequantize(codes, scales, self.block_size)
-        else:
-            group = np.frombuffer(self.side, dtype=np.uint8)
-            if group.size and int(group.max()) >= self.block_size:
-                raise FormatError("group index out of range")
-            out = tender_dequantize(codes, group, self.tmax, self.bits, self.block_size)
-        return out.astype(tensors.dtype_from_name(self.dtype)).reshape(self.shape)
-
-    def decode(self) -> Any:
-        """Decoded tensor, as the kind (numpy/torch) and device it came from."""
-        return tensors.from_numpy(self.dequantize_numpy(), self.kind, self.device)
-
-
-def quantize_blockwise(
-    tensor: Any,
-    bits: int = 4,
-    block_size: int = 128,
-    *,
-    scheme: str = "rtn-block",
-    layout: str = "auto",
-) -> BlockwiseTensor:
-    """Quantize a float tensor (numpy or torch) to a :class:`BlockwiseTensor`.
-
-    ``scheme="rtn-block"``: ``block_size`` values per fp16 scale along the last dimension;
-    ``scheme="tender-group"``: ``block_size`` is the number of groups. ``layout="auto"`` stores the
-    codes bit-packed or entropy-coded, whichever is smaller; or name one (``"packed"``, a codec).
-    """
-    if not 2 <= bits <= 8:
-        raise InvalidArgumentError(f"bits must be in [2, 8], got {bits}")
-    if block_size < 1:
-        raise InvalidArgumentError(f"block_size must be positive, got {block_size}")
-    arr, kind, device = tensors.to_numpy(tensor)
-    name = tensors.dtype_name(arr.dtype)
-    if name not in _FLOAT_DTYPES:
-        raise InvalidArgumentError(f"blockwise quantization needs a float tensor, got {name}")
-    m = as_matrix(np.ascontiguousarray(arr)).astype(np.float32)
-    qmax = (1 << (bits - 1)) - 1
-    tmax = 0.0
-    if scheme == "rtn-block":
-        codes, scales = rtn_blockwise(m, bits, block_size)
-        side = scales.astype("<f2").tobytes()
-    elif scheme == "tender-group":
-        if block_size > 255:
-            raise InvalidArgumentError("tender-group takes at most 255 groups")
-        codes, group, tmax = tender_group(m, bits, block_size)
-        side = group.tobytes()
-    else:
-        raise InvalidArgumentError(f"unknown scheme {scheme!r}")
-    u = (codes + qmax).astype(np.uint8).reshape(-1)
-    if layout == "auto":
-        sizes = _code_layouts(u, bits)
-        layout = min(sizes, key=sizes.__getitem__)
-    blob = pack_bits(u, bits) if layout == "packed" else entropy.encode(u, layout)
-    return BlockwiseTensor(
-        name, tuple(arr.shape), scheme, bits, block_size, layout, blob, side, tmax, kind, device
-    )
 
 
 # --- candidate generation --------------------------------------------------------------------
@@ -999,10 +745,7 @@ def _choose(
 
 def plan_from_json(text: str) -> dict[str, Any]:
     """Parse a stored plan record (as written by :func:`tensorpress.save_model`)."""
-    try:
-        out = json.loads(text)
-    except ValueError as exc:
-        raise FormatError(f"malformed plan record: {exc}") from None
+    out = parse_json(text, "plan record")
     if not isinstance(out, dict):
         raise FormatError("a plan record must be a JSON object")
     return out

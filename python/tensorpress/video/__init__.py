@@ -1,4 +1,4 @@
-"""Video codecs as tensor codecs (LLM.265 — Xu et al., arXiv 2407.00467; DESIGN.md §1.2).
+"""Video codecs as tensor codecs (LLM.265 — Xu et al., arXiv 2407.00467).
 
 A tensor is folded to a 2-D matrix (last dim = row width), optionally rotated by a seeded random
 Hadamard transform, quantized per row to 8/10/12-bit codes (asymmetric min–max, fp16 scale and
@@ -30,13 +30,13 @@ from __future__ import annotations
 import json
 import math
 import struct
-import warnings
 import zlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from tensorpress import _core
 from tensorpress.errors import (
     ChecksumError,
     CorruptDataError,
@@ -44,6 +44,8 @@ from tensorpress.errors import (
     InvalidArgumentError,
     TensorpressError,
 )
+from tensorpress.methods import base
+from tensorpress.methods.arrays import dtype_from_name
 from tensorpress.video import pipeline
 from tensorpress.video.allocate import (
     ALLOCATIONS,
@@ -66,11 +68,19 @@ from tensorpress.video.backends import (
 )
 
 FORMAT_NAME = "tensorpress.video"
+#: Version of the header's fields and payload layout (the ``version`` header field).
 FORMAT_VERSION = 1
 #: Magic of :meth:`VideoTensor.to_bytes` (non-ASCII first byte, like PNG, to catch text mangling).
 MAGIC = b"\x89TPV\r\n\x1a\n"
-_PREAMBLE = struct.Struct("<8sHHIIQI")  # magic, major, minor, flags, header_len, payload_len, crc32
+#: Major version of the :meth:`VideoTensor.to_bytes` framing: 2 checks CRC32C; 1 (read only)
+#: checked zlib's CRC32.
+BYTES_VERSION = 2
+_PREAMBLE = struct.Struct("<8sHHIIQI")  # magic, major, minor, flags, header_len, payload_len, crc
 _MAX_HEADER = 1 << 20
+#: Largest QP any codec takes, seed bound, frame side bound (see docs/format.md §2.4).
+_MAX_QP = 63
+_MAX_SEED = (1 << 63) - 1
+_MAX_FRAME_SIDE = 4096
 #: QP used when neither ``qp`` nor ``bits_per_value`` is given (≈ 4–5 bits/value on weights with x265).
 DEFAULT_QP = {"hevc": 22, "h264": 22, "av1": 24}
 #: ``bits_per_value`` may overshoot the target by at most this fraction.
@@ -107,23 +117,11 @@ def _to_numpy(tensor: Any) -> tuple[np.ndarray, _Source]:
     return arr.astype(np.float32, copy=False), _Source("numpy", name, tuple(arr.shape), "cpu")
 
 
-def _from_numpy(arr: np.ndarray, src: _Source, device: str | None) -> Any:
-    if src.kind == "torch":
-        import torch
-
-        out = torch.from_numpy(np.ascontiguousarray(arr)).to(getattr(torch, src.dtype))
-        target = device or src.device
-        if target.startswith("cuda") and not torch.cuda.is_available():
-            warnings.warn(
-                f"tensor came from {target}, which is not available: returning it on the CPU", stacklevel=3
-            )
-            target = "cpu"
-        return out.to(target)
-    if src.dtype == "bfloat16":
-        import ml_dtypes
-
-        return arr.astype(ml_dtypes.bfloat16)
-    return arr.astype(src.dtype, copy=False)
+def _from_numpy(arr: np.ndarray, src: _Source, as_kind: str | None, device: str | None) -> Any:
+    """The decoded float32 matrix as the source's dtype, then as the requested kind and device."""
+    out = arr.astype(dtype_from_name(src.dtype), copy=False)
+    recorded = None if src.kind == "numpy" else src.device
+    return base.deliver(out, src.kind, recorded, as_kind, device)
 
 
 # --------------------------------------------------------------------------- the coded object
@@ -140,6 +138,7 @@ class VideoTensor:
 
     _header: dict[str, Any]
     _payload: bytes = field(repr=False)
+    method: ClassVar[str] = "video"
 
     # -- properties
     @property
@@ -191,11 +190,29 @@ class VideoTensor:
         """All payload bits over the element count."""
         return self.nbytes * 8 / max(self.numel, 1)
 
+    @property
+    def raw_nbytes(self) -> int:
+        """Bytes of the original tensor."""
+        return self.numel * dtype_from_name(self.dtype).itemsize
+
+    @property
+    def decoded_nbytes(self) -> int:
+        """Bytes the decoder holds at its peak: frames (1-2 bytes per sample), the float32 matrix
+        and the output."""
+        lay = self._header["layout"]
+        samples = lay["tiles_r"] * lay["tiles_c"] * lay["frame_h"] * lay["frame_w"]
+        return 2 * samples + 4 * lay["rows"] * lay["cols"] + self.raw_nbytes
+
     def __repr__(self) -> str:
         return (
-            f"VideoTensor(shape={self.shape}, dtype={self.dtype}, codec={self.codec}, qp={self.qp}, "
-            f"bit_depth={self.bit_depth}, bits_per_value={self.bits_per_value:.3f})"
+            f"VideoTensor(shape={self.shape}, dtype={self.dtype}, method=video, codec={self.codec}, "
+            f"qp={self.qp}, bit_depth={self.bit_depth}, nbytes={self.nbytes}, "
+            f"bits_per_value={self.bits_per_value:.3f})"
         )
+
+    def decode(self, as_kind: str | None = None, device: str | None = None, backend: str = "auto") -> Any:
+        """The tensor (see :func:`decode`), as ``as_kind`` (default: the kind it came from)."""
+        return decode(self, backend=backend, device=device, as_kind=as_kind)
 
     # -- serialization
     def header(self) -> dict[str, Any]:
@@ -206,20 +223,20 @@ class VideoTensor:
         return self._payload
 
     @classmethod
-    def from_parts(cls, header: dict[str, Any], payload: bytes) -> VideoTensor:
+    def from_parts(cls, header: dict[str, Any], payload: bytes | memoryview) -> VideoTensor:
         """Rebuild from :meth:`header` and :meth:`payload`, validating every field."""
-        if not isinstance(header, dict):
-            raise FormatError("video tensor header must be a dict")
+        base.need_dict(header, "video")
         payload = bytes(payload)
         _validate_header(header, payload)
         return cls(json.loads(json.dumps(header)), payload)
 
     def to_bytes(self) -> bytes:
-        """Standalone form: preamble (magic, version, flags, lengths, CRC32), JSON header, payload."""
+        """Standalone form (docs/format.md §4): preamble (magic, version 2.0, flags, lengths, CRC32C
+        of the preamble's other fields, the header and the payload), JSON header, payload."""
         head = json.dumps(self._header, separators=(",", ":"), sort_keys=True).encode()
-        crc = zlib.crc32(self._payload, zlib.crc32(head))
-        pre = _PREAMBLE.pack(MAGIC, FORMAT_VERSION, 0, 0, len(head), len(self._payload), crc)
-        return pre + head + self._payload
+        pre = _PREAMBLE.pack(MAGIC, BYTES_VERSION, 0, 0, len(head), len(self._payload), 0)[:28]
+        crc = _core.crc32c(pre + head + self._payload)
+        return pre + struct.pack("<I", crc) + head + self._payload
 
     @classmethod
     def from_bytes(cls, data: bytes | bytearray | memoryview) -> VideoTensor:
@@ -233,10 +250,8 @@ class VideoTensor:
         magic, major, _minor, flags, hlen, plen, crc = _PREAMBLE.unpack_from(data)
         if magic != MAGIC:
             raise FormatError("not a tensorpress video tensor (bad magic)")
-        if major != FORMAT_VERSION:
-            raise FormatError(
-                f"video tensor format version {major} is not supported (this reads {FORMAT_VERSION})"
-            )
+        if major not in (1, BYTES_VERSION):
+            raise FormatError(f"video tensor format version {major} is not supported (this reads 1 and 2)")
         if flags:
             raise FormatError(f"reserved flag bits set: {flags:#x}")
         if hlen > _MAX_HEADER:
@@ -247,13 +262,13 @@ class VideoTensor:
             )
         head = data[_PREAMBLE.size : _PREAMBLE.size + hlen]
         payload = data[_PREAMBLE.size + hlen :]
-        if zlib.crc32(payload, zlib.crc32(head)) != crc:
-            raise ChecksumError("video tensor CRC32 mismatch: the bytes are damaged")
-        try:
-            header = json.loads(head.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise FormatError(f"video tensor header is not JSON: {exc}") from exc
-        return cls.from_parts(header, payload)
+        if major == 2:  # CRC32C of the preamble's first 28 bytes, the header and the payload
+            actual = _core.crc32c(data[:28] + data[_PREAMBLE.size :])
+        else:
+            actual = zlib.crc32(payload, zlib.crc32(head))
+        if actual != crc:
+            raise ChecksumError("video tensor checksum mismatch: the bytes are damaged")
+        return cls.from_parts(base.parse_json(head, "video tensor header"), payload)
 
     # -- payload pieces
     def _split_payload(self) -> tuple[np.ndarray, np.ndarray, list[bytes], np.ndarray | None]:
@@ -284,44 +299,59 @@ def _validate_header(h: dict[str, Any], payload: bytes) -> None:
         if not cond:
             raise FormatError(f"invalid video tensor header: {what}")
 
-    def is_int(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
-
+    is_int = base.is_int
     need(h.get("format") == FORMAT_NAME, "format is not tensorpress.video")
-    need(h.get("version") == FORMAT_VERSION, f"version {h.get('version')!r} unsupported")
-    shape: Any = h.get("shape")
-    need(isinstance(shape, list) and len(shape) <= 32 and all(is_int(d) and d >= 0 for d in shape), "shape")
+    need(
+        is_int(h.get("version")) and h.get("version") == FORMAT_VERSION,
+        f"version {base.show(h.get('version'))}",
+    )
+    shape = base.need_shape(h, "video")
     need(h.get("dtype") in _FLOAT_DTYPES, "dtype")
-    need(h.get("kind") in ("numpy", "torch") and isinstance(h.get("device"), str), "kind/device")
+    base.need_kind(h, "video")
+    need(isinstance(h.get("device"), str), "device")
+    base.need_device(h, "video")
     need(h.get("codec") in CODECS, "codec")
-    need(h.get("bit_depth") in (8, 10, 12), "bit_depth")
+    need(is_int(h.get("bit_depth")) and h.get("bit_depth") in (8, 10, 12), "bit_depth")
     need(isinstance(h.get("lossless"), bool) and isinstance(h.get("rotate"), bool), "lossless/rotate")
     need(isinstance(h.get("col_scale", False), bool), "col_scale")
-    need(h.get("qp") is None or (is_int(h["qp"]) and 0 <= h["qp"] <= 63), "qp")
-    need(is_int(h.get("seed")), "seed")
+    need(h.get("qp") is None or (is_int(h["qp"]) and 0 <= h["qp"] <= _MAX_QP), "qp")
+    need(h["lossless"] == (h.get("qp") is None), "lossless and qp disagree")
+    need(is_int(h.get("seed")) and 0 <= h["seed"] <= _MAX_SEED, "seed")
     need(h.get("scale_dtype") in ("float16", "float32"), "scale_dtype")
+    need(h.get("encoder") is None or isinstance(h.get("encoder"), str), "encoder")
     lay: Any = h.get("layout")
     keys = ("rows", "cols", "frame_h", "frame_w", "tiles_r", "tiles_c", "wrap")
     need(isinstance(lay, dict) and set(lay) == set(keys), "layout keys")
     need(
-        all(is_int(lay[k]) and lay[k] >= 0 for k in keys[:6]) and isinstance(lay["wrap"], bool),
+        all(is_int(lay[k]) and 0 <= lay[k] <= base.MAX_NUMEL for k in keys[:6])
+        and isinstance(lay["wrap"], bool),
         "layout values",
     )
-    need(0 < lay["frame_h"] <= 4096 and 0 < lay["frame_w"] <= 4096, "frame size")
+    need(0 < lay["frame_h"] <= _MAX_FRAME_SIDE and 0 < lay["frame_w"] <= _MAX_FRAME_SIDE, "frame size")
     need(lay["frame_h"] % 2 == 0 and lay["frame_w"] % 2 == 0, "odd frame size")
     rows, cols = pipeline.fold_2d(tuple(shape))
     need(lay["rows"] == rows, "layout rows do not match the shape")
     width = pipeline.hadamard_plan(cols)[1] if h["rotate"] else cols
     need(lay["cols"] == width, "layout cols do not match the shape")
+    n_frames = lay["tiles_r"] * lay["tiles_c"]
+    # Every frame has at least its 4-byte size entry in the payload: bounds the frame count
+    # (and so the decoder's frame buffers) by the payload length before anything is allocated.
+    need(4 * n_frames <= len(payload), "more frames than the payload can describe")
     if lay["wrap"]:
         need(rows == 1 and lay["tiles_c"] == 1, "wrap layout")
         need(lay["tiles_r"] * lay["frame_h"] * lay["frame_w"] >= width, "frames do not cover the row")
+        need((lay["tiles_r"] - 1) * lay["frame_h"] * lay["frame_w"] < max(width, 1), "superfluous tiles")
     else:
         need(
             lay["tiles_r"] * lay["frame_h"] >= rows and lay["tiles_c"] * lay["frame_w"] >= width,
             "frames cover",
         )
-    n_frames = lay["tiles_r"] * lay["tiles_c"]
+        # No tile row or column beyond the one that covers the matrix: frames bound the output.
+        need(
+            (lay["tiles_r"] - 1) * lay["frame_h"] < max(rows, 1)
+            and (lay["tiles_c"] - 1) * lay["frame_w"] < max(width, 1),
+            "superfluous tiles",
+        )
     itemsize = 2 if h["scale_dtype"] == "float16" else 4
     fixed = 4 * n_frames + 2 * rows * itemsize + (2 * cols if h.get("col_scale", False) else 0)
     if len(payload) < fixed:
@@ -506,10 +536,17 @@ def _bisect(build: Any, codec: str, target: float, tolerance: float) -> VideoTen
 
 
 def decode(
-    obj: VideoTensor | bytes | bytearray | memoryview, backend: str = "auto", device: str | None = None
+    obj: VideoTensor | bytes | bytearray | memoryview,
+    backend: str = "auto",
+    device: str | None = None,
+    *,
+    as_kind: str | None = None,
 ) -> Any:
-    """Rebuild the tensor: numpy in → numpy out, torch in → torch out (on its original device, or
-    ``device``); original dtype and shape. ``obj`` may also be :meth:`VideoTensor.to_bytes` output."""
+    """Rebuild the tensor: numpy in → numpy out, torch in → torch out (or ``as_kind``); a torch
+    tensor goes to ``device``, else its recorded device when this machine has it, else the CPU
+    (with a warning); original dtype and shape. ``obj`` may also be :meth:`VideoTensor.to_bytes`
+    output."""
+    base.check_as_kind(as_kind)
     vt = obj if isinstance(obj, VideoTensor) else VideoTensor.from_bytes(obj)
     h = vt._header
     layout = pipeline.TileLayout(**h["layout"])
@@ -539,7 +576,7 @@ def decode(
             mat = pipeline.unrotate(mat, h["seed"], cols)
         if col_scale is not None:
             mat = np.divide(mat, col_scale.astype(np.float32), dtype=np.float32)
-    return _from_numpy(mat.reshape(src.shape), src, device)
+    return _from_numpy(mat.reshape(src.shape), src, as_kind, device)
 
 
 __all__ = [

@@ -1,0 +1,353 @@
+"""Method ``lossless``: byte-plane transforms plus one entropy stream per plane (bit-exact).
+
+A tensor's elements are split into byte planes so that each plane has one kind of content:
+
+- 1-byte types (float8_e4m3fn, float8_e5m2, int8, uint8, bool): the byte itself.
+- bfloat16: the 8 exponent bits, then sign + 7 mantissa bits (as DFloat11/ZipNN separate the
+  exponent, which carries almost all the redundancy).
+- float32: the 8 exponent bits, then sign + top 7 mantissa bits, then two mantissa bytes.
+- float16 and other multi-byte types: little-endian byte planes, high byte first.
+- int4/uint4 (one value per byte in memory): two values per byte, element ``2i`` in the low
+  nibble of byte ``i``; an odd count leaves a zero high nibble in the last byte.
+
+Each plane is coded by :mod:`tensorpress.entropy`; ``codec="auto"`` measures every candidate's
+size on the plane's histogram (one pass in Rust) and keeps the smallest, or stores the plane raw
+when no code saves at least :data:`MIN_SAVING`. The transform follows from the dtype; the
+payload is the plane streams back to back, in plane order, with no gaps.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from tensorpress import entropy
+from tensorpress.errors import CorruptDataError, FormatError, InvalidArgumentError
+from tensorpress.methods import base
+from tensorpress.methods.arrays import dtype_from_name, dtype_name, to_numpy
+
+#: A code must save at least this fraction of a plane to be used by ``codec="auto"``.
+MIN_SAVING = 0.01
+#: Codecs ``codec="auto"`` chooses among (QLC first: on a tie its faster decode wins).
+AUTO_CANDIDATES = ("qlc", "huffman", "expgolomb-rank")
+#: Method name in the container.
+METHOD = "lossless"
+#: Transforms, each with the dtypes that use it.
+TRANSFORMS = ("bf16-exponent", "fp32-exponent", "nibbles", "byte-planes")
+#: Entropy-stream header (docs/format.md §1): magic, version, codec id, lanes, flags, length n.
+_STREAM_HEAD = struct.Struct("<4sBBBBQ")
+_STREAM_MAGIC = b"\x89TPE"
+
+
+# --- byte-plane transforms -------------------------------------------------------------------
+
+
+def transform_name(dtype: str) -> str:
+    """Which byte-plane transform a dtype uses."""
+    if dtype == "bfloat16":
+        return "bf16-exponent"
+    if dtype == "float32":
+        return "fp32-exponent"
+    if dtype in ("int4", "uint4"):
+        return "nibbles"
+    return "byte-planes"
+
+
+def plane_count(transform: str, dtype: np.dtype) -> int:
+    """Number of planes ``transform`` splits an element of ``dtype`` into."""
+    return {"bf16-exponent": 2, "fp32-exponent": 4, "nibbles": 1}.get(transform, dtype.itemsize)
+
+
+def plane_length(transform: str, count: int) -> int:
+    """Bytes per plane for ``count`` elements."""
+    return (count + 1) // 2 if transform == "nibbles" else count
+
+
+def split_planes(flat: np.ndarray, transform: str) -> list[np.ndarray]:
+    """Split a flat array into contiguous uint8 planes (inverse: :func:`merge_planes`)."""
+    if transform == "bf16-exponent":
+        u = flat.view(np.uint16)
+        exponent = ((u >> 7) & 0xFF).astype(np.uint8)
+        sign_mantissa = (((u >> 8) & 0x80) | (u & 0x7F)).astype(np.uint8)
+        return [exponent, sign_mantissa]
+    if transform == "fp32-exponent":
+        u = flat.view(np.uint32)
+        exponent = ((u >> 23) & 0xFF).astype(np.uint8)
+        sign_top = (((u >> 24) & 0x80) | ((u >> 16) & 0x7F)).astype(np.uint8)
+        return [exponent, sign_top, ((u >> 8) & 0xFF).astype(np.uint8), (u & 0xFF).astype(np.uint8)]
+    if transform == "nibbles":
+        nib = flat.view(np.uint8) & 0x0F
+        if nib.size % 2:
+            nib = np.append(nib, np.uint8(0))
+        return [(nib[0::2] | (nib[1::2] << 4)).astype(np.uint8)]
+    if transform == "byte-planes":
+        width = flat.dtype.itemsize
+        as_bytes = flat.view(np.uint8).reshape(-1, width)
+        # Little-endian: the last byte holds sign and exponent, code it first.
+        return [np.ascontiguousarray(as_bytes[:, k]) for k in reversed(range(width))]
+    raise FormatError(f"unknown byte-plane transform {transform!r}")
+
+
+def merge_planes(planes: list[np.ndarray], transform: str, dtype: np.dtype, count: int) -> np.ndarray:
+    """Rebuild a flat array of ``count`` elements of ``dtype`` from its planes."""
+    expected = plane_count(transform, dtype)
+    if len(planes) != expected:
+        raise FormatError(f"{transform} needs {expected} planes, got {len(planes)}")
+    sizes = {p.size for p in planes}
+    if count and sizes != {plane_length(transform, count)}:
+        raise CorruptDataError(
+            f"planes hold {sorted(sizes)} bytes, expected {plane_length(transform, count)} each"
+        )
+    if transform == "bf16-exponent":
+        e16, sm16 = (p.astype(np.uint16) for p in planes)
+        return (((sm16 & 0x80) << 8) | (e16 << 7) | (sm16 & 0x7F)).astype(np.uint16).view(dtype)
+    if transform == "fp32-exponent":
+        e, st, m1, m0 = (p.astype(np.uint32) for p in planes)
+        bits = ((st & 0x80) << 24) | (e << 23) | ((st & 0x7F) << 16) | (m1 << 8) | m0
+        return bits.astype(np.uint32).view(dtype)
+    if transform == "nibbles":
+        packed = planes[0]
+        if count % 2 and int(packed[-1]) >> 4:
+            raise CorruptDataError("the padding nibble of an odd-length int4 tensor is not zero")
+        nib = np.empty(packed.size * 2, dtype=np.uint8)
+        nib[0::2] = packed & 0x0F
+        nib[1::2] = packed >> 4
+        # ml_dtypes keeps one value per byte, high nibble zero (no sign extension).
+        return nib[:count].view(dtype)
+    width = dtype.itemsize
+    out = np.empty((count, width), dtype=np.uint8)
+    for k, plane in zip(reversed(range(width)), planes, strict=True):
+        out[:, k] = plane
+    return out.reshape(-1).view(dtype)
+
+
+def stream_facts(blob: bytes | memoryview, what: str) -> tuple[str, int]:
+    """(codec name, decoded length) from an entropy stream's fixed header, without decoding."""
+    if len(blob) < _STREAM_HEAD.size:
+        raise FormatError(f"{what}: {len(blob)} bytes cannot hold an entropy stream header")
+    magic, _version, codec_id, _lanes, _flags, n = _STREAM_HEAD.unpack_from(blob, 0)
+    if magic != _STREAM_MAGIC or codec_id >= len(entropy.CODECS):
+        raise FormatError(f"{what} is not an entropy stream (magic {magic!r}, codec id {codec_id})")
+    return entropy.CODECS[codec_id], int(n)
+
+
+# --- the stored tensor -----------------------------------------------------------------------
+
+
+@dataclass
+class PlaneStream:
+    """One coded byte plane: the codec that was chosen and its self-describing stream."""
+
+    codec: str
+    blob: bytes
+
+
+@dataclass(repr=False)
+class CompressedTensor:
+    """A losslessly compressed tensor. ``decode`` restores it bit-exactly."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    transform: str
+    planes: list[PlaneStream]
+    kind: str = "numpy"
+    device: str | None = None
+    method: ClassVar[str] = METHOD
+
+    @property
+    def numel(self) -> int:
+        return base.numel(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Compressed size of the planes."""
+        return sum(len(p.blob) for p in self.planes)
+
+    @property
+    def raw_nbytes(self) -> int:
+        """Size of the uncompressed tensor (int4 counted at half a byte per value)."""
+        if self.transform == "nibbles":
+            return (self.numel + 1) // 2
+        return self.numel * dtype_from_name(self.dtype).itemsize
+
+    @property
+    def decoded_nbytes(self) -> int:
+        return self.numel * dtype_from_name(self.dtype).itemsize
+
+    @property
+    def bits_per_value(self) -> float:
+        return 8 * self.nbytes / self.numel if self.numel else 0.0
+
+    @property
+    def ratio(self) -> float:
+        """Compressed / raw size (lower is better)."""
+        return self.nbytes / self.raw_nbytes if self.raw_nbytes else 1.0
+
+    @property
+    def codec(self) -> str:
+        """Codecs per plane, e.g. ``"huffman+raw"``."""
+        return "+".join(p.codec for p in self.planes) or "none"
+
+    def __repr__(self) -> str:
+        return (
+            f"CompressedTensor(shape={self.shape}, dtype={self.dtype}, method={self.method}, "
+            f"codec={self.codec}, nbytes={self.nbytes}, ratio={self.ratio:.3f})"
+        )
+
+    def header(self) -> dict[str, Any]:
+        """JSON-able parameters; with :meth:`payload` this is everything needed to decode."""
+        offsets = []
+        at = 0
+        for p in self.planes:
+            offsets.append({"codec": p.codec, "offset": at, "length": len(p.blob)})
+            at += len(p.blob)
+        return {
+            "dtype": self.dtype,
+            "shape": list(self.shape),
+            "transform": self.transform,
+            "planes": offsets,
+            "kind": self.kind,
+            "device": self.device,
+        }
+
+    def payload(self) -> bytes:
+        return b"".join(p.blob for p in self.planes)
+
+    @classmethod
+    def from_parts(cls, header: dict[str, Any], payload: bytes | memoryview) -> CompressedTensor:
+        """Validate ``header`` against ``payload`` (docs/format.md §2.2), then build."""
+        m = METHOD
+        h = base.need_dict(header, m)
+        dtype = base.need_dtype(h, m)
+        shape = base.need_shape(h, m)
+        transform = base.need_choice(h, "transform", TRANSFORMS, m)
+        if transform != transform_name(dtype):
+            raise base.fail(m, f"transform {transform!r} does not belong to dtype {dtype}")
+        kind = base.need_kind(h, m)
+        device = base.need_device(h, m)
+        specs = h.get("planes")
+        n_planes = plane_count(transform, dtype_from_name(dtype))
+        if not isinstance(specs, list) or len(specs) != n_planes:
+            raise base.fail(m, f"{transform} of {dtype} needs a list of {n_planes} planes")
+        view = memoryview(payload)
+        expect = plane_length(transform, base.numel(shape))
+        planes = []
+        at = 0
+        for i, spec in enumerate(specs):
+            spec = base.need_dict(spec, m, f"plane {i}")
+            codec = base.need_choice(spec, "codec", entropy.CODECS, m)
+            offset = base.need_int(spec, "offset", 0, base.U64_MAX, m)
+            length = base.need_int(spec, "length", 0, base.U64_MAX, m)
+            if offset != at or offset + length > len(view):
+                raise base.fail(m, f"plane {i} at [{offset}, {offset + length}) does not follow at {at}")
+            blob = bytes(view[offset : offset + length])
+            stream_codec, n = stream_facts(blob, f"plane {i}")
+            if stream_codec != codec or n != expect:
+                raise base.fail(
+                    m, f"plane {i} is a {stream_codec} stream of {n} bytes, header says {codec} of {expect}"
+                )
+            planes.append(PlaneStream(codec, blob))
+            at = offset + length
+        if at != len(view):
+            raise base.fail(m, f"planes end at {at}, the payload at {len(view)}")
+        return cls(dtype, shape, transform, planes, kind, device)
+
+    def decode(
+        self, as_kind: str | None = None, device: str | None = None, *, threads: int | None = None
+    ) -> Any:
+        """The tensor, bit-exact, as ``as_kind`` (default: the kind it came from)."""
+        base.check_as_kind(as_kind)
+        dtype = dtype_from_name(self.dtype)
+        count = self.numel
+        limit = plane_length(self.transform, count)
+        planes = [entropy.decode(p.blob, threads, max_size=limit) for p in self.planes]
+        flat = merge_planes(planes, self.transform, dtype, count)
+        return base.deliver(flat.reshape(self.shape), self.kind, self.device, as_kind, device)
+
+
+# --- encoding --------------------------------------------------------------------------------
+
+#: Serialised code-table bytes per codec (see docs/format.md), for size prediction.
+TABLE_BYTES = {"raw": 0, "qlc": 265, "dlc": 259, "huffman": 128, "expgolomb": 1, "expgolomb-rank": 257}
+
+
+def predicted_size(n: int, mean_code_len: float, codec: str, lanes: int, chunk_size: int) -> int:
+    """Stream bytes for ``n`` symbols at ``mean_code_len`` bits (table, index, lane jumps included)."""
+    chunks = -(-n // chunk_size)
+    if codec == "raw":
+        return 28 + chunks * (8 + 1) + n
+    return 28 + TABLE_BYTES[codec] + chunks * (8 + 1 + 4 * lanes + lanes) + int(n * mean_code_len / 8)
+
+
+def choose_codec(
+    plane: np.ndarray,
+    candidates: tuple[str, ...] = AUTO_CANDIDATES,
+    *,
+    lanes: int = entropy.DEFAULT_LANES,
+    chunk_size: int = entropy.DEFAULT_CHUNK_SIZE,
+) -> str:
+    """The candidate with the smallest predicted stream on ``plane`` (mean code length from the
+    plane's histogram, plus table and chunk overhead), or ``"raw"`` unless a code saves at least
+    :data:`MIN_SAVING`."""
+    if plane.size == 0:
+        return "raw"
+    stats = entropy.stats(plane)
+    sizes = {
+        c: predicted_size(plane.size, stats.codecs[c].mean_code_len, c, lanes, chunk_size) for c in candidates
+    }
+    best = min(candidates, key=sizes.__getitem__)
+    raw = predicted_size(plane.size, 8.0, "raw", lanes, chunk_size)
+    return best if sizes[best] <= (1 - MIN_SAVING) * raw else "raw"
+
+
+def compress(
+    tensor: Any,
+    codec: str = "auto",
+    *,
+    threads: int | None = None,
+    lanes: int = entropy.DEFAULT_LANES,
+    chunk_size: int = entropy.DEFAULT_CHUNK_SIZE,
+) -> CompressedTensor:
+    """Compress a numpy array or torch tensor losslessly.
+
+    Args:
+        tensor: numpy array (incl. ml_dtypes bfloat16/float8/int4) or torch tensor (any device;
+            it comes back on the same device).
+        codec: ``"auto"`` (smallest per plane) or one entropy codec for every plane.
+        threads, lanes, chunk_size: passed to :func:`tensorpress.entropy.encode`.
+    """
+    if codec != "auto" and codec not in entropy.CODECS:
+        raise InvalidArgumentError(
+            f"unknown codec {codec!r}; use 'auto' or one of {', '.join(entropy.CODECS)}"
+        )
+    arr, kind, device = to_numpy(tensor)
+    name = dtype_name(arr.dtype)
+    transform = transform_name(name)
+    flat = np.ascontiguousarray(arr).reshape(-1)
+    planes = []
+    for plane in split_planes(flat, transform):
+        chosen = choose_codec(plane, lanes=lanes, chunk_size=chunk_size) if codec == "auto" else codec
+        blob = entropy.encode(plane, chosen, threads, lanes=lanes, chunk_size=chunk_size)
+        planes.append(PlaneStream(chosen, blob))
+    return CompressedTensor(name, tuple(arr.shape), transform, planes, kind, device)
+
+
+__all__ = [
+    "AUTO_CANDIDATES",
+    "METHOD",
+    "MIN_SAVING",
+    "TRANSFORMS",
+    "CompressedTensor",
+    "PlaneStream",
+    "choose_codec",
+    "compress",
+    "merge_planes",
+    "plane_count",
+    "predicted_size",
+    "split_planes",
+    "stream_facts",
+    "transform_name",
+]
