@@ -233,3 +233,26 @@ def test_member_names_stay_inside(tmp_path_factory: pytest.TempPathFactory, name
     except tp.FormatError:
         return
     assert path.resolve().parent == folder.resolve() and "/" not in name and name not in ("", ".", "..")
+
+
+def test_video_coded_model_reloads_identically(tmp_path: Path, texts: list[str]) -> None:
+    """A model whose matrices were coded by video.encode_many (model budget) is saved as it is and
+    comes back with exactly the in-memory decoded weights (so the same outputs and perplexity)."""
+    video = pytest.importorskip("tensorpress.video")
+    model, tok = evaluation.load_minilm()
+    names = [f"encoder.layer.5.attention.self.{p}.weight" for p in ("query", "key", "value")]
+    state = model.state_dict()
+    try:
+        coded = video.encode_many({n: state[n] for n in names}, 3.0, codec="av1", qp_step=20)
+    except tp.BackendUnavailableError:
+        pytest.skip("no AV1 encoder")
+    with torch.no_grad():
+        for n in names:
+            state[n].copy_(torch.as_tensor(tp.decompress(coded[n], as_kind="torch")))
+    expected = _embeddings(model, tok, texts)
+    saved = tp.save_pretrained({**state, **coded}, tmp_path / "video", config=model.config)
+    assert "3 tensors precoded" in saved.constraint
+    with tp.open(tmp_path / "video" / "model.tpz") as f:
+        assert {e["name"] for e in f.entries() if e["method"] == "video"} == set(names)
+    back = tp.from_pretrained(tmp_path / "video")
+    assert torch.equal(_embeddings(back, tok, texts), expected)

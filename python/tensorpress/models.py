@@ -198,8 +198,9 @@ def compress_state(
             packed[name] = p.apply(value)
             plans[name] = p
             say(f"{name}: {p.summary()}")
+    precoded = sum(1 for v in state.values() if _is_compressed(v))
     if "lossless" in kwargs:
-        constraint = "lossless"
+        constraint = f"lossless, {precoded} tensors precoded" if precoded else "lossless"
     elif bits_per_value is not None:
         constraint = f"bits_per_value={bits_per_value:g}"
     else:
