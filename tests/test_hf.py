@@ -183,6 +183,15 @@ def test_malformed_json_names_the_file(tmp_path: Path, lossless_folder: Path, fi
         tp.from_pretrained(folder)
 
 
+def test_hostile_config_sizes_refused_before_building(tmp_path: Path, lossless_folder: Path) -> None:
+    folder = _copy(lossless_folder, tmp_path / "f")
+    config = json.loads((folder / "config.json").read_text())
+    config["max_position_embeddings"] = 1 << 40  # would allocate a 8 TB position_ids buffer
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(tp.FormatError, match="max_position_embeddings"):
+        tp.from_pretrained(folder)
+
+
 def test_remote_code_never_runs(tmp_path: Path, lossless_folder: Path) -> None:
     folder = _copy(lossless_folder, tmp_path / "f")
     marker = tmp_path / "ran"

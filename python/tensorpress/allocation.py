@@ -69,12 +69,15 @@ def compress_at_budget(
     *,
     method: str | None = None,
     strict: bool = False,
+    video: bool = False,
+    sample: int | None = None,
     say: Callable[[str], None] = lambda _m: None,
 ) -> tuple[dict[str, Any], dict[str, Plan]]:
     """Compress the lossy-eligible ``items`` so that, with ``lossless_bits`` already spent on the
     other tensors, the model stores at most ``bits_per_value`` × ``total_values`` bits.
 
-    Returns ``({name: compressed}, {name: plan})`` (no plans for ``method="video"``). A budget
+    ``video=True`` adds the planner's video candidates to each tensor's curve (several encodes
+    per tensor). Returns ``({name: compressed}, {name: plan})`` (no plans for ``method="video"``). A budget
     below what the coarsest candidates reach warns (``strict=True``: raises) and takes them.
     """
     if method not in METHODS:
@@ -99,7 +102,8 @@ def compress_at_budget(
     plans: dict[str, Plan] = {}
     curves: dict[str, list[RatePoint]] = {}
     for name, value in items.items():
-        p = plan(value, bits_per_value=64.0, video=False)
+        extra = {} if sample is None else {"sample": sample}
+        p = plan(value, bits_per_value=64.0, video=video, **extra)
         energy = _sumsq(value)
         points = []
         for i, c in enumerate(p.candidates):
@@ -119,7 +123,7 @@ def compress_at_budget(
     # until the applied tensors fit (a few rounds at most; each result is kept for reuse).
     applied: dict[tuple[str, int], Any] = {}
     target = budget
-    for _ in range(4):
+    for _ in range(8):
         choice = allocate_rd(curves, target)
         out = {}
         for name, value in items.items():
@@ -132,7 +136,7 @@ def compress_at_budget(
         spent = sum(8 * int(obj.nbytes) for obj in out.values())
         if spent <= budget or target <= floor:
             break
-        target = max(floor, target - (spent - budget) * 1.05)
+        target = max(floor, target - (spent - budget) * 1.5)
     for name in items:
         p = plans[name]
         p.chosen = p.candidates[choice[name].qp]

@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import re
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -341,6 +340,25 @@ def _json_object(text: str, key: str, where: Path) -> dict[str, Any]:
     return doc
 
 
+#: Largest size-like config value accepted (a hostile config must not make the empty model
+#: allocate buffers such as ``position_ids`` of arbitrary length before the weights are checked).
+MAX_CONFIG_SIZE = 1 << 24
+_SIZE_KEYS = ("_size", "_embeddings", "_layers", "_heads", "_dim", "_length")
+
+
+def _check_sizes(doc: Mapping[str, Any], where: Path, depth: int = 0) -> None:
+    for key, value in doc.items():
+        if isinstance(value, dict) and depth < 2:  # nested text/vision configs
+            _check_sizes(value, where, depth + 1)
+        elif isinstance(value, int) and not isinstance(value, bool) and key.endswith(_SIZE_KEYS):
+            _check_size(key, value, where)
+
+
+def _check_size(key: str, value: int, where: Path) -> None:
+    if not 0 <= value <= MAX_CONFIG_SIZE:
+        raise FormatError(f"{where}: {key}={value} is out of range (0..{MAX_CONFIG_SIZE})")
+
+
 def _model_class(config: Any, config_path: Path, trust_remote_code: bool) -> Any:
     transformers = _transformers()
     archs = getattr(config, "architectures", None) or []
@@ -393,9 +411,9 @@ def from_pretrained(
     cfg_doc = hf_folder.read_json(config_path)
     if not isinstance(cfg_doc.get("model_type"), str):
         raise FormatError(f"{config_path}: no 'model_type'")
+    _check_sizes(cfg_doc, config_path)
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise InvalidArgumentError(f"dtype must be a floating torch.dtype, got {dtype!r}")
-    start = time.perf_counter()
     state, metadata = read_folder(folder)
     first = hf_folder.tpz_shards(folder)[0][0]
     recipe = _json_object(metadata.get(RECIPE_KEY, "{}"), RECIPE_KEY, first)
@@ -420,7 +438,6 @@ def from_pretrained(
     if device is not None:
         model.to(device)
     model.eval()
-    model._tensorpress_load_seconds = time.perf_counter() - start
     return model
 
 

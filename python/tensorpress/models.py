@@ -178,7 +178,15 @@ def compress_state(
         spent = sum(8 * c.nbytes for c in packed.values()) + 8 * header_bytes * len(state)
         total = sum(int(np.prod(tuple(v.shape), dtype=np.int64)) for v in state.values())
         done, lossy_plans = compress_at_budget(
-            lossy, spent, total, float(kwargs["bits_per_value"]), method=method, strict=strict, say=say
+            lossy,
+            spent,
+            total,
+            float(kwargs["bits_per_value"]),
+            method=method,
+            strict=strict,
+            video=video,
+            sample=sample,
+            say=say,
         )
         packed.update(done)
         plans.update(lossy_plans)
@@ -233,8 +241,8 @@ def compress_model(
     rate–distortion (:mod:`tensorpress.allocation`); ``max_rel_error`` bounds each lossy tensor's
     relative MSE. 1-D and tiny tensors, non-float tensors and names matching ``keep`` stay
     lossless (``lossy_vectors=True`` lets 1-D and tiny ones be lossy). Video candidates are off by
-    default under ``max_rel_error`` (``video=True`` turns them on; ``method="video"`` codes the
-    lossy tensors with :func:`tensorpress.video.encode_many`).
+    default (``video=True`` adds them to each tensor's plan, several encodes per tensor;
+    ``method="video"`` codes the lossy tensors with :func:`tensorpress.video.encode_many`).
     """
     state = state_dict_of(model_or_state_dict)
     aliases = find_aliases(state)
