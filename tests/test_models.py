@@ -195,3 +195,8 @@ def test_unreachable_budget_warns_or_raises() -> None:
         tp.compress_model({"w": torch.from_numpy(w)}, bits_per_value=0.5)
     with pytest.raises(tp.InvalidArgumentError, match="cannot be met"):
         tp.compress_model({"w": torch.from_numpy(w)}, bits_per_value=0.5, strict=True)
+
+
+def test_plan_repr_is_one_line() -> None:
+    p = tp.plan(np.ones((64, 64), dtype=np.float32), video=False)
+    assert "\n" not in repr(p) and repr(p).startswith("Plan(float32[64x64]: ") and len(repr(p)) < 200

@@ -218,6 +218,10 @@ class Plan:
     def __str__(self) -> str:
         return self.explain()
 
+    def __repr__(self) -> str:  # one line; explain() has the candidate table
+        shape = "x".join(str(d) for d in self.shape) or "scalar"
+        return f"Plan({self.dtype}[{shape}]: {self.summary()}, {len(self.candidates)} candidates)"
+
     def apply(self, tensor: Any) -> Any:
         """Compress ``tensor`` (the one planned, or one like it) with the chosen candidate.
 
