@@ -25,7 +25,7 @@ import numpy as np
 
 from tensorpress import tensors
 from tensorpress.errors import InvalidArgumentError
-from tensorpress.planner import Plan, plan
+from tensorpress.planner import DEFAULT_SAMPLE, Plan, plan
 
 #: Tensors with fewer values than this stay lossless by default (their bytes do not matter).
 MIN_LOSSY_VALUES = 4096
@@ -102,8 +102,7 @@ def compress_at_budget(
     plans: dict[str, Plan] = {}
     curves: dict[str, list[RatePoint]] = {}
     for name, value in items.items():
-        extra = {} if sample is None else {"sample": sample}
-        p = plan(value, bits_per_value=64.0, video=video, **extra)
+        p = plan(value, bits_per_value=64.0, video=video, sample=DEFAULT_SAMPLE if sample is None else sample)
         energy = _sumsq(value)
         points = []
         for i, c in enumerate(p.candidates):
