@@ -91,7 +91,10 @@ def test_bct_w8a8_saved_as_is(tmp_path: Path, minilm: tuple[Any, Any], texts: li
     tp.save_pretrained(model, tmp_path / "bct", tokenizer=tok)
     back = tp.from_pretrained(tmp_path / "bct")
     assert any(isinstance(m, bct.BCTLinear) for m in back.modules())
-    assert torch.equal(_embeddings(back, tok, texts), _embeddings(model, tok, texts))
+    expected = _embeddings(model, tok, texts)
+    assert torch.equal(_embeddings(back, tok, texts), expected)
+    tp.save_pretrained(tmp_path / "bct", tmp_path / "again")  # a folder re-saved keeps its recipe
+    assert torch.equal(_embeddings(tp.from_pretrained(tmp_path / "again"), tok, texts), expected)
 
 
 def test_rom_and_tender_saved_as_is(tmp_path: Path, texts: list[str]) -> None:

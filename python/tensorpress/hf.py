@@ -91,6 +91,11 @@ def _source(
             raise InvalidArgumentError(f"{folder}: not a model folder (a directory with config.json)")
         config_path = folder / hf_folder.CONFIG
         cfg = hf_folder.read_json(config_path) if config_path.is_file() else None
+        if hf_folder.is_compressed_folder(folder):  # recompressing keeps a transformed model's recipe
+            state, metadata = read_folder(folder)
+            first = hf_folder.tpz_shards(folder)[0][0]
+            recipe = _json_object(metadata.get(RECIPE_KEY, "{}"), RECIPE_KEY, first)
+            return state, recipe, cfg, folder, None
         return hf_folder.read_source_state(folder), {}, cfg, folder, None
     if isinstance(source, Mapping):
         return state_dict_of(source), {}, _config_dict(config), None, None
