@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -160,3 +161,42 @@ def test_constraint_errors() -> None:
         tp.compress_model({"w": torch.ones(3)}, lossless=True, max_rel_error=0.1)
     with pytest.raises(TypeError):
         tp.compress_model(42)
+
+
+def test_repr_is_short(minilm: Any) -> None:
+    packed = tp.compress_model(minilm)
+    text = repr(packed)
+    assert len(text) < 300 and text.startswith("CompressedModel(") and "lossless" in text
+    assert str(packed) == text
+
+
+def test_bits_per_value_is_the_model_average(minilm: Any) -> None:
+    sd = {k: v for k, v in minilm.state_dict().items() if k.startswith("encoder.layer.0.")}
+    packed = tp.compress_model(sd, bits_per_value=3.0)
+    values = sum(v.numel() for v in sd.values())
+    assert 8 * packed.nbytes / values <= 3.0
+    for name, v in sd.items():  # norms and biases stay exact; matrices get unequal shares
+        if v.dim() == 1:
+            assert packed[name].method == "lossless"
+            assert torch.equal(tp.decompress(packed[name]), v)
+    rates = {n: 8 * packed[n].nbytes / sd[n].numel() for n in sd if sd[n].dim() == 2}
+    assert max(rates.values()) - min(rates.values()) > 0.2, rates
+    assert all("model bits_per_value=3" in packed.plans[n].constraint for n in rates)
+
+
+def test_unreachable_budget_warns_or_raises() -> None:
+    w = np.random.default_rng(0).standard_normal((256, 256)).astype(np.float32)
+    with pytest.warns(UserWarning, match="cannot be met"):
+        p = tp.plan(w, bits_per_value=0.5, video=False)
+    assert not p.budget_met and "NOT MET" in p.summary() and f"{p.chosen.bits_per_value:.2f}" in p.summary()
+    with pytest.raises(tp.InvalidArgumentError, match="cannot be met"):
+        tp.plan(w, bits_per_value=0.5, video=False, strict=True)
+    with pytest.warns(UserWarning, match="cannot be met"):
+        tp.compress_model({"w": torch.from_numpy(w)}, bits_per_value=0.5)
+    with pytest.raises(tp.InvalidArgumentError, match="cannot be met"):
+        tp.compress_model({"w": torch.from_numpy(w)}, bits_per_value=0.5, strict=True)
+
+
+def test_plan_repr_is_one_line() -> None:
+    p = tp.plan(np.ones((64, 64), dtype=np.float32), video=False)
+    assert "\n" not in repr(p) and repr(p).startswith("Plan(float32[64x64]: ") and len(repr(p)) < 200

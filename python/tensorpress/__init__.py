@@ -4,6 +4,12 @@ Lossless entropy codes in Rust (:mod:`tensorpress.entropy`), tensor-aware compre
 ``.tpz`` container, video codecs as tensor codecs (:mod:`tensorpress.video`), blockwise and
 grouped quantization (:mod:`tensorpress.quant`), reduced-order models
 (:mod:`tensorpress.lowrank`) — one API. Heavy modules load on first use.
+
+Folders (Hugging Face layout): :func:`save_pretrained` (model, folder or state dict → compressed
+folder) and :func:`from_pretrained` (folder → ready transformers model).
+Tensors: :func:`compress` / :func:`decompress`, :func:`plan`; files: :func:`save`, :func:`load`,
+:func:`open`; whole models in one file: :func:`compress_model`, :func:`save_model`,
+:func:`load_model`. Subpackages: ``video``, ``quant``, ``lowrank``, ``distributed``, ``samples``.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ _LAZY = {
     "compress_model": "tensorpress.models",
     "save_model": "tensorpress.models",
     "load_model": "tensorpress.models",
+    "save_pretrained": "tensorpress.hf",
+    "from_pretrained": "tensorpress.hf",
     "video": "tensorpress.video",
     "quant": "tensorpress.quant",
     "lowrank": "tensorpress.lowrank",
@@ -42,6 +50,11 @@ _LAZY = {
     "models": "tensorpress.models",
     "planner": "tensorpress.planner",
 }
+
+
+def __dir__() -> list[str]:
+    """The public API (lazy names included), so ``dir()``/``help()`` show it before first use."""
+    return sorted(__all__)
 
 
 def __getattr__(name: str) -> Any:

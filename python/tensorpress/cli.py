@@ -1,18 +1,25 @@
 """The ``tensorpress`` command line: compress, decompress, inspect, bench, demo.
 
-Exit codes: 0 success, 1 bad data (format, checksum, corruption), 2 usage error,
-3 missing optional backend, 4 file not found or unreadable.
+Inputs are Hugging Face model folders (``config.json`` + safetensors, or a folder written by
+``tensorpress compress``) or single ``.safetensors`` / ``.tpz`` files. Global options (``-q``,
+``--threads``) go before or after the subcommand.
+
+Exit codes: 0 success, 1 bad data (format, checksum, corruption), 2 usage error (bad option,
+missing input, contradictory output name), 3 missing optional backend, 4 other I/O error.
+Errors print one line (``tensorpress: ...``) naming the path, never a traceback; output into a
+closed pipe (``tensorpress inspect f.tpz | head``) ends silently.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -23,6 +30,50 @@ EXIT_DATA_ERROR = 1
 EXIT_USAGE = 2
 EXIT_BACKEND = 3
 EXIT_IO = 4
+EXIT_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer killed by a closed pipe
+
+#: ``--cast`` targets: float dtypes and their common aliases.
+CAST_ALIASES = {
+    "float64": "float64",
+    "fp64": "float64",
+    "double": "float64",
+    "float32": "float32",
+    "fp32": "float32",
+    "float": "float32",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float8_e4m3fn": "float8_e4m3fn",
+    "fp8": "float8_e4m3fn",
+    "e4m3": "float8_e4m3fn",
+    "fp8_e4m3": "float8_e4m3fn",
+    "float8_e5m2": "float8_e5m2",
+    "e5m2": "float8_e5m2",
+    "fp8_e5m2": "float8_e5m2",
+}
+METHODS = ("lossless", "blockwise", "tender-group", "video")
+
+
+class UsageError(InvalidArgumentError):
+    """A command line that cannot work (exit 2)."""
+
+
+def cast_dtype(name: str) -> np.dtype:
+    """The numpy dtype of a ``--cast`` target; integer/bool targets and unknown names refused."""
+    key = name.strip().lower().removeprefix("torch.")
+    if key not in CAST_ALIASES:
+        valid = ", ".join(sorted({*CAST_ALIASES.values(), "bf16", "fp16", "fp8"}))
+        kind = (
+            "not a float type (casting weights to it would destroy them)" if _is_int_name(key) else "unknown"
+        )
+        raise UsageError(f"--cast {name}: {kind}; valid targets: {valid}")
+    return tensors.dtype_from_name(CAST_ALIASES[key])
+
+
+def _is_int_name(key: str) -> bool:
+    return key.startswith(("int", "uint", "bool"))
 
 
 def _say(args: argparse.Namespace, *lines: str) -> None:
@@ -35,32 +86,119 @@ def _mb(n: float) -> str:
     return f"{n / 1e6:,.2f} MB"
 
 
-def _load_any(path: Path, progress: bool) -> dict[str, Any]:
-    return container.load(path, progress=progress)
+def _existing(path_text: str) -> Path:
+    path = Path(path_text)
+    if not path.exists():
+        raise UsageError(f"{path}: no such file or folder")
+    return path
+
+
+def _file_kind(path: Path) -> str:
+    if path.suffix not in (".tpz", ".safetensors"):
+        raise UsageError(f"{path}: expected a model folder, a .safetensors or a .tpz file")
+    return path.suffix
+
+
+def _constraint(args: argparse.Namespace) -> dict[str, Any]:
+    given = [args.lossless, args.bits_per_value is not None, args.max_rel_error is not None]
+    if sum(given) > 1:
+        raise UsageError("give one of --lossless, --bits-per-value, --max-rel-error")
+    if args.method not in (None, "lossless") and not any(given[1:]):
+        raise UsageError(f"--method {args.method} is lossy: add --bits-per-value or --max-rel-error")
+    if args.keep and not any(given[1:]):
+        raise UsageError("--keep only matters with --bits-per-value or --max-rel-error")
+    return {
+        "lossless": True if args.lossless else None,
+        "bits_per_value": args.bits_per_value,
+        "max_rel_error": args.max_rel_error,
+        "method": args.method,
+        "keep": args.keep or (),
+        "strict": args.strict,
+    }
+
+
+def _progress(args: argparse.Namespace) -> Any:
+    if args.quiet:
+        return None
+    return lambda msg: print(f"  {msg}", file=sys.stderr)
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    src, dst = Path(args.input), Path(args.output)
-    arrays = _load_any(src, progress=False)
+    src, dst = _existing(args.input), Path(args.output)
+    options = _constraint(args)
+    if src.is_dir():
+        if dst.suffix in (".tpz", ".safetensors"):
+            raise UsageError(f"{dst}: a folder compresses into a folder, not a {dst.suffix} file")
+        if args.cast:
+            raise UsageError("--cast applies to files; cast the model before saving a folder")
+        from tensorpress.hf import save_pretrained
+
+        start = time.perf_counter()
+        saved = save_pretrained(src, dst, progress=_progress(args), **options)
+        elapsed = time.perf_counter() - start
+        _say(
+            args,
+            f"{src} -> {dst}: {_mb(saved.raw_nbytes)} -> {_mb(saved.nbytes)} "
+            f"({100 * saved.nbytes / max(saved.raw_nbytes, 1):.2f} %, {saved.bits_per_value:.3f} bits/value, "
+            f"{saved.constraint}) in {elapsed:.2f} s",
+        )
+        return 0
+    _file_kind(src)
+    if dst.suffix != ".tpz":
+        raise UsageError(f"{dst}: compress writes a .tpz file (use decompress for .safetensors)")
+    arrays = container.load(src, as_kind="numpy")
+    source_bytes = sum(a.nbytes for a in arrays.values())
     if args.cast:
-        dtype = tensors.dtype_from_name(args.cast)
-        arrays = {k: v.astype(dtype) if np.issubdtype(v.dtype, np.floating) else v for k, v in arrays.items()}
+        dtype = cast_dtype(args.cast)
+        arrays = {k: v.astype(dtype) if _is_float(v) else v for k, v in arrays.items()}
     start = time.perf_counter()
-    container.save(arrays, dst, args.codec, threads=args.threads, progress=not args.quiet)
+    if options["lossless"] or (options["bits_per_value"] is None and options["max_rel_error"] is None):
+        if options["method"] not in (None, "lossless"):
+            raise UsageError("--method needs a lossy constraint")
+        container.save(arrays, dst, args.codec, threads=args.threads, progress=not args.quiet)
+    else:
+        from tensorpress.hf import compress_state
+
+        packed, _, _ = compress_state(arrays, progress=_progress(args), **options)
+        container.save(packed, dst)
     elapsed = time.perf_counter() - start
-    raw = sum(a.nbytes for a in arrays.values())
     size = dst.stat().st_size
+    cast = f" (cast to {args.cast})" if args.cast else ""
     _say(
         args,
-        f"{src} -> {dst}: {_mb(raw)} -> {_mb(size)} ({100 * size / max(raw, 1):.2f} %) in {elapsed:.2f} s",
+        f"{src} -> {dst}{cast}: {_mb(source_bytes)} -> {_mb(size)} "
+        f"({100 * size / max(source_bytes, 1):.2f} % of the source) in {elapsed:.2f} s",
     )
     return 0
 
 
+def _is_float(arr: np.ndarray) -> bool:
+    return tensors.dtype_name(arr.dtype) in (
+        "float64",
+        "float32",
+        "float16",
+        "bfloat16",
+        "float8_e4m3fn",
+        "float8_e5m2",
+    )
+
+
 def cmd_decompress(args: argparse.Namespace) -> int:
-    arrays = container.load(args.input, as_kind="numpy", progress=not args.quiet)
-    container.save(arrays, args.output, progress=False)
-    _say(args, f"{args.input} -> {args.output}: {len(arrays)} tensors")
+    src, dst = _existing(args.input), Path(args.output)
+    if src.is_dir():
+        if dst.suffix in (".tpz", ".safetensors"):
+            raise UsageError(f"{dst}: a folder decompresses into a folder, not a {dst.suffix} file")
+        from tensorpress.hf import decompress_folder
+
+        decompress_folder(src, dst)
+        _say(args, f"{src} -> {dst}: plain Hugging Face folder (model.safetensors)")
+        return 0
+    _file_kind(src)
+    if dst.suffix != ".safetensors":
+        raise UsageError(f"{dst}: decompress writes a .safetensors file (a .tpz would still be compressed)")
+    arrays = container.load(src, as_kind="numpy", progress=not args.quiet)
+    container.save(arrays, dst, progress=False)
+    _say(args, f"{src} -> {dst}: {len(arrays)} tensors")
     return 0
 
 
@@ -95,9 +233,23 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     )
 
 
+def _tpz_files(path: Path) -> list[Path]:
+    """The ``.tpz`` files of a compressed folder, or the file itself."""
+    if path.is_dir():
+        from tensorpress.hf_folder import tpz_shards
+
+        return tpz_shards(path)[0]
+    return [path]
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
-    path = Path(args.file)
-    rows, total_raw, total = _inspect_rows(path)
+    rows: list[list[str]] = []
+    total_raw = total = 0
+    for path in _tpz_files(_existing(args.file)):
+        more, raw, size = _inspect_rows(path)
+        rows += more
+        total_raw += raw
+        total += size
     print(_table(["tensor", "dtype", "shape", "method", "codec", "ratio", "plan"], rows))
     if total_raw:
         print(
@@ -109,7 +261,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Decode throughput of every tensor of a .tpz, and of each codec on a .safetensors."""
-    path = Path(args.file)
+    path = _existing(args.file)
     if path.suffix == ".safetensors":
         arrays = container.load(path)
         rows = []
@@ -130,12 +282,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
             )
         print(_table(["codec", "ratio", "encode GB/s", "decode GB/s"], rows))
         return 0
-    with container.open(path) as f:
-        raw = 0
-        start = time.perf_counter()
-        for name in f:
-            raw += np.asarray(tensors.to_numpy(f[name])[0]).nbytes
-        elapsed = time.perf_counter() - start
+    raw = 0
+    start = time.perf_counter()
+    for tpz in _tpz_files(path):
+        with container.open(tpz) as f:
+            for name in f:
+                raw += np.asarray(tensors.to_numpy(f[name])[0]).nbytes
+    elapsed = time.perf_counter() - start
     print(f"decoded {_mb(raw)} in {elapsed:.3f} s: {raw / elapsed / 1e9:.3f} GB/s (checksums included)")
     return 0
 
@@ -202,34 +355,87 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2) instead of the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _global_options(p: argparse.ArgumentParser, default: Any) -> None:
+    # Given to the main parser and to every subcommand; the subcommands' defaults are SUPPRESS
+    # so an option given before the subcommand is not reset by the subparser.
+    p.add_argument("-q", "--quiet", action="store_true", default=default, help="no progress or summaries")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None if default is False else default,
+        help="worker threads (default: all)",
+    )
+
+
+def _constraint_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("what to keep (default: lossless)")
+    g.add_argument("--lossless", action="store_true", help="bit-exact (the default)")
+    g.add_argument(
+        "--bits-per-value", type=float, default=None, metavar="B", help="model average bits/value (lossy)"
+    )
+    g.add_argument(
+        "--max-rel-error", type=float, default=None, metavar="E", help="relative MSE bound per tensor (lossy)"
+    )
+    g.add_argument("--method", choices=METHODS, default=None, help="restrict the lossy method")
+    g.add_argument(
+        "--keep",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="keep matching tensors lossless (repeatable)",
+    )
+    g.add_argument("--strict", action="store_true", help="fail when --bits-per-value cannot be met")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tensorpress", description="Shrink the tensors of LLMs.")
+    parser = _Parser(prog="tensorpress", description="Shrink the tensors of LLMs.")
     parser.add_argument("--version", action="version", version=f"tensorpress {_version()}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    _global_options(parser, False)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summaries")
-        p.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
+        _global_options(p, argparse.SUPPRESS)
         return p
 
     codec_choices = ["auto", *entropy.CODECS]
-    p = common(sub.add_parser("compress", help="compress a .safetensors or .tpz file into a .tpz file"))
-    p.add_argument("input")
-    p.add_argument("output")
-    p.add_argument("--codec", default="auto", choices=codec_choices)
-    p.add_argument("--cast", default=None, help="cast floating tensors first (e.g. bfloat16, float8_e4m3fn)")
+    p = common(
+        sub.add_parser(
+            "compress",
+            help="compress a model folder into a folder, or a .safetensors/.tpz file into a .tpz",
+        )
+    )
+    p.add_argument("input", help="HF model folder, .safetensors or .tpz")
+    p.add_argument("output", help="output folder (for a folder input) or .tpz file")
+    p.add_argument("--codec", default="auto", choices=codec_choices, help="entropy code (lossless files)")
+    p.add_argument(
+        "--cast", default=None, help="cast float tensors of a file first: bf16, fp16, fp8 (e4m3), e5m2, fp32"
+    )
+    _constraint_options(p)
     p.set_defaults(func=cmd_compress)
 
-    p = common(sub.add_parser("decompress", help="decompress a .tpz file (to .safetensors or .tpz)"))
+    p = common(
+        sub.add_parser(
+            "decompress", help="a compressed folder back to a plain HF folder, or a .tpz to .safetensors"
+        )
+    )
     p.add_argument("input")
     p.add_argument("output")
     p.set_defaults(func=cmd_decompress)
 
-    p = common(sub.add_parser("inspect", help="per-tensor table: dtype, shape, method, codec, ratio"))
+    p = common(sub.add_parser("inspect", help="per-tensor table of a .tpz or compressed folder"))
     p.add_argument("file")
     p.set_defaults(func=cmd_inspect)
 
-    p = common(sub.add_parser("bench", help="decode speed of a .tpz, or every codec on a .safetensors"))
+    p = common(
+        sub.add_parser("bench", help="decode speed of a .tpz/folder, or every codec on a .safetensors")
+    )
     p.add_argument("file")
     p.set_defaults(func=cmd_bench)
 
@@ -245,26 +451,44 @@ def _version() -> str:
     return __version__
 
 
+def _run(args: argparse.Namespace) -> int:
+    try:
+        return int(args.func(args))
+    except BackendUnavailableError as exc:
+        return _fail(str(exc), EXIT_BACKEND)
+    except InvalidArgumentError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except TensorpressError as exc:
+        return _fail(f"{type(exc).__name__}: {exc}", EXIT_DATA_ERROR)
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        return _fail(f"{exc.filename}: {exc.strerror or 'not found'}", EXIT_USAGE)
+    except OSError as exc:
+        if isinstance(exc, BrokenPipeError):
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _fail(f"{where}{exc.strerror or exc}", EXIT_IO)
+    except KeyboardInterrupt:
+        return 130
+    except (ValueError, TypeError, KeyError, MemoryError) as exc:  # unreadable input
+        return _fail(f"{type(exc).__name__}: {exc}", EXIT_DATA_ERROR)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"tensorpress: {message}", file=sys.stderr)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        code = int(args.func(args))
-    except BackendUnavailableError as exc:
-        print(f"tensorpress: {exc}", file=sys.stderr)
-        code = EXIT_BACKEND
-    except InvalidArgumentError as exc:
-        print(f"tensorpress: {exc}", file=sys.stderr)
-        code = EXIT_USAGE
-    except TensorpressError as exc:
-        print(f"tensorpress: {type(exc).__name__}: {exc}", file=sys.stderr)
-        code = EXIT_DATA_ERROR
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        print(f"tensorpress: {exc.strerror}: {exc.filename}", file=sys.stderr)
-        code = EXIT_IO
-    except KeyboardInterrupt:
-        code = 130
-    sys.stdout.flush()
+        code = _run(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`| head`): say nothing, and keep Python's exit-time flush quiet.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_PIPE
     return code
 
 

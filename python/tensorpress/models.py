@@ -18,12 +18,16 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+import sys
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tensorpress import container, tensors
+from tensorpress.allocation import compress_at_budget, lossy_eligible
 from tensorpress.errors import BackendUnavailableError, FormatError, InvalidArgumentError
 from tensorpress.methods.base import parse_json
 from tensorpress.planner import DEFAULT_SAMPLE, Plan, plan
@@ -63,6 +67,20 @@ class CompressedModel(dict[str, Any]):
     def raw_nbytes(self) -> int:
         """Uncompressed bytes of all stored tensors (aliases not counted twice)."""
         return sum(int(getattr(v, "raw_nbytes", 0)) for v in self.values())
+
+    def __repr__(self) -> str:  # never the payloads: a model's repr would run to megabytes
+        ratio = 100 * self.nbytes / self.raw_nbytes if self.raw_nbytes else 100.0
+        methods: dict[str, int] = {}
+        for v in self.values():
+            methods[str(getattr(v, "method", "?"))] = methods.get(str(getattr(v, "method", "?")), 0) + 1
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(methods.items()))
+        return (
+            f"CompressedModel({len(self)} tensors ({kinds}), {len(self.aliases)} aliases, "
+            f"{self.raw_nbytes / 1e6:.2f} MB -> {self.nbytes / 1e6:.2f} MB ({ratio:.1f} %), "
+            f"{self.constraint})"
+        )
+
+    __str__ = __repr__
 
 
 def state_dict_of(model_or_state_dict: Any) -> dict[str, Any]:
@@ -113,39 +131,142 @@ def _constraint_kwargs(
     return {"max_rel_error": max_rel_error, "bits_per_value": bits_per_value}
 
 
+def compress_state(
+    state: Mapping[str, Any],
+    *,
+    lossless: bool | None = None,
+    max_rel_error: float | None = None,
+    bits_per_value: float | None = None,
+    method: str | None = None,
+    keep: Iterable[str] = (),
+    lossy_vectors: bool = False,
+    strict: bool = False,
+    prefer: str = "size",
+    sample: int = DEFAULT_SAMPLE,
+    video: bool = False,
+    progress: Callable[[str], None] | None = None,
+    header_bytes: int = 0,
+) -> tuple[dict[str, Any], dict[str, Plan], str]:
+    """Compress a state dict under one constraint with the safe lossy defaults of
+    :func:`tensorpress.save_pretrained`; returns ``(compressed by name, plans by name, constraint text)``.
+    ``header_bytes`` per tensor are counted against a ``bits_per_value`` budget. ``prefer``,
+    ``sample`` and ``video`` go to :func:`tensorpress.plan` under ``max_rel_error``."""
+    say = progress or (lambda _m: None)
+    kwargs = _constraint_kwargs(lossless, max_rel_error, bits_per_value)
+    if method == "lossless":
+        if "lossless" not in kwargs:
+            raise InvalidArgumentError("method='lossless' takes no bits_per_value or max_rel_error")
+        method = None
+    if method is not None and "lossless" in kwargs:
+        raise InvalidArgumentError(f"method={method!r} is lossy: give bits_per_value or max_rel_error")
+    keep = [keep] if isinstance(keep, str) else list(keep)
+    packed: dict[str, Any] = {}
+    plans: dict[str, Plan] = {}
+    lossy = {}
+    for name, value in state.items():
+        if _is_compressed(value):  # coded already (e.g. by video.encode_many): stored as it is
+            packed[name] = value
+        elif "lossless" not in kwargs and lossy_eligible(name, value, keep, vectors=lossy_vectors):
+            lossy[name] = value
+        else:
+            p = plan(value, lossless=True, prefer=prefer, sample=sample)
+            packed[name] = p.apply(value)
+            plans[name] = p
+            say(f"{name}: {p.summary()}")
+    if kwargs.get("bits_per_value") is not None:
+        # every stored tensor also costs a .tpz header entry (JSON with its plan, padding)
+        spent = sum(8 * c.nbytes for c in packed.values()) + 8 * header_bytes * len(state)
+        total = sum(int(np.prod(tuple(v.shape), dtype=np.int64)) for v in state.values())
+        done, lossy_plans = compress_at_budget(
+            lossy,
+            spent,
+            total,
+            float(kwargs["bits_per_value"]),
+            method=method,
+            strict=strict,
+            video=video,
+            sample=sample,
+            say=say,
+        )
+        packed.update(done)
+        plans.update(lossy_plans)
+    elif kwargs.get("max_rel_error") is not None:
+        for name, value in lossy.items():
+            p = plan(
+                value,
+                max_rel_error=kwargs["max_rel_error"],
+                prefer=prefer,
+                sample=sample,
+                video=video or method == "video",
+            )
+            if method is not None:
+                for c in p.candidates:
+                    if not c.lossless and c.method != method:
+                        c.feasible = False
+            packed[name] = p.apply(value)
+            plans[name] = p
+            say(f"{name}: {p.summary()}")
+    precoded = sum(1 for v in state.values() if _is_compressed(v))
+    if "lossless" in kwargs:
+        constraint = f"lossless, {precoded} tensors precoded" if precoded else "lossless"
+    elif bits_per_value is not None:
+        constraint = f"bits_per_value={bits_per_value:g}"
+    else:
+        constraint = f"max_rel_error={max_rel_error:g}"
+    return {k: packed[k] for k in state}, plans, constraint
+
+
+def _is_compressed(value: Any) -> bool:
+    return all(callable(getattr(value, attr, None)) for attr in ("payload", "header"))
+
+
 def compress_model(
     model_or_state_dict: Any,
     *,
     lossless: bool | None = None,
     max_rel_error: float | None = None,
     bits_per_value: float | None = None,
+    method: str | None = None,
+    keep: Iterable[str] = (),
+    lossy_vectors: bool = False,
+    strict: bool = False,
     prefer: str = "size",
     sample: int = DEFAULT_SAMPLE,
     video: bool = False,
     progress: bool = False,
 ) -> CompressedModel:
-    """Plan and compress every tensor; returns a :class:`CompressedModel`.
+    """Compress every tensor under one constraint; returns a :class:`CompressedModel`.
 
-    The constraint applies per tensor (``max_rel_error`` is a relative MSE bound for each tensor;
-    integer and other non-float tensors are always stored losslessly). Video candidates are off by
-    default here (``video=True`` turns them on): each costs several CPU encodes per tensor.
+    ``bits_per_value`` is the model average (every value counted), shared among the tensors by
+    rate–distortion (:mod:`tensorpress.allocation`); ``max_rel_error`` bounds each lossy tensor's
+    relative MSE. 1-D and tiny tensors, non-float tensors and names matching ``keep`` stay
+    lossless (``lossy_vectors=True`` lets 1-D and tiny ones be lossy). Video candidates are off by
+    default (``video=True`` adds them to each tensor's plan, several encodes per tensor;
+    ``method="video"`` codes the lossy tensors with :func:`tensorpress.video.encode_many`).
     """
     state = state_dict_of(model_or_state_dict)
-    kwargs = _constraint_kwargs(lossless, max_rel_error, bits_per_value)
     aliases = find_aliases(state)
     out = CompressedModel()
     out.aliases = aliases
-    items = [(k, v) for k, v in state.items() if k not in aliases]
-    iterator: Iterable[tuple[str, Any]] = items
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(items, desc="compress", unit="tensor")
-    for name, value in iterator:
-        p = plan(value, prefer=prefer, sample=sample, video=video, **kwargs)
-        out[name] = p.apply(value)
-        out.plans[name] = p
-        out.constraint = p.constraint
+    items = {k: v for k, v in state.items() if k not in aliases}
+    say = (lambda msg: print(msg, file=sys.stderr)) if progress else None
+    packed, plans, constraint = compress_state(
+        items,
+        lossless=lossless,
+        max_rel_error=max_rel_error,
+        bits_per_value=bits_per_value,
+        method=method,
+        keep=keep,
+        lossy_vectors=lossy_vectors,
+        strict=strict,
+        prefer=prefer,
+        sample=sample,
+        video=video,
+        progress=say,
+    )
+    out.update(packed)
+    out.plans = plans
+    out.constraint = constraint
     return out
 
 
@@ -346,6 +467,7 @@ __all__ = [
     "CompressedModel",
     "compress_kv_cache",
     "compress_model",
+    "compress_state",
     "find_aliases",
     "load_model",
     "plans_from_metadata",

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,6 +153,8 @@ class Plan:
     chosen: Candidate
     max_rel_error: float | None = None
     measured_error: float | None = field(default=None, init=False)
+    #: False when no candidate reaches the ``bits_per_value`` budget (the smallest was taken).
+    budget_met: bool = True
 
     @property
     def numel(self) -> int:
@@ -174,7 +177,8 @@ class Plan:
         c = self.chosen
         ratio = 100 * c.predicted_bytes / self.raw_nbytes if self.raw_nbytes else 100.0
         err = "lossless" if c.lossless else f"err {c.rel_error:.2e}"
-        return f"{c.label} ({ratio:.1f} %, {err}; {self.constraint})"
+        met = "" if self.budget_met else " NOT MET"
+        return f"{c.label} ({c.bits_per_value:.2f} bits/value, {ratio:.1f} %, {err}; {self.constraint}{met})"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able record of the decision (stored by :func:`tensorpress.save_model`)."""
@@ -185,6 +189,7 @@ class Plan:
             "summary": self.summary(),
             "candidates": len(self.candidates),
             "measured_error": self.measured_error,
+            "budget_met": self.budget_met,
         }
 
     def explain(self) -> str:
@@ -212,6 +217,10 @@ class Plan:
 
     def __str__(self) -> str:
         return self.explain()
+
+    def __repr__(self) -> str:  # one line; explain() has the candidate table
+        shape = "x".join(str(d) for d in self.shape) or "scalar"
+        return f"Plan({self.dtype}[{shape}]: {self.summary()}, {len(self.candidates)} candidates)"
 
     def apply(self, tensor: Any) -> Any:
         """Compress ``tensor`` (the one planned, or one like it) with the chosen candidate.
@@ -609,6 +618,7 @@ def plan(
     sample: int = DEFAULT_SAMPLE,
     video: bool = True,
     measure_speed: bool = False,
+    strict: bool = False,
 ) -> Plan:
     """Plan how to compress ``tensor`` (numpy or torch); see the module docstring.
 
@@ -616,7 +626,9 @@ def plan(
     (relative MSE bound) or ``bits_per_value`` (size budget). ``prefer`` is ``"size"`` or
     ``"speed"``. ``sample`` bounds the values the candidates are tried on. ``video=False`` skips
     the (slow) video candidates. ``measure_speed`` times the entropy decoders instead of using
-    :data:`DECODE_GBPS`.
+    :data:`DECODE_GBPS`. A ``bits_per_value`` budget no candidate reaches warns and takes the
+    smallest candidate (:attr:`Plan.budget_met` is False, the summary says so); ``strict=True``
+    raises :class:`InvalidArgumentError` instead.
     """
     given = [
         lossless is not None and lossless is not False,
@@ -666,7 +678,17 @@ def plan(
         else:
             cands.append(_unavailable("lossy methods", f"{name} is not a float tensor (or it is empty)"))
     chosen = _choose(cands, constraint, max_rel_error, bits_per_value, prefer)
-    return Plan(name, tuple(arr.shape), constraint, prefer, int(sub.size), cands, chosen, max_rel_error)
+    out = Plan(name, tuple(arr.shape), constraint, prefer, int(sub.size), cands, chosen, max_rel_error)
+    if bits_per_value is not None and chosen.bits_per_value > bits_per_value:
+        out.budget_met = False
+        msg = (
+            f"bits_per_value={bits_per_value:g} cannot be met for this {name} tensor: the smallest "
+            f"candidate ({chosen.label}) needs {chosen.bits_per_value:.2f} bits/value"
+        )
+        if strict:
+            raise InvalidArgumentError(msg)
+        warnings.warn(msg, stacklevel=2)
+    return out
 
 
 def _choose(

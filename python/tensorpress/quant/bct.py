@@ -456,8 +456,13 @@ def _requantize_output_hook(config: BCTConfig) -> Callable[..., Any]:
     return hook
 
 
-def quantize_model(model: nn.Module, config: BCTConfig | None = None) -> BCTReport:
+def quantize_model(
+    model: nn.Module, config: BCTConfig | None = None, *, quantized: _QuantParams | None = None
+) -> BCTReport:
     """Quantize ``model`` in place (BCT) and return a :class:`BCTReport`.
+
+    ``quantized`` supplies weights quantized earlier (its ``get`` is asked for each parameter);
+    :func:`tensorpress.from_pretrained` uses it to rebuild a saved BCT model from its codes.
 
     Swaps embeddings, linears, norms and activations; registers the quantized attention function
     (transformers models with an ``AttentionInterface``, i.e. ``config._attn_implementation``);
@@ -474,7 +479,7 @@ def quantize_model(model: nn.Module, config: BCTConfig | None = None) -> BCTRepo
         if id(p) not in seen:
             seen.add(id(p))
             report.original_bits += 32 * p.numel()
-    params = _QuantParams(config)
+    params = _QuantParams(config) if quantized is None else quantized
     _replace_children(model, config, params, report)
 
     if config.quantize_attention:

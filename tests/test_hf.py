@@ -1,0 +1,270 @@
+"""Folders in, ready models out: save_pretrained / from_pretrained on the real MiniLM and SmolLM2."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tensorpress as tp
+from tensorpress import hf, hf_folder, samples
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+evaluation = pytest.importorskip("tensorpress.evaluation")
+
+
+@pytest.fixture(scope="module")
+def minilm() -> tuple[Any, Any]:
+    return evaluation.load_minilm()
+
+
+@pytest.fixture(scope="module")
+def texts() -> list[str]:
+    # identity checks need few tokens (BCT's simulated integer forward is slow on CPU)
+    return [t[:300] for t in evaluation.eval_texts(6)]
+
+
+@pytest.fixture(scope="module")
+def lossless_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("minilm") / "lossless"
+    tp.save_pretrained(samples.minilm_dir(), out)
+    return out
+
+
+def _embeddings(model: Any, tok: Any, texts: list[str]) -> Any:
+    return evaluation.sentence_embeddings(model, tok, texts)
+
+
+def test_lossless_folder_gives_identical_outputs(
+    lossless_folder: Path, minilm: tuple[Any, Any], texts: list[str]
+) -> None:
+    names = set(os.listdir(lossless_folder))
+    assert {"model.tpz", "config.json", "tokenizer.json", "vocab.txt", "tokenizer_config.json"} <= names
+    model = tp.from_pretrained(lossless_folder)
+    ref, tok = minilm
+    assert not model.training
+    assert torch.equal(_embeddings(model, tok, texts), _embeddings(ref, tok, texts))
+    assert all(p.device.type == "cpu" for p in model.parameters())
+
+
+def test_four_bits_model_average_keeps_embeddings(
+    tmp_path: Path, minilm: tuple[Any, Any], texts: list[str]
+) -> None:
+    saved = tp.save_pretrained(samples.minilm_dir(), tmp_path / "b4", bits_per_value=4.0)
+    ref, tok = minilm
+    values = sum(p.numel() for p in ref.parameters())
+    stored_bits = 8 * (tmp_path / "b4" / "model.tpz").stat().st_size
+    assert stored_bits / values <= 4.3, stored_bits / values  # every parameter counted
+    assert "payload" not in repr(saved) and len(repr(saved)) < 300
+    with tp.open(tmp_path / "b4" / "model.tpz") as f:
+        methods = {e["name"]: e["method"] for e in f.entries()}
+    assert all(m == "lossless" for n, m in methods.items() if "LayerNorm" in n or n.endswith(".bias"))
+    assert methods["embeddings.word_embeddings.weight"] != "lossless"
+    model = tp.from_pretrained(tmp_path / "b4")
+    cos = evaluation.embedding_cosine(ref, model, tok, evaluation.eval_texts(32))
+    assert cos >= 0.95, cos
+
+
+def test_keep_patterns_stay_lossless(tmp_path: Path) -> None:
+    weights = samples.minilm_weights()
+    state = {k: torch.from_numpy(v) for k, v in weights.items() if k.startswith("encoder.layer.0.")}
+    tp.save_pretrained(state, tmp_path / "k", bits_per_value=4.0, keep=["*attention.self.query*"])
+    back = hf.load_state(tmp_path / "k")
+    exact = "encoder.layer.0.attention.self.query.weight"
+    assert torch.equal(back[exact], state[exact])
+    lossy = "encoder.layer.0.attention.self.key.weight"
+    assert not torch.equal(back[lossy], state[lossy])
+
+
+def test_bct_w8a8_saved_as_is(tmp_path: Path, minilm: tuple[Any, Any], texts: list[str]) -> None:
+    from tensorpress.quant import bct
+
+    model, tok = evaluation.load_minilm()
+    bct.quantize_model(model, bct.BCTConfig(weight_bits=8, act_bits=8))
+    tp.save_pretrained(model, tmp_path / "bct", tokenizer=tok)
+    back = tp.from_pretrained(tmp_path / "bct")
+    assert any(isinstance(m, bct.BCTLinear) for m in back.modules())
+    expected = _embeddings(model, tok, texts)
+    assert torch.equal(_embeddings(back, tok, texts), expected)
+    tp.save_pretrained(tmp_path / "bct", tmp_path / "again")  # a folder re-saved keeps its recipe
+    assert torch.equal(_embeddings(tp.from_pretrained(tmp_path / "again"), tok, texts), expected)
+
+
+def test_rom_and_tender_saved_as_is(tmp_path: Path, texts: list[str]) -> None:
+    from tensorpress.lowrank import rom
+    from tensorpress.quant import tender
+
+    model, tok = evaluation.load_minilm()
+    calibration = evaluation.calibration_texts(4)
+    enc = tok(calibration, return_tensors="pt", padding=True, truncation=True, max_length=32)
+    budget = rom.plan_budget(model, 0.9, n_blocks=2)  # 90 % of the parameters kept
+    rom.rom_compress(model, [dict(enc)], budget, progress=False)
+    expected = _embeddings(model, tok, texts)
+    tp.save_pretrained(model, tmp_path / "rom")
+    back = tp.from_pretrained(tmp_path / "rom")
+    assert torch.equal(_embeddings(back, tok, texts), expected)
+
+    # Tender on the last block, whose linears ROM has factored: both recipes replay, in order
+    layers = tender.convert_model(back, tender.TenderConfig(), include=lambda name, _m: ".5." in name)
+    tender.calibrate(back, [dict(enc)])
+    assert any(name.endswith("query.0") for name in layers)
+    expected = _embeddings(back, tok, texts)
+    tp.save_pretrained(back, tmp_path / "rom_tender")
+    again = tp.from_pretrained(tmp_path / "rom_tender")
+    assert sum(isinstance(m, tender.TenderLinear) for m in again.modules()) == len(layers)
+    assert torch.equal(_embeddings(again, tok, texts), expected)
+
+
+def test_lossy_refused_for_transformed_models(tmp_path: Path) -> None:
+    from tensorpress.quant import bct
+
+    model, _ = evaluation.load_minilm()
+    bct.quantize_model(model)
+    with pytest.raises(tp.InvalidArgumentError, match="as it is"):
+        tp.save_pretrained(model, tmp_path / "x", bits_per_value=4.0)
+
+
+def test_sharded_folder_round_trip(tmp_path: Path, lossless_folder: Path) -> None:
+    state = hf.load_state(lossless_folder)
+    saved = tp.save_pretrained(lossless_folder, tmp_path / "sharded", max_shard_size=20 << 20)
+    index = hf_folder.read_json(tmp_path / "sharded" / hf_folder.TPZ_INDEX)
+    assert len(set(index["weight_map"].values())) == len(saved.files) - 1 >= 3
+    back = hf.load_state(tmp_path / "sharded")
+    assert back.keys() == state.keys() and all(torch.equal(back[k], state[k]) for k in state)
+    model = tp.from_pretrained(tmp_path / "sharded")
+    assert model.embeddings.word_embeddings.weight.shape == (30522, 384)
+    # saving again unsharded into the same folder removes the old shards
+    tp.save_pretrained(lossless_folder, tmp_path / "sharded")
+    assert sorted(p.name for p in (tmp_path / "sharded").glob("model*")) == ["model.tpz"]
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _make_sharded_index(folder: Path, shard: str) -> None:
+    (folder / "model.tpz").rename(folder / "model-00001-of-00001.tpz")
+    with tp.open(folder / "model-00001-of-00001.tpz") as f:
+        names = list(f)
+    hf_folder.write_json(folder / hf_folder.TPZ_INDEX, {"weight_map": dict.fromkeys(names, shard)})
+
+
+@pytest.mark.parametrize("shard", ["../model.tpz", "/etc/passwd", "sub/model.tpz", "..", ""])
+def test_index_shard_names_are_plain_files(tmp_path: Path, lossless_folder: Path, shard: str) -> None:
+    folder = _copy(lossless_folder, tmp_path / "f")
+    _make_sharded_index(folder, shard)
+    with pytest.raises(tp.FormatError, match=r"model\.tpz\.index\.json"):
+        tp.from_pretrained(folder)
+
+
+def test_index_symlink_out_of_folder_refused(tmp_path: Path, lossless_folder: Path) -> None:
+    folder = _copy(lossless_folder, tmp_path / "f")
+    _make_sharded_index(folder, "model-00001-of-00001.tpz")
+    outside = tmp_path / "outside.tpz"
+    (folder / "model-00001-of-00001.tpz").rename(outside)
+    (folder / "model-00001-of-00001.tpz").symlink_to(outside)
+    with pytest.raises(tp.FormatError, match="outside the folder"):
+        tp.from_pretrained(folder)
+
+
+@pytest.mark.parametrize(
+    ("file", "text"),
+    [("config.json", "{not json"), ("config.json", "[1, 2]"), ("model.tpz.index.json", '{"weight_map": 3}')],
+)
+def test_malformed_json_names_the_file(tmp_path: Path, lossless_folder: Path, file: str, text: str) -> None:
+    folder = _copy(lossless_folder, tmp_path / "f")
+    (folder / file).write_text(text)
+    with pytest.raises(tp.FormatError, match=file.replace(".", r"\.")):
+        tp.from_pretrained(folder)
+
+
+def test_hostile_config_sizes_refused_before_building(tmp_path: Path, lossless_folder: Path) -> None:
+    folder = _copy(lossless_folder, tmp_path / "f")
+    config = json.loads((folder / "config.json").read_text())
+    config["max_position_embeddings"] = 1 << 40  # would allocate a 8 TB position_ids buffer
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(tp.FormatError, match="max_position_embeddings"):
+        tp.from_pretrained(folder)
+
+
+def test_remote_code_never_runs(tmp_path: Path, lossless_folder: Path) -> None:
+    folder = _copy(lossless_folder, tmp_path / "f")
+    marker = tmp_path / "ran"
+    (folder / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n")
+    config = json.loads((folder / "config.json").read_text())
+    config["architectures"] = ["EvilModel"]
+    config["auto_map"] = {"AutoModel": "evil.EvilModel", "AutoConfig": "evil.EvilConfig"}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(tp.FormatError, match="trust_remote_code"):
+        tp.from_pretrained(folder)
+    assert not marker.exists()
+
+
+def test_weights_must_match_the_model(tmp_path: Path, lossless_folder: Path) -> None:
+    state = hf.load_state(lossless_folder)
+    config = hf_folder.read_json(lossless_folder / "config.json")
+    extra = dict(state, **{"encoder.bogus.weight": torch.zeros(3)})
+    tp.save_pretrained(extra, tmp_path / "extra", config=config)
+    with pytest.raises(tp.FormatError, match="bogus"):
+        tp.from_pretrained(tmp_path / "extra")
+    missing = {k: v for k, v in state.items() if k != "pooler.dense.weight"}
+    tp.save_pretrained(missing, tmp_path / "missing", config=config)
+    with pytest.raises(tp.FormatError, match=r"pooler\.dense\.weight"):
+        tp.from_pretrained(tmp_path / "missing")
+    state["pooler.dense.weight"] = torch.zeros(2, 2)
+    tp.save_pretrained(state, tmp_path / "shape", config=config)
+    with pytest.raises(tp.FormatError, match="shape"):
+        tp.from_pretrained(tmp_path / "shape")
+
+
+def test_smollm2_bf16_lossless_identical_logits(tmp_path: Path) -> None:
+    model, tok = evaluation.load_smollm2(torch.bfloat16)
+    saved = tp.save_pretrained(model, tmp_path / "smol", tokenizer=tok)
+    assert saved.tensors == len(model.state_dict()) - 1  # the tied LM head is stored once
+    back = tp.from_pretrained(tmp_path / "smol")
+    assert back.lm_head.weight is back.model.embed_tokens.weight
+    ids = tok("The BBC reported on Monday that", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.equal(back(ids).logits, model(ids).logits)
+
+
+@settings(max_examples=100, deadline=None)
+@given(name=st.text(alphabet=st.sampled_from("ab./\\\0.-_~ "), max_size=8))
+def test_member_names_stay_inside(tmp_path_factory: pytest.TempPathFactory, name: str) -> None:
+    folder = tmp_path_factory.mktemp("names")
+    try:
+        path = hf_folder.member(folder, name, "index")
+    except tp.FormatError:
+        return
+    assert path.resolve().parent == folder.resolve() and "/" not in name and name not in ("", ".", "..")
+
+
+def test_video_coded_model_reloads_identically(tmp_path: Path, texts: list[str]) -> None:
+    """A model whose matrices were coded by video.encode_many (model budget) is saved as it is and
+    comes back with exactly the in-memory decoded weights (so the same outputs and perplexity)."""
+    video = pytest.importorskip("tensorpress.video")
+    model, tok = evaluation.load_minilm()
+    names = [f"encoder.layer.5.attention.self.{p}.weight" for p in ("query", "key", "value")]
+    state = model.state_dict()
+    try:
+        coded = video.encode_many({n: state[n] for n in names}, 3.0, codec="av1", qp_step=20)
+    except tp.BackendUnavailableError:
+        pytest.skip("no AV1 encoder")
+    with torch.no_grad():
+        for n in names:
+            state[n].copy_(torch.as_tensor(tp.decompress(coded[n], as_kind="torch")))
+    expected = _embeddings(model, tok, texts)
+    saved = tp.save_pretrained({**state, **coded}, tmp_path / "video", config=model.config)
+    assert "3 tensors precoded" in saved.constraint
+    with tp.open(tmp_path / "video" / "model.tpz") as f:
+        assert {e["name"] for e in f.entries() if e["method"] == "video"} == set(names)
+    back = tp.from_pretrained(tmp_path / "video")
+    assert torch.equal(_embeddings(back, tok, texts), expected)
