@@ -7,8 +7,13 @@ use tensorpress_core::fused::{decode_planes_into, encode_planes, PlaneCodecs};
 use tensorpress_core::planes::Transform;
 use tensorpress_core::stream::{encode_compact, Codec, DecodeOptions, EncodeOptions};
 
-const TRANSFORMS: [Transform; 5] =
-    [Transform::Bf16Exponent, Transform::Fp32Exponent, Transform::Nibbles, Transform::BytePlanes(1), Transform::BytePlanes(2)];
+const TRANSFORMS: [Transform; 5] = [
+    Transform::Bf16Exponent,
+    Transform::Fp32Exponent,
+    Transform::Nibbles,
+    Transform::BytePlanes(1),
+    Transform::BytePlanes(2),
+];
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else { return };
@@ -17,7 +22,8 @@ fuzz_target!(|data: &[u8]| {
     // Hostile streams: the input cut into as many pieces as the transform has planes.
     let k = t.planes();
     let cut = rest.len() / k;
-    let blobs: Vec<&[u8]> = (0..k).map(|i| &rest[i * cut..if i + 1 == k { rest.len() } else { (i + 1) * cut }]).collect();
+    let blobs: Vec<&[u8]> =
+        (0..k).map(|i| &rest[i * cut..if i + 1 == k { rest.len() } else { (i + 1) * cut }]).collect();
     let mut out = vec![0u8; (usize::from(selector >> 3) * 37) / t.element_bytes() * t.element_bytes()];
     let _ = decode_planes_into(&blobs, t, &mut out, &opts);
     // Round trip of the input as element bytes.
