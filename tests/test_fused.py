@@ -246,3 +246,22 @@ def test_small_tensors_are_never_stored_larger_than_raw_plus_stream_headers() ->
         # One raw stream per plane at most: 28 header bytes + 9 per chunk over the plane.
         assert packed.nbytes <= noise.nbytes + 4 * (28 + 9), codec
         assert tp.decompress(packed).tobytes() == noise.tobytes()
+
+
+def test_many_tensors_at_once_refuse_shared_outputs() -> None:
+    rng = np.random.default_rng(6)
+    a = rng.standard_normal(3000).astype(ml_dtypes.bfloat16)
+    b = rng.standard_normal(17).astype(np.float32)
+    pa = [blob for _, blob in entropy.encode_planes(a, "bf16-exponent", chunk_size=1024)]
+    pb = [blob for _, blob in entropy.encode_planes(b, "fp32-exponent")]
+    out_a, out_b = np.empty_like(a), np.empty_like(b)
+    entropy.decode_planes_many([(pa, "bf16-exponent", out_a), (pb, "fp32-exponent", out_b)], 2)
+    assert out_a.tobytes() == a.tobytes() and out_b.tobytes() == b.tobytes()
+    with pytest.raises(InvalidArgumentError):
+        entropy.decode_planes_many([(pa, "bf16-exponent", out_a), (pa, "bf16-exponent", out_a)])
+    # A stream that lives inside the output buffer would be overwritten while being read.
+    arena = np.zeros(8192, np.uint8)
+    arena[: len(pb[0])] = np.frombuffer(pb[0], np.uint8)
+    with pytest.raises(InvalidArgumentError):
+        inside = arena[: len(pb[0])]
+        entropy.decode_planes_into([inside, *pb[1:]], "fp32-exponent", arena[:68].view(np.float32))

@@ -15,8 +15,7 @@ use crate::stream::{
     raw_stream_bound, ChunkDecoder, CodeTable, Codec, DecodeOptions, EncodeOptions, StreamInfo,
     CHUNK_INDEX_ENTRY_BYTES, FIXED_HEADER_BYTES,
 };
-use crate::threads::{in_pool, min_len, validate_threads};
-use rayon::prelude::*;
+use crate::threads::{map_pieces, try_for_each_piece, validate_threads};
 use std::cell::RefCell;
 
 thread_local! {
@@ -122,13 +121,7 @@ pub fn decode_many(jobs: Vec<TensorJob<'_>>, opts: &DecodeOptions) -> Result<()>
         };
         units.extend(out.chunks_mut(out_chunk).enumerate().map(|(i, dst)| (t, i, dst)));
     }
-    let pieces = min_len(units.len(), opts.threads);
-    in_pool(|| {
-        units
-            .into_par_iter()
-            .with_min_len(pieces)
-            .try_for_each(|(t, i, dst)| decode_unit(&tensors[t], i, dst, opts.kernel))
-    })?;
+    try_for_each_piece(units, opts.threads, |(t, i, dst)| decode_unit(&tensors[t], i, dst, opts.kernel))?;
     for (t, out) in unaligned {
         decode_unaligned(&tensors[t], out, opts)?;
     }
@@ -195,13 +188,10 @@ fn decode_unaligned(tensor: &Checked<'_>, out: &mut [u8], opts: &DecodeOptions) 
         Transform::Nibbles => 2 * block,
         t => block * t.element_bytes(),
     };
-    let pieces = min_len(out.len().div_ceil(out_block), opts.threads);
-    in_pool(|| {
-        out.par_chunks_mut(out_block).enumerate().with_min_len(pieces).for_each(|(i, dst)| {
-            let start = i * block;
-            let views: Vec<&[u8]> = planes.iter().map(|p| &p[start.min(p.len())..]).collect();
-            transform.merge(&views, dst);
-        });
+    map_pieces(out.chunks_mut(out_block).enumerate().collect(), opts.threads, |(i, dst)| {
+        let start = i * block;
+        let views: Vec<&[u8]> = planes.iter().map(|p| &p[start.min(p.len())..]).collect();
+        transform.merge(&views, dst);
     });
     Ok(())
 }
@@ -271,24 +261,19 @@ pub fn encode_planes(
     let k_planes = transform.planes();
     let cs = opts.chunk_size;
     let n_chunks = n.div_ceil(cs);
-    let pieces = min_len(n_chunks, opts.threads);
     let split_chunk = |i: usize, scratch: &mut [&mut [u8]]| {
         let (start, end) = (i * cs, (i * cs + cs).min(n));
         transform.split(&input[transform.source_range(start, end, count)], scratch);
         end - start
     };
-    in_pool(|| {
+    {
         // Pass 1: per chunk, per plane histograms.
-        let hists: Vec<Vec<Histogram>> = (0..n_chunks)
-            .into_par_iter()
-            .with_min_len(pieces)
-            .map(|i| {
-                with_scratch(k_planes, cs, |scratch| {
-                    let len = split_chunk(i, scratch);
-                    scratch.iter().map(|p| histogram(&p[..len])).collect()
-                })
+        let hists: Vec<Vec<Histogram>> = map_pieces((0..n_chunks).collect(), opts.threads, |i| {
+            with_scratch(k_planes, cs, |scratch| {
+                let len = split_chunk(i, scratch);
+                scratch.iter().map(|p| histogram(&p[..len])).collect()
             })
-            .collect();
+        });
         let mut tables = Vec::with_capacity(k_planes);
         for k in 0..k_planes {
             let mut total = [0u64; 256];
@@ -299,26 +284,18 @@ pub fn encode_planes(
         }
         let codes: Vec<Option<EncodeTable>> = tables.iter().map(CodeTable::encode_table).collect();
         // Pass 2: per chunk, split again and code every plane.
-        let coded: Vec<Vec<Vec<u8>>> = (0..n_chunks)
-            .into_par_iter()
-            .with_min_len(pieces)
-            .map(|i| {
-                with_scratch(k_planes, cs, |scratch| {
-                    let len = split_chunk(i, scratch);
-                    (0..k_planes)
-                        .map(|k| {
-                            encode_chunk_fitted(
-                                &scratch[k][..len],
-                                &tables[k],
-                                codes[k].as_ref(),
-                                &hists[i][k],
-                                opts.lanes,
-                            )
-                        })
-                        .collect::<Result<Vec<_>>>()
-                })
+        let coded: Vec<Vec<Vec<u8>>> = map_pieces((0..n_chunks).collect(), opts.threads, |i| {
+            with_scratch(k_planes, cs, |scratch| {
+                let len = split_chunk(i, scratch);
+                (0..k_planes)
+                    .map(|k| {
+                        encode_chunk_fitted(&scratch[k][..len], &tables[k], codes[k].as_ref(), &hists[i][k], opts.lanes)
+                    })
+                    .collect::<Result<Vec<_>>>()
             })
-            .collect::<Result<_>>()?;
+        })
+        .into_iter()
+        .collect::<Result<_>>()?;
         let mut per_plane: Vec<Vec<Vec<u8>>> = (0..k_planes).map(|_| Vec::with_capacity(n_chunks)).collect();
         for chunk in coded {
             for (k, c) in chunk.into_iter().enumerate() {
@@ -340,5 +317,5 @@ pub fn encode_planes(
             })
             .collect();
         Ok(streams)
-    })
+    }
 }

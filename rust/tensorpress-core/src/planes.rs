@@ -106,9 +106,13 @@ impl Transform {
         match self {
             Transform::Bf16Exponent => {
                 let [e, sm] = planes else { unreachable!("two planes") };
-                for ((x, e), sm) in src.chunks_exact(2).zip(e.iter_mut()).zip(sm.iter_mut()) {
-                    *e = (x[1] << 1) | (x[0] >> 7);
-                    *sm = (x[1] & 0x80) | (x[0] & 0x7F);
+                // Indexed over pre-cut slices of one length: LLVM vectorizes this form.
+                let n = (src.len() / 2).min(e.len()).min(sm.len());
+                let (src, e, sm) = (&src[..2 * n], &mut e[..n], &mut sm[..n]);
+                for i in 0..n {
+                    let u = u16::from_le_bytes([src[2 * i], src[2 * i + 1]]);
+                    e[i] = (u >> 7) as u8;
+                    sm[i] = (((u >> 8) & 0x80) | (u & 0x7F)) as u8;
                 }
             }
             Transform::Fp32Exponent => {
@@ -149,9 +153,12 @@ impl Transform {
         match self {
             Transform::Bf16Exponent => {
                 let [e, sm] = planes else { unreachable!("two planes") };
-                for ((x, &e), &sm) in dst.chunks_exact_mut(2).zip(e.iter()).zip(sm.iter()) {
-                    x[0] = (e << 7) | (sm & 0x7F);
-                    x[1] = (sm & 0x80) | (e >> 1);
+                let n = (dst.len() / 2).min(e.len()).min(sm.len());
+                let (dst, e, sm) = (&mut dst[..2 * n], &e[..n], &sm[..n]);
+                for i in 0..n {
+                    let (e, sm) = (u16::from(e[i]), u16::from(sm[i]));
+                    let u = ((sm & 0x80) << 8) | (e << 7) | (sm & 0x7F);
+                    dst[2 * i..2 * i + 2].copy_from_slice(&u.to_le_bytes());
                 }
             }
             Transform::Fp32Exponent => {

@@ -30,8 +30,7 @@ use crate::codes::{EncodeTable, SymbolDecoder};
 use crate::error::{Error, Result};
 use crate::histogram::{histogram, merge, Histogram};
 use crate::kernels::{decode_lanes, Kernel};
-use crate::threads::{in_pool, min_len, validate_threads};
-use rayon::prelude::*;
+use crate::threads::{map_pieces, try_for_each_piece, validate_threads};
 
 /// Stream magic; the leading 0x89 byte keeps it from reading as text.
 pub const STREAM_MAGIC: [u8; 4] = [0x89, b'T', b'P', b'E'];
@@ -226,16 +225,11 @@ pub struct DecodeOptions {
 
 /// Histogram of `input`, computed over chunks in parallel.
 pub fn parallel_histogram(input: &[u8], threads: Option<usize>) -> Histogram {
-    let pieces = min_len(input.len().div_ceil(DEFAULT_CHUNK_SIZE), threads);
-    in_pool(|| {
-        input.par_chunks(DEFAULT_CHUNK_SIZE).with_min_len(pieces).map(histogram).reduce(
-            || [0u64; 256],
-            |mut a, b| {
-                merge(&mut a, &b);
-                a
-            },
-        )
-    })
+    let mut total = [0u64; 256];
+    for h in map_pieces(input.chunks(DEFAULT_CHUNK_SIZE).collect(), threads, histogram) {
+        merge(&mut total, &h);
+    }
+    total
 }
 
 /// Encodes `input` with a table fitted to it; a chunk whose own statistics differ enough from the
@@ -258,26 +252,23 @@ fn encode_fitted(input: &[u8], opts: &EncodeOptions, compact: bool) -> Result<(C
     if opts.codec == Codec::Raw {
         return encode_with_table(input, &CodeTable::Raw, opts).map(|blob| (Codec::Raw, blob));
     }
-    let pieces = min_len(input.len().div_ceil(opts.chunk_size), opts.threads);
-    in_pool(|| -> Result<(Codec, Vec<u8>)> {
-        let hists: Vec<Histogram> = input.par_chunks(opts.chunk_size).with_min_len(pieces).map(histogram).collect();
-        let mut hist = [0u64; 256];
-        for h in &hists {
-            merge(&mut hist, h);
-        }
-        let table = CodeTable::fit(opts.codec, &hist)?;
-        let codes = table.encode_table();
-        let chunks = input
-            .par_chunks(opts.chunk_size)
-            .zip(hists.par_iter())
-            .with_min_len(pieces)
-            .map(|(chunk, h)| encode_chunk_fitted(chunk, &table, codes.as_ref(), h, opts.lanes))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(finish_stream(input.len(), &table, opts, chunks, compact, |i| {
-            let start = i * opts.chunk_size;
-            input[start..input.len().min(start + opts.chunk_size)].to_vec()
-        }))
+    let hists: Vec<Histogram> = map_pieces(input.chunks(opts.chunk_size).collect(), opts.threads, histogram);
+    let mut hist = [0u64; 256];
+    for h in &hists {
+        merge(&mut hist, h);
+    }
+    let table = CodeTable::fit(opts.codec, &hist)?;
+    let codes = table.encode_table();
+    let pieces: Vec<_> = input.chunks(opts.chunk_size).zip(&hists).collect();
+    let chunks = map_pieces(pieces, opts.threads, |(chunk, h)| {
+        encode_chunk_fitted(chunk, &table, codes.as_ref(), h, opts.lanes)
     })
+    .into_iter()
+    .collect::<Result<Vec<_>>>()?;
+    Ok(finish_stream(input.len(), &table, opts, chunks, compact, |i| {
+        let start = i * opts.chunk_size;
+        input[start..input.len().min(start + opts.chunk_size)].to_vec()
+    }))
 }
 
 /// One chunk coded with the stream's table, or with its own when that saves enough
@@ -315,14 +306,11 @@ fn own_table(table: &CodeTable, codes: Option<&EncodeTable>, hist: &Histogram) -
 pub fn encode_with_table(input: &[u8], table: &CodeTable, opts: &EncodeOptions) -> Result<Vec<u8>> {
     opts.validate()?;
     let codes = table.encode_table();
-    let pieces = min_len(input.len().div_ceil(opts.chunk_size), opts.threads);
-    let chunks: Vec<Vec<u8>> = in_pool(|| {
-        input
-            .par_chunks(opts.chunk_size)
-            .with_min_len(pieces)
-            .map(|chunk| encode_chunk(chunk, codes.as_ref(), opts.lanes, None))
-            .collect::<Result<Vec<_>>>()
-    })?;
+    let chunks = map_pieces(input.chunks(opts.chunk_size).collect(), opts.threads, |chunk| {
+        encode_chunk(chunk, codes.as_ref(), opts.lanes, None)
+    })
+    .into_iter()
+    .collect::<Result<Vec<Vec<u8>>>>()?;
     Ok(finish_stream(input.len(), table, opts, chunks, false, |i| {
         let start = i * opts.chunk_size;
         input[start..input.len().min(start + opts.chunk_size)].to_vec()
@@ -593,15 +581,9 @@ pub fn decode_into(blob: &[u8], out: &mut [u8], opts: &DecodeOptions) -> Result<
         )));
     }
     with_decoder(&info.table, |dec| {
-        let pieces = min_len(info.chunks.len(), opts.threads);
-        in_pool(|| {
-            out.par_chunks_mut(info.chunk_size)
-                .zip(info.chunks.par_iter())
-                .enumerate()
-                .with_min_len(pieces)
-                .try_for_each(|(i, (dst, &(at, len, crc)))| {
-                    decode_chunk_checked(dec, info.codec(), &blob[at..at + len], crc, i, info.lanes, dst, opts.kernel)
-                })
+        let pieces: Vec<_> = out.chunks_mut(info.chunk_size).zip(&info.chunks).enumerate().collect();
+        try_for_each_piece(pieces, opts.threads, |(i, (dst, &(at, len, crc)))| {
+            decode_chunk_checked(dec, info.codec(), &blob[at..at + len], crc, i, info.lanes, dst, opts.kernel)
         })
     })
 }

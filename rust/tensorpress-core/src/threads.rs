@@ -7,6 +7,7 @@
 //! into (see [`min_len`]), so at most `n` workers of the shared pool work on one call.
 
 use crate::error::{Error, Result};
+use rayon::prelude::*;
 use rayon::{ThreadPool, ThreadPoolBuilder};
 use std::sync::OnceLock;
 
@@ -61,6 +62,30 @@ pub fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
         Some(p) => p.install(f),
         None => f(),
     }
+}
+
+/// `items.map(f)` in order, on the shared pool with at most [`workers`]`(threads)` pieces; on
+/// the calling thread when there is one item or one worker (a pool round trip costs more than
+/// a small tensor takes to decode, and far more on a busy machine).
+pub fn map_pieces<T: Send, R: Send>(items: Vec<T>, threads: Option<usize>, f: impl Fn(T) -> R + Sync + Send) -> Vec<R> {
+    if items.len() <= 1 || workers(threads) == 1 {
+        return items.into_iter().map(f).collect();
+    }
+    let min = min_len(items.len(), threads);
+    in_pool(|| items.into_par_iter().with_min_len(min).map(f).collect())
+}
+
+/// As [`map_pieces`], stopping at the first error.
+pub fn try_for_each_piece<T: Send>(
+    items: Vec<T>,
+    threads: Option<usize>,
+    f: impl Fn(T) -> Result<()> + Sync + Send,
+) -> Result<()> {
+    if items.len() <= 1 || workers(threads) == 1 {
+        return items.into_iter().try_for_each(f);
+    }
+    let min = min_len(items.len(), threads);
+    in_pool(|| items.into_par_iter().with_min_len(min).try_for_each(f))
 }
 
 #[cfg(test)]

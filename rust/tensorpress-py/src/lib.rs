@@ -203,11 +203,28 @@ fn decode_planes_into(
     let opts = DecodeOptions { kernel: parse_kernel(py, kernel)?, threads: threads_arg(threads)? };
     let inputs = blobs.iter().map(SharedBytes::of).collect::<PyResult<Vec<_>>>()?;
     let mut output = SharedBytesMut::of(&out)?;
+    check_disjoint(&inputs, &[output])?;
     py.detach(move || {
         let views: Vec<&[u8]> = inputs.iter().map(SharedBytes::as_slice).collect();
         fused::decode_planes_into(&views, transform, output.as_mut_slice(), &opts)
     })
     .map_err(|e| to_py_err(py, &e))
+}
+
+/// InvalidArgumentError if two outputs overlap, or an input overlaps an output.
+fn check_disjoint(inputs: &[SharedBytes], outputs: &[SharedBytesMut]) -> PyResult<()> {
+    let span = |ptr: usize, len: usize| ptr..ptr + len;
+    let outs: Vec<_> = outputs.iter().filter(|o| o.len > 0).map(|o| span(o.ptr as usize, o.len)).collect();
+    let meets = |a: &std::ops::Range<usize>, b: &std::ops::Range<usize>| a.start < b.end && b.start < a.end;
+    for (i, a) in outs.iter().enumerate() {
+        if outs[i + 1..].iter().any(|b| meets(a, b)) {
+            return Err(invalid("output buffers overlap"));
+        }
+        if inputs.iter().filter(|x| x.len > 0).any(|x| meets(a, &span(x.ptr as usize, x.len))) {
+            return Err(invalid("an input stream overlaps an output buffer"));
+        }
+    }
+    Ok(())
 }
 
 /// Decodes many tensors at once (each item: plane streams, transform, element width, output
@@ -228,12 +245,11 @@ fn decode_many(
         let inputs = blobs.iter().map(SharedBytes::of).collect::<PyResult<Vec<_>>>()?;
         jobs.push((inputs, transform, SharedBytesMut::of(out)?));
     }
-    // Two outputs sharing memory would be written by two workers at once.
-    let mut spans: Vec<(usize, usize)> = jobs.iter().map(|(_, _, o)| (o.ptr as usize, o.len)).collect();
-    spans.sort_unstable();
-    if spans.windows(2).any(|w| w[0].1 > 0 && w[0].0 + w[0].1 > w[1].0) {
-        return Err(invalid("output buffers overlap"));
-    }
+    // Two outputs sharing memory would be written by two workers at once; a stream inside an
+    // output would be overwritten while it is read.
+    let outputs: Vec<SharedBytesMut> = jobs.iter().map(|(_, _, o)| *o).collect();
+    let inputs: Vec<SharedBytes> = jobs.iter().flat_map(|(i, _, _)| i.iter().copied()).collect();
+    check_disjoint(&inputs, &outputs)?;
     py.detach(move || {
         let mut jobs = jobs;
         let views: Vec<fused::TensorJob<'_>> = jobs

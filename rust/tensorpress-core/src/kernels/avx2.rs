@@ -97,6 +97,12 @@ fn use_wide(tables: &SimdTables<'_>, groups: usize) -> bool {
 
 /// Decodes `lanes` into `out`; falls back to the portable kernel where AVX2 does not apply.
 pub fn decode_lanes<D: SymbolDecoder>(dec: &D, lanes: &[&[u8]], out: &mut [u8]) -> Result<()> {
+    decode_lanes_with(dec, lanes, out, false)
+}
+
+/// [`decode_lanes`], with the AVX-512 VBMI rank → symbol map when `vbmi` (the caller checked
+/// [`super::avx512::supported`]).
+pub fn decode_lanes_with<D: SymbolDecoder>(dec: &D, lanes: &[&[u8]], out: &mut [u8], vbmi: bool) -> Result<()> {
     let groups = lanes.len() / 8;
     let Some(tables) = dec.simd_tables() else { return interleaved::decode_lanes(dec, lanes, out) };
     if !supported() || !lanes.len().is_multiple_of(8) || !matches!(groups, 1 | 2 | 4) {
@@ -168,8 +174,14 @@ pub fn decode_lanes<D: SymbolDecoder>(dec: &D, lanes: &[&[u8]], out: &mut [u8]) 
             _ => None,
         };
         if let Some(map) = map {
-            // SAFETY: AVX2 is available (checked above).
-            unsafe { translate(&mut out[..rows * lanes.len()], &map, acc as u8) };
+            let rows_out = &mut out[..rows * lanes.len()];
+            if vbmi && super::avx512::supported() {
+                // SAFETY: AVX-512 F/BW/VBMI checked just above.
+                unsafe { super::avx512::translate(rows_out, &map) };
+            } else {
+                // SAFETY: AVX2 is available (checked above).
+                unsafe { translate(rows_out, &map, acc as u8) };
+            }
         }
     }
     if bad || tail(dec, lanes, out, rows, &pos).is_err() {

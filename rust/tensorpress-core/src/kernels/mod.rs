@@ -4,6 +4,8 @@
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub mod avx512;
 pub mod interleaved;
 pub mod scalar;
 
@@ -22,6 +24,8 @@ pub enum Kernel {
     /// Eight lanes per AVX2 register (x86-64 with AVX2 only; lane counts that are not 8, 16 or
     /// 32 run the interleaved kernel).
     Avx2,
+    /// The AVX2 kernel with AVX-512 VBMI pieces (x86-64 with AVX-512 F/BW/VBMI only).
+    Avx512Vbmi,
 }
 
 impl Kernel {
@@ -31,6 +35,9 @@ impl Kernel {
         if avx2_supported() {
             kernels.push(Kernel::Avx2);
         }
+        if avx512_supported() {
+            kernels.push(Kernel::Avx512Vbmi);
+        }
         kernels
     }
 
@@ -38,6 +45,7 @@ impl Kernel {
     /// lane count where that measured faster).
     pub fn resolve(self) -> Kernel {
         match self {
+            Kernel::Auto if avx512_supported() => Kernel::Avx512Vbmi,
             Kernel::Auto if avx2_supported() => Kernel::Avx2,
             Kernel::Auto => Kernel::Interleaved,
             k => k,
@@ -50,6 +58,7 @@ impl Kernel {
             Kernel::Scalar => "scalar",
             Kernel::Interleaved => "interleaved",
             Kernel::Avx2 => "avx2",
+            Kernel::Avx512Vbmi => "avx512vbmi",
         }
     }
 
@@ -60,8 +69,21 @@ impl Kernel {
             "interleaved" => Ok(Kernel::Interleaved),
             "avx2" if avx2_supported() => Ok(Kernel::Avx2),
             "avx2" => Err(Error::invalid("kernel \"avx2\" needs an x86-64 CPU with AVX2")),
-            _ => Err(Error::invalid(format!("unknown kernel {name:?} (auto, scalar, interleaved, avx2)"))),
+            "avx512vbmi" if avx512_supported() => Ok(Kernel::Avx512Vbmi),
+            "avx512vbmi" => Err(Error::invalid("kernel \"avx512vbmi\" needs an x86-64 CPU with AVX-512 F/BW/VBMI")),
+            _ => Err(Error::invalid(format!("unknown kernel {name:?} (auto, scalar, interleaved, avx2, avx512vbmi)"))),
         }
+    }
+}
+
+fn avx512_supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        avx512::supported()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
     }
 }
 
@@ -87,12 +109,14 @@ pub fn decode_lanes<D: SymbolDecoder>(kernel: Kernel, dec: &D, lanes: &[&[u8]], 
                 && !(lanes.len() < 16
                     && matches!(dec.simd_tables(), Some(crate::codes::SimdTables::Huffman { .. }))) =>
         {
-            avx2::decode_lanes(dec, lanes, out)
+            avx2::decode_lanes_with(dec, lanes, out, avx512_supported())
         }
         Kernel::Auto => interleaved::decode_lanes(dec, lanes, out),
         Kernel::Scalar => scalar::decode_lanes(dec, lanes, out),
         #[cfg(target_arch = "x86_64")]
         Kernel::Avx2 => avx2::decode_lanes(dec, lanes, out),
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512Vbmi => avx2::decode_lanes_with(dec, lanes, out, true),
         _ => interleaved::decode_lanes(dec, lanes, out),
     }
 }
