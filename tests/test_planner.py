@@ -98,7 +98,21 @@ def test_explain_lists_every_candidate() -> None:
     assert "chosen" in text and "rejected" in text and "blockwise" in text and "tender-group" in text
     assert "decode speeds: table" in text
     assert len(text.splitlines()) >= len(p.candidates) + 3
-    assert p.summary() in p.to_dict()["summary"]
+    record = p.to_dict()
+    assert record["chosen"]["label"] == p.chosen.label and p.chosen.label in p.summary()
+    assert f"{p.chosen.bits_per_value:.2f} bits/value" in record["summary"]
+    assert record["candidates"] == len(p.candidates)
+
+
+def test_measured_speeds_label_only_their_own_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tensorpress import planner
+
+    monkeypatch.setattr(planner, "measure_decode_speeds", lambda: dict(planner.DECODE_GBPS))
+    x = np.random.default_rng(8).standard_normal((64, 64)).astype(np.float32)
+    measured = tp.plan(x, video=False, measure_speed=True)
+    later = tp.plan(x, video=False)
+    assert "measured now" in measured.explain()
+    assert "measured now" not in later.explain() and "decode speeds: table" in later.explain()
 
 
 def test_blockwise_matches_quant_module() -> None:

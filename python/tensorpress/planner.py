@@ -96,6 +96,17 @@ SPEED_SOURCE: dict[str, str] = {
     "dequant": "table (measured, dev VM)",
     "video": "table (measured, dev VM, HEVC via PyAV)",
 }
+
+
+class DecodeSpeeds(dict[str, float]):
+    """Decode GB/s per codec for one plan, and where each value comes from (measured for that
+    plan or the table): per call, so one measured plan never relabels later ones."""
+
+    def __init__(self, values: dict[str, float], sources: dict[str, str]) -> None:
+        super().__init__(values)
+        self.sources = dict(sources)
+
+
 #: Entropy codecs tried per plane.
 PLANE_CODECS = ("qlc", "huffman", "expgolomb-rank")
 #: (bits, block_size) pairs tried for ``blockwise``.
@@ -305,7 +316,7 @@ def sample_rows(arr: np.ndarray, max_values: int) -> np.ndarray:
 
 
 def _plane_candidates(
-    planes: list[np.ndarray], full_n: int, prefer: str, speeds: dict[str, float]
+    planes: list[np.ndarray], full_n: int, prefer: str, speeds: DecodeSpeeds
 ) -> tuple[list[Candidate], list[str], int, float]:
     """Per-plane candidates; returns (rows for explain, chosen codec per plane, total bytes,
     predicted decode GB/s of the whole tensor)."""
@@ -358,7 +369,7 @@ def _plane_candidates(
                     bits_per_value=8 * s / full_n if full_n else 0.0,
                     rel_error=0.0,
                     decode_gbps=speeds[c],
-                    speed_source=SPEED_SOURCE.get(c, ""),
+                    speed_source=speeds.sources.get(c, ""),
                     lossless=True,
                     verdict=verdict,
                 )
@@ -377,7 +388,7 @@ def _plane_reject(codec: str, size: int, best: int, pick: str) -> str:
 
 
 def _lossless_candidates(
-    arr: np.ndarray, sample: np.ndarray, prefer: str, speeds: dict[str, float]
+    arr: np.ndarray, sample: np.ndarray, prefer: str, speeds: DecodeSpeeds
 ) -> list[Candidate]:
     name = tensors.dtype_name(arr.dtype)
     transform = tensors.transform_name(name)
@@ -395,7 +406,7 @@ def _lossless_candidates(
         bits_per_value=8 * total / arr.size if arr.size else 0.0,
         rel_error=0.0,
         decode_gbps=gbps,
-        speed_source=SPEED_SOURCE["raw"],
+        speed_source=speeds.sources["raw"],
         lossless=True,
     )
     out = [best]
@@ -416,7 +427,7 @@ def _lossless_candidates(
                 bits_per_value=8 * size / arr.size if arr.size else 0.0,
                 rel_error=0.0,
                 decode_gbps=speeds[c],
-                speed_source=SPEED_SOURCE.get(c, ""),
+                speed_source=speeds.sources.get(c, ""),
                 lossless=True,
             )
         )
@@ -424,7 +435,7 @@ def _lossless_candidates(
 
 
 def _blockwise_candidates(
-    m: np.ndarray, full_numel: int, full_rows: int, speeds: dict[str, float]
+    m: np.ndarray, full_numel: int, full_rows: int, speeds: DecodeSpeeds
 ) -> list[Candidate]:
     out = []
     x64 = m.astype(np.float64)
@@ -450,7 +461,7 @@ def _blockwise_candidates(
                 bits_per_value=8 * total / full_numel,
                 rel_error=err,
                 decode_gbps=gbps,
-                speed_source=SPEED_SOURCE["dequant"],
+                speed_source=speeds.sources["dequant"],
                 lossless=False,
                 note="local numpy RTN-blockwise (fp16 scales, same arithmetic as quant.blockwise)",
             )
@@ -458,7 +469,7 @@ def _blockwise_candidates(
     return out
 
 
-def _tender_candidates(m: np.ndarray, full_numel: int, speeds: dict[str, float]) -> list[Candidate]:
+def _tender_candidates(m: np.ndarray, full_numel: int, speeds: DecodeSpeeds) -> list[Candidate]:
     out = []
     x64 = m.astype(np.float64)
     for bits, groups in TENDER_GRID:
@@ -481,7 +492,7 @@ def _tender_candidates(m: np.ndarray, full_numel: int, speeds: dict[str, float])
                 bits_per_value=8 * total / full_numel,
                 rel_error=err,
                 decode_gbps=gbps,
-                speed_source=SPEED_SOURCE["dequant"],
+                speed_source=speeds.sources["dequant"],
                 lossless=False,
                 note="Tender-style channel grouping (pow2 scale ratios), local numpy",
             )
@@ -651,10 +662,12 @@ def plan(
         raise InvalidArgumentError(f"sample must be at least 1024 values, got {sample}")
     arr, _, _ = tensors.to_numpy(tensor)
     name = tensors.dtype_name(arr.dtype)
-    speeds = measure_decode_speeds() if measure_speed else dict(DECODE_GBPS)
     if measure_speed:
-        for c in ("raw", *PLANE_CODECS):
-            SPEED_SOURCE[c] = "measured now (entropy.decode, 1 thread)"
+        measured = measure_decode_speeds()
+        now = "measured now (entropy.decode, 1 thread)"
+        speeds = DecodeSpeeds(measured, {**SPEED_SOURCE, **{c: now for c in ("raw", *PLANE_CODECS)}})
+    else:
+        speeds = DecodeSpeeds(DECODE_GBPS, SPEED_SOURCE)
     sub = sample_rows(arr, sample)
     if max_rel_error is not None:
         constraint = f"max_rel_error={max_rel_error:g}"
