@@ -21,7 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import tensorpress as tp
-from tensorpress import hf, hf_folder, safetensors_stream, streaming
+from tensorpress import _core, hf, hf_folder, safetensors_stream, streaming, streaming_dist
 from tensorpress.errors import FormatError, InvalidArgumentError
 from tensorpress.models import ALIASES_KEY, CONSTRAINT_KEY, PLANS_KEY
 
@@ -201,6 +201,7 @@ def test_resume_false_redoes_everything(source, tmp_path):
     shards = streaming.plan_shards(items, 40_000)
     options = {"constraint": "lossless", "keep": [], "method": None, "lossy_vectors": False}
     options["max_shard_size"] = 40_000
+    options["job"] = {}
     out.mkdir()
     streaming.compress_folder(src, tmp_path / "clean", max_shard_size=40_000)
     (out / shards[0].file).write_bytes((tmp_path / "clean" / shards[0].file).read_bytes())
@@ -313,3 +314,86 @@ def test_numpy_source_without_torch_kind_round_trips(tmp_path):
     (t,) = safetensors_stream.read_header(path)
     assert np.array_equal(safetensors_stream.read_tensor(t, as_torch=False), arr)
     assert torch.equal(load_file(str(path))["w"], safetensors_stream.read_tensor(t))
+
+
+# --- two ranks (torch.distributed, gloo on localhost) ----------------------------------------
+
+_RANK = textwrap.dedent(
+    """
+    import sys
+    from tensorpress import streaming, streaming_dist
+    comm = streaming_dist.comm_from_env()
+    src, video_src, out_lossless, out_video = sys.argv[1:5]
+    r = streaming.compress_folder(src, out_lossless, comm=comm, max_shard_size=40_000, workers=2)
+    print("wrote", r.written)
+    v = streaming_dist.compress_folder_at_budget(video_src, out_video, 4.0, comm=comm, max_shard_size=30_000)
+    print("wrote", v.written)
+    """
+)
+
+
+def make_video_checkpoint(folder: Path) -> None:
+    g = torch.Generator().manual_seed(3)
+    state = {
+        f"w{i}.weight": (torch.randn(96, 128, generator=g) * (i + 1)).to(torch.bfloat16) for i in range(4)
+    }
+    state.update({f"w{i}.bias": torch.randn(128, generator=g).to(torch.bfloat16) for i in range(2)})
+    folder.mkdir()
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
+
+
+def _entries(folder: Path) -> dict[str, tuple]:
+    shards, _ = hf_folder.tpz_shards(folder)
+    out = {}
+    for shard in shards:
+        with tp.open(shard) as f:
+            for e in f.entries():
+                out[e["name"]] = (
+                    e["method"],
+                    e["crc32c"],
+                    e["length"],
+                    json.dumps(e["params"], sort_keys=True),
+                )
+    return out
+
+
+def test_two_ranks_write_the_bytes_of_one_and_share_the_video_allocation(source, tmp_path):
+    import socket
+
+    src, _ = source
+    video_src = tmp_path / "vsrc"
+    make_video_checkpoint(video_src)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    outs = [tmp_path / "lossless2", tmp_path / "video2"]
+    procs = []
+    for rank in range(2):
+        env = _env() | {"RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1"}
+        env["MASTER_PORT"] = str(port)
+        args = [sys.executable, "-c", _RANK, str(src), str(video_src), *map(str, outs)]
+        procs.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    logs = [p.communicate(timeout=240) for p in procs]
+    for p, (_, e) in zip(procs, logs, strict=True):
+        assert p.returncode == 0, e.decode()[-3000:]
+    assert all(b"wrote ['model-" in o for o, _ in logs)  # both ranks wrote shards of their own
+
+    streaming.compress_folder(src, tmp_path / "lossless1", max_shard_size=40_000)
+    assert folder_bytes(outs[0]) == folder_bytes(tmp_path / "lossless1")
+
+    # the model-level allocation over two ranks equals save_pretrained's in one process
+    streaming_dist.compress_folder_at_budget(video_src, tmp_path / "video1", 4.0, max_shard_size=30_000)
+    assert folder_bytes(outs[1]) == folder_bytes(tmp_path / "video1")
+    # the allocation over two ranks equals the in-memory path's (save_pretrained's compress_state)
+    state = load_file(str(video_src / "model.safetensors"))
+    packed, _, _ = hf.compress_state(state, bits_per_value=4.0, method="video", header_bytes=768)
+    got = _entries(outs[1])
+    assert sorted(got) == sorted(packed)
+    for name, obj in packed.items():
+        _, crc, length, params = got[name]
+        assert (crc, length) == (_core.crc32c(obj.payload()), len(obj.payload())), name
+        assert params == json.dumps(obj.header(), sort_keys=True), name
+    assert [m for m, *_ in got.values()].count("video") == 4
+    with tp.open(outs[1] / "model-00001-of-00004.tpz") as f:
+        assert f.metadata[CONSTRAINT_KEY] == "bits_per_value=4"

@@ -49,6 +49,8 @@ DEFAULT_MAX_SHARD_BYTES = 2 << 30
 #: Folder (inside the output folder) holding one record per finished shard.
 JOURNAL_DIR = ".tensorpress-journal"
 _COPY_CHUNK = 16 << 20
+#: Stored tensor classes that predate the ``method`` attribute, by class name.
+_METHOD_OF = {"VideoTensor": "video"}
 
 
 class Comm(Protocol):
@@ -143,14 +145,17 @@ class ShardWriter:
         self._spool.write(b"\0" * (offset - self._end))
         self._spool.write(payload)
         self._end = offset + len(payload)
+        method = getattr(encoded, "method", None) or _METHOD_OF.get(type(encoded).__name__)
+        if not isinstance(method, str):
+            raise InvalidArgumentError(f"{name!r}: a {type(encoded).__name__} is not a stored tensor")
         # the entry exactly as tensorpress.save writes it (key order included)
         self._entries.append(
             {
                 "name": name,
-                "method": encoded.method,
-                "dtype": params.get("dtype"),
-                "shape": params.get("shape"),
-                "codec": getattr(encoded, "codec", encoded.method),
+                "method": method,
+                "dtype": getattr(encoded, "dtype", params.get("dtype")),
+                "shape": list(getattr(encoded, "shape", params.get("shape"))),
+                "codec": getattr(encoded, "codec", method),
                 "raw_nbytes": getattr(encoded, "raw_nbytes", None),
                 "params": params,
                 "offset": offset,
@@ -334,6 +339,7 @@ def compress_folder(
     bars: bool = False,
     encoder: Encoder | None = None,
     constraint: str | None = None,
+    job: Mapping[str, Any] | None = None,
 ) -> StreamResult:
     """Compress a safetensors model folder into a tensorpress folder without loading the model.
 
@@ -349,8 +355,8 @@ def compress_folder(
         comm: the rank group (default: this process alone).
         progress: called with short status lines; ``bars=True`` also shows tqdm bars (overall and
             per shard, with an ETA) on stderr.
-        encoder, constraint: a custom per-tensor encoder and its constraint text (used by the
-            budget path once the allocation is fixed).
+        encoder, constraint, job: a custom per-tensor encoder, its constraint text and what
+            identifies its settings in the journal (the budget path, once the allocation is fixed).
     """
     say = progress or (lambda _m: None)
     comm = comm or SingleProcess()
@@ -378,6 +384,7 @@ def compress_folder(
         "keep": sorted(keep) if not isinstance(keep, str) else [keep],
     }
     options.update({"method": method, "lossy_vectors": lossy_vectors, "max_shard_size": max_shard_size})
+    options["job"] = dict(job or {})
     journal = Journal(out, fingerprint(items, shards, options))
     mine = assign_shards(shards, comm.world_size)[comm.rank]
     out.mkdir(parents=True, exist_ok=True)
