@@ -298,6 +298,19 @@ class StreamResult:
 Encoder = Callable[[str, Any], tuple[Any, Any]]
 
 
+def as_torch_source(obj: Any) -> Any:
+    """Record a stored tensor as decoding to a CPU torch tensor, as
+    :func:`tensorpress.save_pretrained` records the tensors of a safetensors folder (it loads
+    them with torch). The streaming path reads them as numpy arrays instead: importing torch
+    alone costs ~600 MB of resident memory, more than a bounded-memory run may spend."""
+    if hasattr(obj, "kind") and hasattr(obj, "device"):
+        obj.kind, obj.device = "torch", "cpu"
+    header = getattr(obj, "_header", None)  # a video-coded tensor keeps its source in its header
+    if isinstance(header, dict) and "kind" in header:
+        header["kind"], header["device"] = "torch", "cpu"
+    return obj
+
+
 def per_tensor_encoder(
     *,
     lossless: bool | None = None,
@@ -317,7 +330,7 @@ def per_tensor_encoder(
 
     def encode(name: str, value: Any) -> tuple[Any, Any]:
         packed, plans, _ = compress_state({name: value}, **options, keep=keep, lossy_vectors=lossy_vectors)
-        return packed[name], plans.get(name)
+        return as_torch_source(packed[name]), plans.get(name)
 
     return encode, constraint
 
@@ -443,7 +456,7 @@ def _run_shards(
     jobs = [(s, t) for s in todo for t in s.tensors]
 
     def work(t: SourceTensor) -> tuple[Any, Any]:
-        return encoder(t.name, read_tensor(t))
+        return encoder(t.name, read_tensor(t, as_torch=False))
 
     pending: deque[tuple[OutputShard, SourceTensor, Future[tuple[Any, Any]]]] = deque()
     writer: ShardWriter | None = None
@@ -607,6 +620,7 @@ __all__ = [
     "ShardWriter",
     "SingleProcess",
     "StreamResult",
+    "as_torch_source",
     "assign_shards",
     "compress_folder",
     "decompress_folder",

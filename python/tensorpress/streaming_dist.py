@@ -39,6 +39,7 @@ from tensorpress.streaming import (
     Comm,
     SingleProcess,
     StreamResult,
+    as_torch_source,
     assign_shards,
     compress_folder,
     plan_shards,
@@ -110,7 +111,7 @@ def probe(t: SourceTensor, qps: Sequence[int], video: Mapping[str, Any]) -> dict
     from tensorpress.video import decode, encode
     from tensorpress.video.allocate import _as_matrix
 
-    value = read_tensor(t)
+    value = read_tensor(t, as_torch=False)
     original = _as_matrix(value)
     out = {}
     for qp in qps:
@@ -121,7 +122,7 @@ def probe(t: SourceTensor, qps: Sequence[int], video: Mapping[str, Any]) -> dict
 
 
 def _lossless_bits(t: SourceTensor) -> int:
-    return 8 * int(tensors.compress(read_tensor(t)).nbytes)
+    return 8 * int(tensors.compress(read_tensor(t, as_torch=False)).nbytes)
 
 
 def _run_all(
@@ -248,8 +249,8 @@ def compress_folder_at_budget(
         if name in qp_of:
             from tensorpress.video import encode
 
-            return encode(value, qp=qp_of[name], col_scale=None, **video), None
-        return tensors.compress(value), None
+            return as_torch_source(encode(value, qp=qp_of[name], col_scale=None, **video)), None
+        return as_torch_source(tensors.compress(value)), None
 
     return compress_folder(
         src,
