@@ -397,3 +397,17 @@ def test_two_ranks_write_the_bytes_of_one_and_share_the_video_allocation(source,
     assert [m for m, *_ in got.values()].count("video") == 4
     with tp.open(outs[1] / "model-00001-of-00004.tpz") as f:
         assert f.metadata[CONSTRAINT_KEY] == "bits_per_value=4"
+
+
+def test_cli_and_save_pretrained_take_the_streaming_path(source, tmp_path):
+    from tensorpress import cli
+
+    src, _ = source
+    assert cli.main(["compress", str(src), str(tmp_path / "cli"), "--workers", "2", "-q"]) == 0
+    saved = hf.save_pretrained(src, tmp_path / "api", streaming=True)
+    assert isinstance(saved, hf.SavedFolder) and saved.files == ("model.tpz",)
+    assert folder_bytes(tmp_path / "cli") == folder_bytes(tmp_path / "api")
+    assert cli.main(["compress", str(src), str(tmp_path / "r"), "--resume", "-q"]) == 0
+    assert cli.main(["compress", str(src), str(tmp_path / "bad"), "--workers", "0", "-q"]) == 2
+    with pytest.raises(InvalidArgumentError):  # a model budget streams with video only
+        hf.save_pretrained(src, tmp_path / "b", bits_per_value=4.0, streaming=True)

@@ -134,7 +134,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
         from tensorpress.hf import save_pretrained
 
         start = time.perf_counter()
-        saved = save_pretrained(src, dst, progress=_progress(args), **options)
+        ranks = int(os.environ.get("WORLD_SIZE", "1"))
+        stream = {"streaming": args.resume or args.workers > 1 or ranks > 1, "workers": args.workers}
+        saved = save_pretrained(src, dst, progress=_progress(args), **options, **stream)
         elapsed = time.perf_counter() - start
         _say(
             args,
@@ -418,6 +420,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--cast", default=None, help="cast float tensors of a file first: bf16, fp16, fp8 (e4m3), e5m2, fp32"
     )
     _constraint_options(p)
+    g = p.add_argument_group("large models (folders; streamed tensor by tensor, see README)")
+    g.add_argument("--workers", type=int, default=1, help="tensors compressed at once (threads)")
+    g.add_argument(
+        "--resume", action="store_true", help="stream, and continue a killed run: finished shards are kept"
+    )
     p.set_defaults(func=cmd_compress)
 
     p = common(

@@ -551,28 +551,89 @@ def _finish_folder(
     journal.remove()
 
 
+def save_pretrained_streaming(
+    source: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    lossless: bool | None = None,
+    max_rel_error: float | None = None,
+    bits_per_value: float | None = None,
+    method: str | None = None,
+    keep: Iterable[str] = (),
+    lossy_vectors: bool = False,
+    strict: bool = False,
+    max_shard_size: int = DEFAULT_MAX_SHARD_BYTES,
+    workers: int = 1,
+    resume: bool = True,
+    comm: Comm | None = None,
+    progress: Callable[[str], None] | None = None,
+    bars: bool = False,
+) -> Any:
+    """:func:`tensorpress.save_pretrained` for a safetensors folder, streamed: the constraint goes
+    to :func:`compress_folder` (lossless, ``max_rel_error``) or, for a model ``bits_per_value``
+    with ``method="video"``, to :func:`tensorpress.streaming_dist.compress_folder_at_budget`.
+    ``comm`` defaults to the ranks the environment describes (``torchrun``). Returns a
+    :class:`tensorpress.hf.SavedFolder`."""
+    from tensorpress.hf import SavedFolder
+    from tensorpress.streaming_dist import comm_from_env, compress_folder_at_budget
+
+    if not isinstance(source, str | os.PathLike) or not Path(source).is_dir():
+        raise InvalidArgumentError("streaming compresses a model folder (safetensors); got no folder")
+    comm = comm or comm_from_env()
+    common: dict[str, Any] = {"max_shard_size": max_shard_size, "workers": workers, "resume": resume}
+    common.update(
+        {"comm": comm, "progress": progress, "bars": bars, "keep": keep, "lossy_vectors": lossy_vectors}
+    )
+    if bits_per_value is not None:
+        if lossless or max_rel_error is not None:
+            raise InvalidArgumentError("give one of lossless, max_rel_error, bits_per_value")
+        if method != "video":
+            raise InvalidArgumentError(
+                "a streamed model bits_per_value budget is allocated over video-coded tensors: "
+                "pass method='video' (other methods need the whole model in memory: streaming=False)"
+            )
+        r = compress_folder_at_budget(source, out_dir, bits_per_value, strict=strict, **common)
+    else:
+        r = compress_folder(
+            source, out_dir, lossless=lossless, max_rel_error=max_rel_error, method=method, **common
+        )
+    return SavedFolder(r.path, r.files, r.tensors, r.values, r.raw_nbytes, r.nbytes, r.constraint)
+
+
 # --- reading a compressed folder shard by shard ----------------------------------------------
+
+
+def _shard_names(shard: Path) -> list[str]:
+    with container.open(shard) as f:
+        return list(f)
+
+
+def _compressed(shard: Path, name: str) -> Any:
+    """One tensor's compressed form (checksum verified). The shard is mapped for this read only:
+    pages of a memory-mapped file stay resident while it is mapped, so keeping a multi-GB shard
+    open while every tensor is read would grow the resident set to the whole shard."""
+    with container.open(shard) as f:
+        return f.compressed(name)
 
 
 def iter_folder(
     folder: str | os.PathLike[str], *, as_kind: str | None = "torch"
 ) -> Iterator[tuple[str, Any]]:
-    """``(name, tensor)`` of a compressed folder, one shard open and one tensor decoded at a
-    time (index checked as :func:`tensorpress.hf.read_folder` checks it)."""
+    """``(name, tensor)`` of a compressed folder, shard by shard, one tensor decoded at a time
+    (index checked as :func:`tensorpress.hf.read_folder` checks it)."""
     folder = Path(folder)
     shards, mapping = hf_folder.tpz_shards(folder)
     seen: set[str] = set()
     for shard in shards:
-        with container.open(shard) as f:
-            for name in f:
-                if mapping is not None and mapping.get(name) != shard:
-                    raise FormatError(
-                        f"{folder / hf_folder.TPZ_INDEX}: {shard.name} holds unlisted tensor {name!r}"
-                    )
-                if name in seen:
-                    raise FormatError(f"{shard}: tensor {name!r} is stored twice")
-                seen.add(name)
-                yield name, tensors.decompress(f.compressed(name), as_kind=as_kind)
+        for name in _shard_names(shard):
+            if mapping is not None and mapping.get(name) != shard:
+                raise FormatError(
+                    f"{folder / hf_folder.TPZ_INDEX}: {shard.name} holds unlisted tensor {name!r}"
+                )
+            if name in seen:
+                raise FormatError(f"{shard}: tensor {name!r} is stored twice")
+            seen.add(name)
+            yield name, tensors.decompress(_compressed(shard, name), as_kind=as_kind)
     if mapping is not None:
         missing = [n for n in mapping if n not in seen]
         if missing:
@@ -598,10 +659,10 @@ def decompress_folder(folder: str | os.PathLike[str], out_dir: str | os.PathLike
     for shard, name in zip(shards, names, strict=True):
         with container.open(shard) as f:
             entries = f.entries()
-            specs = [(e["name"], str(e["dtype"]), list(e["shape"])) for e in entries]
-            values = (tensors.decompress(f.compressed(e["name"]), as_kind="numpy") for e in entries)
-            write_streaming(out / name, specs, values)
-            weight_map.update({e["name"]: name for e in entries})
+        specs = [(e["name"], str(e["dtype"]), list(e["shape"])) for e in entries]
+        values = (tensors.decompress(_compressed(shard, e["name"]), as_kind="numpy") for e in entries)
+        write_streaming(out / name, specs, values)
+        weight_map.update({e["name"]: name for e in entries})
     if len(shards) > 1:
         hf_folder.write_json(
             out / hf_folder.SAFETENSORS_INDEX, {"metadata": {"format": "pt"}, "weight_map": weight_map}
@@ -628,4 +689,5 @@ __all__ = [
     "iter_folder",
     "per_tensor_encoder",
     "plan_shards",
+    "save_pretrained_streaming",
 ]
