@@ -407,7 +407,13 @@ def test_cli_and_save_pretrained_take_the_streaming_path(source, tmp_path):
     saved = hf.save_pretrained(src, tmp_path / "api", streaming=True)
     assert isinstance(saved, hf.SavedFolder) and saved.files == ("model.tpz",)
     assert folder_bytes(tmp_path / "cli") == folder_bytes(tmp_path / "api")
-    assert cli.main(["compress", str(src), str(tmp_path / "r"), "--resume", "-q"]) == 0
+    assert (
+        cli.main(["compress", str(src), str(tmp_path / "r"), "--resume", "-q", "--max-shard-size", "40K"])
+        == 0
+    )
+    streaming.compress_folder(src, tmp_path / "r1", max_shard_size=40 << 10)
+    assert folder_bytes(tmp_path / "r") == folder_bytes(tmp_path / "r1")
+    assert len(folder_bytes(tmp_path / "r1")) > 4
     assert cli.main(["compress", str(src), str(tmp_path / "bad"), "--workers", "0", "-q"]) == 2
     with pytest.raises(InvalidArgumentError):  # a model budget streams with video only
         hf.save_pretrained(src, tmp_path / "b", bits_per_value=4.0, streaming=True)
