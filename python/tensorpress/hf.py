@@ -171,6 +171,7 @@ def save_pretrained(
             source, out_dir, lossless=lossless, max_rel_error=max_rel_error,
             bits_per_value=bits_per_value, method=method, keep=keep, lossy_vectors=lossy_vectors,
             strict=strict, max_shard_size=max_shard_size, workers=workers, progress=progress,
+            bars=progress is not None,
         )  # fmt: skip
     say = progress or (lambda _m: None)
     lossy = max_rel_error is not None or bits_per_value is not None

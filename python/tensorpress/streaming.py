@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import struct
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -371,7 +372,7 @@ def compress_folder(
         encoder, constraint, job: a custom per-tensor encoder, its constraint text and what
             identifies its settings in the journal (the budget path, once the allocation is fixed).
     """
-    say = progress or (lambda _m: None)
+    say = _around_bars(progress or (lambda _m: None), bars)
     comm = comm or SingleProcess()
     if not isinstance(workers, int) or workers < 1:
         raise InvalidArgumentError(f"workers must be a positive int, got {workers!r}")
@@ -509,13 +510,31 @@ def _run_shards(
                     bar.close()
 
 
+def _around_bars(say: Callable[[str], None], bars: bool) -> Callable[[str], None]:
+    """Status lines printed while the bars are up: tqdm clears them first and redraws after."""
+    if not bars:
+        return say
+
+    def wrapped(line: str) -> None:
+        from tqdm import tqdm
+
+        with tqdm.external_write_mode(file=sys.stderr):
+            say(line)
+
+    return wrapped
+
+
 def _bars(enabled: bool, total: int, done: int) -> tuple[Any, Any]:
     if not enabled:
         return None, None
     from tqdm import tqdm
 
-    overall = tqdm(total=total, initial=done, unit="B", unit_scale=True, desc="model", position=0)
-    per_shard = tqdm(total=0, unit="B", unit_scale=True, desc="shard", position=1, leave=False)
+    overall = tqdm(
+        total=total, initial=done, unit="B", unit_scale=True, desc="model", position=0, file=sys.stderr
+    )
+    per_shard = tqdm(
+        total=0, unit="B", unit_scale=True, desc="shard", position=1, leave=False, file=sys.stderr
+    )
     return overall, per_shard
 
 
