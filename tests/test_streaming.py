@@ -382,9 +382,6 @@ def test_two_ranks_write_the_bytes_of_one_and_share_the_video_allocation(source,
     streaming.compress_folder(src, tmp_path / "lossless1", max_shard_size=40_000)
     assert folder_bytes(outs[0]) == folder_bytes(tmp_path / "lossless1")
 
-    # the model-level allocation over two ranks equals save_pretrained's in one process
-    streaming_dist.compress_folder_at_budget(video_src, tmp_path / "video1", 4.0, max_shard_size=30_000)
-    assert folder_bytes(outs[1]) == folder_bytes(tmp_path / "video1")
     # the allocation over two ranks equals the in-memory path's (save_pretrained's compress_state)
     state = load_file(str(video_src / "model.safetensors"))
     packed, _, _ = hf.compress_state(state, bits_per_value=4.0, method="video", header_bytes=768)
@@ -417,3 +414,21 @@ def test_cli_and_save_pretrained_take_the_streaming_path(source, tmp_path):
     assert cli.main(["compress", str(src), str(tmp_path / "bad"), "--workers", "0", "-q"]) == 2
     with pytest.raises(InvalidArgumentError):  # a model budget streams with video only
         hf.save_pretrained(src, tmp_path / "b", bits_per_value=4.0, streaming=True)
+
+
+def test_budget_path_arguments_are_checked(source, tmp_path, monkeypatch):
+    src, _ = source
+    for bad in (
+        {"bits_per_value": 0.0},
+        {"bits_per_value": float("nan")},
+        {"bits_per_value": 4.0, "method": "blockwise"},
+    ):
+        with pytest.raises(InvalidArgumentError):
+            streaming_dist.compress_folder_at_budget(src, tmp_path / "o", **bad)
+    with pytest.raises(InvalidArgumentError):
+        streaming_dist.compress_folder_at_budget(src, tmp_path / "o", 4.0, workers=0)
+    for key in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    assert isinstance(streaming_dist.comm_from_env(), streaming.SingleProcess)
+    with pytest.raises(InvalidArgumentError, match="MASTER_ADDR"):
+        streaming_dist.TorchComm()
