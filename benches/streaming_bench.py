@@ -142,6 +142,68 @@ def print_projection(wall_s_per_gb: float, cpu_s_per_gb: float) -> None:
         print(line)
 
 
+# --- SmolLM2: the distributed video allocation on real weights --------------------------------
+
+_RANK = """
+import sys, time
+from tensorpress import streaming_dist
+start = time.perf_counter()
+comm = streaming_dist.comm_from_env()
+streaming_dist.compress_folder_at_budget(sys.argv[1], sys.argv[2], float(sys.argv[3]), comm=comm,
+                                         max_shard_size=int(sys.argv[4]))
+print(time.perf_counter() - start)
+"""
+
+
+def smollm2_check(root: Path, layers: int, bits: float) -> None:
+    """The first ``layers`` decoder layers of SmolLM2-135M (bf16) as a safetensors folder, coded at
+    a model budget by 2 ranks and by the in-memory path; every coded tensor must match."""
+    import os
+    import socket
+
+    from safetensors.torch import save_file
+
+    from tensorpress import _core, container, hf, hf_folder
+    from tensorpress.evaluation import _smollm2_pristine
+
+    model, _ = _smollm2_pristine("bfloat16")
+    state = {
+        k: v.detach().clone().contiguous()
+        for k, v in model.state_dict().items()
+        if k.startswith(tuple(f"model.layers.{i}." for i in range(layers)))
+    }
+    src, out = root / "smollm2-src", root / "smollm2-2ranks"
+    src.mkdir()
+    save_file(state, str(src / "model.safetensors"), metadata={"format": "pt"})
+    hf_folder.write_json(src / "config.json", {"model_type": "llama"})
+    raw = sum(v.numel() * 2 for v in state.values())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    args = [sys.executable, "-c", _RANK, str(src), str(out), str(bits), str(raw // 4)]
+    start = time.perf_counter()
+    procs = [subprocess.Popen(args, env=env | {"RANK": str(r)}, stdout=subprocess.PIPE) for r in range(2)]
+    outs = [p.communicate()[0] for p in procs]
+    two = time.perf_counter() - start
+    if any(p.returncode for p in procs):
+        raise RuntimeError("a rank failed")
+    start = time.perf_counter()
+    packed, _, _ = hf.compress_state(state, bits_per_value=bits, method="video", header_bytes=768)
+    one = time.perf_counter() - start
+    got = {}
+    for shard in hf_folder.tpz_shards(out)[0]:
+        with container.open(shard) as f:
+            got.update({e["name"]: (e["crc32c"], e["params"], e["method"]) for e in f.entries()})
+    same = all(got[n][:2] == (_core.crc32c(o.payload()), o.header()) for n, o in packed.items())
+    videos = sum(e[2] == "video" for e in got.values())
+    print(
+        f"SmolLM2-135M layers 0-{layers - 1}: {len(state)} tensors, {raw / 1e6:.1f} MB bf16, "
+        f"{bits} bits/value; 2 ranks {two:.1f} s wall (rank times {[o.decode().strip() for o in outs]}), "
+        f"in memory {one:.1f} s; every tensor identical: {same} ({videos} video-coded)"
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=float, nargs="+", default=[0.5, 1.0, 2.0], help="checkpoint sizes, GB")
@@ -151,7 +213,15 @@ def main() -> None:
     p.add_argument("--tmp", default=tempfile.gettempdir())
     p.add_argument("--child", nargs=4, metavar=("MODE", "A", "B", "WORKERS"), help=argparse.SUPPRESS)
     p.add_argument("--project", type=float, nargs=2, metavar=("WALL_S_PER_GB", "CPU_S_PER_GB"))
+    p.add_argument("--smollm2-layers", type=int, default=0, help="only: the 2-rank video check on SmolLM2")
     args = p.parse_args()
+    if args.smollm2_layers:
+        root = Path(tempfile.mkdtemp(prefix="tp-streaming-smollm2-", dir=args.tmp))
+        try:
+            smollm2_check(root, args.smollm2_layers, 4.0)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        return
     if args.project:
         print_projection(*args.project)
         return
