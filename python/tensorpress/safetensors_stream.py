@@ -16,7 +16,7 @@ import json
 import math
 import os
 import struct
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -211,18 +211,11 @@ def write_streaming(
     container.atomic_write(path, write)
 
 
-def iter_tensors(items: Sequence[SourceTensor], read: Callable[[SourceTensor], Any]) -> Iterator[Any]:
-    """``read(t)`` for each item, lazily (one tensor alive at a time)."""
-    for t in items:
-        yield read(t)
-
-
 __all__ = [
     "DTYPES",
     "MAX_HEADER_BYTES",
     "SourceTensor",
     "folder_tensors",
-    "iter_tensors",
     "read_header",
     "read_tensor",
     "write_streaming",
