@@ -99,6 +99,20 @@ def _file_kind(path: Path) -> str:
     return path.suffix
 
 
+def _byte_size(text: str) -> int:
+    """``2G``, ``256M``, ``512K`` or plain bytes (binary multiples), at least 1."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    scale = units.get(t[-1:], 1)
+    try:
+        n = int(float(t[:-1] if scale > 1 else t) * scale)
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size like 256M or 2G") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a shard holds at least one byte")
+    return n
+
+
 def _constraint(args: argparse.Namespace) -> dict[str, Any]:
     given = [args.lossless, args.bits_per_value is not None, args.max_rel_error is not None]
     if sum(given) > 1:
@@ -134,7 +148,11 @@ def cmd_compress(args: argparse.Namespace) -> int:
         from tensorpress.hf import save_pretrained
 
         start = time.perf_counter()
-        saved = save_pretrained(src, dst, progress=_progress(args), **options)
+        ranks = int(os.environ.get("WORLD_SIZE", "1"))
+        stream = {"streaming": args.resume or args.workers > 1 or ranks > 1, "workers": args.workers}
+        if args.max_shard_size is not None:
+            stream["max_shard_size"] = args.max_shard_size
+        saved = save_pretrained(src, dst, progress=_progress(args), **options, **stream)
         elapsed = time.perf_counter() - start
         _say(
             args,
@@ -418,6 +436,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--cast", default=None, help="cast float tensors of a file first: bf16, fp16, fp8 (e4m3), e5m2, fp32"
     )
     _constraint_options(p)
+    g = p.add_argument_group("large models (folders; streamed tensor by tensor, see README)")
+    g.add_argument("--workers", type=int, default=1, help="tensors compressed at once (threads)")
+    g.add_argument(
+        "--resume", action="store_true", help="stream, and continue a killed run: finished shards are kept"
+    )
+    g.add_argument(
+        "--max-shard-size", type=_byte_size, default=None, help="bytes per output shard (e.g. 256M, 2G)"
+    )
     p.set_defaults(func=cmd_compress)
 
     p = common(

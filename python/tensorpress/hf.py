@@ -142,6 +142,8 @@ def save_pretrained(
     tokenizer: Any = None,
     max_shard_size: int = DEFAULT_MAX_SHARD_BYTES,
     progress: Callable[[str], None] | None = None,
+    streaming: bool = False,
+    workers: int = 1,
 ) -> SavedFolder:
     """Compress a model into a folder :func:`from_pretrained` (and ``tensorpress decompress``) read.
 
@@ -160,7 +162,19 @@ def save_pretrained(
         tokenizer: a tokenizer to save beside the weights (a folder's own files are copied).
         max_shard_size: compressed bytes per ``.tpz`` before the weights are split.
         progress: called with short status lines.
+        streaming, workers: read a safetensors folder tensor by tensor and write shards as they
+            are done (bounded memory, resumable, ``workers`` threads, the ranks of ``torchrun``);
+            ``workers > 1`` implies it. See :func:`tensorpress.streaming.save_pretrained_streaming`.
     """
+    if streaming or workers != 1:
+        from tensorpress.streaming import save_pretrained_streaming
+
+        return save_pretrained_streaming(
+            source, out_dir, lossless=lossless, max_rel_error=max_rel_error,
+            bits_per_value=bits_per_value, method=method, keep=keep, lossy_vectors=lossy_vectors,
+            strict=strict, max_shard_size=max_shard_size, workers=workers, progress=progress,
+            bars=progress is not None,
+        )  # fmt: skip
     say = progress or (lambda _m: None)
     lossy = max_rel_error is not None or bits_per_value is not None
     if not isinstance(max_shard_size, int) or max_shard_size < 1:
