@@ -89,7 +89,15 @@ def test_each_shard_equals_tp_save_of_the_same_tensors(source, tmp_path):
     assert sorted(index) == sorted(state)
     for shard in result.files[:-1]:
         names = [n for n in sorted(state) if index[n] == shard]
-        meta = {ALIASES_KEY: "{}", CONSTRAINT_KEY: "lossless", hf.RECIPE_KEY: "{}", PLANS_KEY: "{}"}
+        with tp.open(tmp_path / "out" / shard) as f:
+            plans = json.loads(f.metadata[PLANS_KEY])
+        assert set(plans) <= set(names) and all(p["chosen"]["method"] == "lossless" for p in plans.values())
+        meta = {
+            ALIASES_KEY: "{}",
+            CONSTRAINT_KEY: "lossless",
+            hf.RECIPE_KEY: "{}",
+            PLANS_KEY: json.dumps(plans, separators=(",", ":")),
+        }
         tp.save({n: state[n] for n in names}, tmp_path / "ref.tpz", metadata=meta)
         assert (tmp_path / "out" / shard).read_bytes() == (tmp_path / "ref.tpz").read_bytes(), shard
     loaded = hf.load_state(tmp_path / "out")

@@ -34,6 +34,12 @@ METHODS = (None, "blockwise", "tender-group", "video")
 _FLOAT = ("float64", "float32", "float16", "bfloat16")
 
 
+#: Video codec of a model-level ``method="video"`` budget (AV1: SVT-AV1 codes a model's matrices
+#: several times faster than x265 on a CPU at the same rate-distortion). The in-memory and the
+#: streamed/distributed paths share it, so both give the same bytes.
+MODEL_VIDEO_CODEC = "av1"
+
+
 def matches(name: str, patterns: Iterable[str]) -> bool:
     """True when ``name`` matches one of ``patterns`` (glob syntax, or a plain substring)."""
     for p in patterns:
@@ -96,7 +102,7 @@ def compress_at_budget(
             per_value = 0.5
         say(f"video: {len(items)} tensors at {per_value:.3f} bits/value")
         # AV1: the codec that made 3 bits/value work on SmolLM2 (benches/RESULTS.md §4), and fast
-        return dict(encode_many(dict(items), per_value, codec="av1", progress=say)), {}
+        return dict(encode_many(dict(items), per_value, codec=MODEL_VIDEO_CODEC, progress=say)), {}
     from tensorpress.video.allocate import RatePoint, allocate_rd
 
     plans: dict[str, Plan] = {}

@@ -52,6 +52,7 @@ from tensorpress.methods.base import parse_json
 # importable from here.
 from tensorpress.methods.blockwise import (
     BlockwiseTensor,
+    as_matrix,
     pack_bits,
     quantize_blockwise,
     rtn_blockwise,
@@ -283,15 +284,6 @@ def rel_mse(reference: np.ndarray, approx: np.ndarray) -> float:
     if den == 0.0:
         return 0.0 if num == 0.0 else math.inf
     return num / den
-
-
-def as_matrix(arr: np.ndarray) -> np.ndarray:
-    """2-D view ``(prod(leading dims), last dim)``; scalars are ``(1, 1)``, vectors ``(1, n)``."""
-    if arr.ndim == 0:
-        return arr.reshape(1, 1)
-    if arr.ndim == 1:
-        return arr.reshape(1, -1)
-    return arr.reshape(-1, arr.shape[-1])
 
 
 def sample_rows(arr: np.ndarray, max_values: int) -> np.ndarray:

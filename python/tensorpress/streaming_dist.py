@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from tensorpress import tensors
-from tensorpress.allocation import lossy_eligible
+from tensorpress.allocation import MODEL_VIDEO_CODEC, lossy_eligible
 from tensorpress.errors import BackendUnavailableError, InvalidArgumentError
 from tensorpress.safetensors_stream import SourceTensor, folder_tensors, read_tensor
 from tensorpress.streaming import (
@@ -47,9 +47,9 @@ from tensorpress.streaming import (
 
 #: Header bytes each stored tensor is charged against a bits budget (as save_pretrained does).
 HEADER_BYTES_PER_TENSOR = 768
-#: Video settings of the budget path: those :func:`tensorpress.video.encode_many` uses by default.
+#: Video settings of the budget path: those of the in-memory path (``save_pretrained``).
 VIDEO_DEFAULTS: dict[str, Any] = {
-    "codec": "hevc",
+    "codec": MODEL_VIDEO_CODEC,
     "backend": "auto",
     "bit_depth": 8,
     "rotate": False,
