@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
@@ -153,6 +154,10 @@ def compress_state(
     ``sample`` and ``video`` go to :func:`tensorpress.plan` under ``max_rel_error``."""
     say = progress or (lambda _m: None)
     kwargs = _constraint_kwargs(lossless, max_rel_error, bits_per_value)
+    for label, value in (("bits_per_value", bits_per_value), ("max_rel_error", max_rel_error)):
+        ok = value is None or (isinstance(value, int | float) and math.isfinite(value) and value >= 0)
+        if not ok or (label == "bits_per_value" and value == 0):
+            raise InvalidArgumentError(f"{label} must be a finite positive number, got {value!r}")
     if method == "lossless":
         if "lossless" not in kwargs:
             raise InvalidArgumentError("method='lossless' takes no bits_per_value or max_rel_error")
