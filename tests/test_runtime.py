@@ -299,3 +299,64 @@ def test_safetensors_max_size_is_checked_before_reading(tmp_path: Path) -> None:
     with pytest.raises(TensorpressError, match="max_size"):
         tp.load(path, max_size=100)
     assert tp.load(path, max_size=4000)["w"].size == 1000
+
+
+# --- the CLI on empty and hostile inputs ------------------------------------------------------
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tensorpress.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "python"), *sys.path])},
+        timeout=120,
+    )
+
+
+def _reseal(data: bytearray) -> bytes:
+    """Recompute a .tpz's header and preamble checksums after editing its header in place."""
+    import struct
+
+    from tensorpress import _core
+
+    header_len = struct.unpack_from("<Q", data, 16)[0]
+    struct.pack_into("<I", data, 24, _core.crc32c(bytes(data[32 : 32 + header_len])))
+    struct.pack_into("<I", data, 28, _core.crc32c(bytes(data[:28])))
+    return bytes(data)
+
+
+def test_cli_handles_empty_inputs(tmp_path: Path) -> None:
+    from safetensors.numpy import save_file
+
+    save_file({}, str(tmp_path / "empty.safetensors"))
+    tp.save({}, tmp_path / "empty.tpz")
+    for args in (["bench", "empty.safetensors"], ["bench", "empty.tpz"], ["inspect", "empty.tpz"]):
+        result = _cli(*(str(tmp_path / a) if a.startswith("empty") else a for a in args))
+        assert result.returncode == 0 and "Traceback" not in result.stderr, (args, result.stderr)
+
+
+def test_cli_decoded_size_budget(tmp_path: Path) -> None:
+    tp.save({"a": _weights(1000)}, tmp_path / "a.tpz")
+    refused = _cli("decompress", str(tmp_path / "a.tpz"), str(tmp_path / "a.safetensors"), "--max-size", "1K")
+    assert refused.returncode == 1 and "max_size" in refused.stderr and "Traceback" not in refused.stderr
+    assert not (tmp_path / "a.safetensors").exists()
+    # The default budget (physical memory) lets ordinary files through; "none" lifts it.
+    for extra in ([], ["--max-size", "none"]):
+        ok = _cli(*extra, "decompress", str(tmp_path / "a.tpz"), str(tmp_path / "a.safetensors"))
+        assert ok.returncode == 0, ok.stderr
+        assert tp.load(tmp_path / "a.safetensors")["a"].tobytes() == _weights(1000).tobytes()
+
+
+def test_lone_surrogate_name_in_a_file_is_a_format_error(tmp_path: Path) -> None:
+    path = tmp_path / "s.tpz"
+    tp.save({"abcdef": _weights(10)}, path)
+    data = bytearray(path.read_bytes())
+    at = data.index(b'"abcdef"')
+    data[at + 1 : at + 7] = b"\\ud800"  # same length: only the checksums change
+    path.write_bytes(_reseal(data))
+    with pytest.raises(FormatError, match="surrogate"):
+        tp.open(path)
+    result = _cli("inspect", str(path))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

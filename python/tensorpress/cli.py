@@ -113,6 +113,25 @@ def _byte_size(text: str) -> int:
     return n
 
 
+def _max_size(text: str) -> int | str:
+    return "none" if text.strip().lower() in ("none", "unlimited") else _byte_size(text)
+
+
+def decode_budget(args: argparse.Namespace) -> int | None:
+    """Decoded-bytes limit for reading files (``--max-size``). The default is the machine's
+    physical memory: a file declaring more could not be decoded anyway, and a small hostile file
+    may declare terabytes (tensorpress decompresses up to ~1.6 M:1 by design)."""
+    chosen = getattr(args, "max_size", None)
+    if chosen == "none":
+        return None
+    if isinstance(chosen, int):
+        return chosen
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def _constraint(args: argparse.Namespace) -> dict[str, Any]:
     given = [args.lossless, args.bits_per_value is not None, args.max_rel_error is not None]
     if sum(given) > 1:
@@ -164,7 +183,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     _file_kind(src)
     if dst.suffix != ".tpz":
         raise UsageError(f"{dst}: compress writes a .tpz file (use decompress for .safetensors)")
-    arrays = container.load(src, as_kind="numpy")
+    arrays = container.load(src, as_kind="numpy", max_size=decode_budget(args))
     source_bytes = sum(a.nbytes for a in arrays.values())
     if args.cast:
         dtype = cast_dtype(args.cast)
@@ -214,7 +233,7 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     _file_kind(src)
     if dst.suffix != ".safetensors":
         raise UsageError(f"{dst}: decompress writes a .safetensors file (a .tpz would still be compressed)")
-    arrays = container.load(src, as_kind="numpy", progress=not args.quiet)
+    arrays = container.load(src, as_kind="numpy", progress=not args.quiet, max_size=decode_budget(args))
     container.save(arrays, dst, progress=False)
     _say(args, f"{src} -> {dst}: {len(arrays)} tensors")
     return 0
@@ -295,18 +314,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
             dec = time.perf_counter() - start
             raw = sum(c.raw_nbytes for c in packed.values())
             size = sum(c.nbytes for c in packed.values())
+            if not raw:
+                break
             rows.append(
                 [codec, f"{100 * size / raw:.2f} %", f"{raw / enc / 1e9:.3f}", f"{raw / dec / 1e9:.3f}"]
             )
+        if not rows:
+            print(f"{path}: no tensor values to benchmark")
+            return 0
         print(_table(["codec", "ratio", "encode GB/s", "decode GB/s"], rows))
         return 0
     raw = 0
     start = time.perf_counter()
     for tpz in _tpz_files(path):
-        with container.open(tpz) as f:
+        with container.open(tpz, max_size=decode_budget(args)) as f:
             for name in f:
                 raw += np.asarray(tensors.to_numpy(f[name])[0]).nbytes
     elapsed = time.perf_counter() - start
+    if not raw:
+        print(f"{path}: no tensor values to decode")
+        return 0
     print(f"decoded {_mb(raw)} in {elapsed:.3f} s: {raw / elapsed / 1e9:.3f} GB/s (checksums included)")
     return 0
 
@@ -389,6 +416,14 @@ def _global_options(p: argparse.ArgumentParser, default: Any) -> None:
         type=int,
         default=None if default is False else default,
         help="worker threads (default: all)",
+    )
+    p.add_argument(
+        "--max-size",
+        type=_max_size,
+        default=None if default is False else default,
+        metavar="SIZE",
+        help="refuse files whose tensors declare more decoded bytes (e.g. 4G; 'none' = no limit; "
+        "default: this machine's physical memory)",
     )
 
 

@@ -295,6 +295,11 @@ def _parse_entry(i: int, e: Any, path: Path) -> dict[str, Any]:
     name = e.get("name")
     if not isinstance(name, str) or not name:
         raise FormatError(f"{what}: tensor names must be non-empty strings, got {name!r}")
+    if not name.isascii():
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise FormatError(f"{what}: tensor name {name!r} is not valid Unicode (lone surrogate)") from None
     if not isinstance(e.get("method"), str) or e["method"] not in methods.REGISTRY:
         raise FormatError(
             f"{what}: unknown tensor method {e.get('method')!r} (written by a newer tensorpress?)"
