@@ -97,7 +97,9 @@ class Runner:
 
 
 def _selected(r: Runner, name: str) -> bool:
-    return not r.args.only or any(key in name for key in r.args.only.split("|"))
+    """``--only`` keys match as substrings, or exactly when written ``=name``."""
+    keys = r.args.only.split("|")
+    return not r.args.only or any(name == k[1:] if k.startswith("=") else k in name for k in keys)
 
 
 def bench_bct(r: Runner) -> None:
@@ -152,6 +154,17 @@ def bench_bct_ablation(r: Runner) -> None:
         "W8A8, LUT 4097, act block 32, 16-bit block outputs": bct.BCTConfig(
             8, 8, 64, lut_size=4096, act_block_size=32, residual_bits=16
         ),
+        # 4-bit weights: where the W4A8 loss comes from, and what removes it.
+        "W4A8 block32": bct.BCTConfig(4, 8, 32),
+        "W4A16 block32 (weights only)": bct.BCTConfig(4, 16, 32),
+        "W4A8 block32, 8-bit embedding": bct.BCTConfig(4, 8, 32, embedding_bits=8),
+        "W4A8 block32, clip search": bct.BCTConfig(4, 8, 32, weight_clip_search=True),
+        "W4A8 block32, 8-bit embedding, clip search": bct.BCTConfig(
+            4, 8, 32, embedding_bits=8, weight_clip_search=True
+        ),
+        "W4A8 block64, 8-bit embedding, clip search": bct.BCTConfig(
+            4, 8, 64, embedding_bits=8, weight_clip_search=True
+        ),
     }
     for name, cfg in configs.items():
         if not _selected(r, name):
@@ -171,6 +184,8 @@ def bench_tender(r: Runner) -> None:
         "Tender INT8 G8 calibrated, headroom 4": tender.TenderConfig(8, 8, 8, headroom=4.0),
         "Tender INT8 G12 calibrated": tender.TenderConfig(8, 8, 12),
         "Tender INT8 G16 calibrated": tender.TenderConfig(8, 8, 16),
+        "Tender INT8 G8 calibrated, token scale": tender.TenderConfig(8, 8, 8, token_scale=True),
+        "Tender INT4 G8 calibrated, token scale": tender.TenderConfig(4, 8, 8, token_scale=True),
         "Tender INT8 G8 dynamic": tender.TenderConfig(8, 8, 8, dynamic=True),
         "per-tensor INT8 calibrated": tender.TenderConfig(8, 8, 1, subtract_bias=False),
         "per-tensor INT8 dynamic": tender.TenderConfig(8, 8, 1, subtract_bias=False, dynamic=True),
