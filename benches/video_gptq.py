@@ -1,7 +1,7 @@
 """Video path with GPTQ-style error compensation (tensorpress.video.compensate) on SmolLM2-135M.
 
-    HF_HUB_OFFLINE=1 python benches/video_gptq.py [--configs split4,comp4] [--target 3.0 | --qp-from-rd]
-        [--codec av1] [--no-rotate] [--windows 32] [--calib-windows 16]
+    HF_HUB_OFFLINE=1 python benches/video_gptq.py [--configs split4,comp4] [--target 3.0]
+        [--rd [--col-scale 0.25] [--qp-offset 0]] [--codec av1] [--no-rotate] [--windows 32]
 
 Same material as ``benches/video_e2e.py`` (210 decoder-block linears, tied head in float, perplexity
 on ``--windows`` 256-token windows of the evaluation split). Input Hessians ``H = 2/n Σ x xᵀ`` of
@@ -14,6 +14,12 @@ with the compensation. Every block is bisected to ``--target`` bits/value (``tol
 seeded random-Hadamard rotation unless ``--no-rotate``. Bits/value count every part's payload and
 the permutation. ``rel. out err`` = Σ tr(E H Eᵀ) / Σ tr(W H Wᵀ) over all linears (what GPTQ
 minimizes).
+
+``--rd`` first runs the model-level allocation of ``benches/video_e2e.py --allocate rd --importance
+fisher --col-scale α`` (:func:`tensorpress.video.encode_many`, Fisher statistics from the same
+calibration windows) and reports it as config ``rd``; the other configs then code each matrix's
+blocks at the QP the allocation chose for it (plus ``--qp-offset``) instead of a bit target, with
+the same column scales.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import time
 import numpy as np
 import torch
 
+import tensorpress.video as tv
 from tensorpress.evaluation import (
     calibration_texts,
     eval_texts,
@@ -67,6 +74,9 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=32)
     ap.add_argument("--calib-windows", type=int, default=16)
     ap.add_argument("--damp", type=float, default=0.01)
+    ap.add_argument("--rd", action="store_true", help="QPs from the Fisher-weighted rd allocation")
+    ap.add_argument("--col-scale", type=float, default=0.25, help="alpha of the column scales (--rd)")
+    ap.add_argument("--qp-offset", type=int, default=0, help="added to the rd QPs (--rd)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     t0 = time.perf_counter()
@@ -84,6 +94,37 @@ def main() -> None:
     energy = sum(float(np.sum(w.astype(np.float64) ** 2)) for w in orig.values())
     out_energy = sum(float(np.einsum("ri,ij,rj->", w, hs[n], w, optimize=True)) for n, w in orig.items())
     rows = []
+    qp_of: dict[str, int] = {}
+    col_scale: dict[str, np.ndarray] = {}
+    if args.rd:
+        t = time.perf_counter()
+        stats = tv.linear_statistics(model, calib, gradients=True, names=list(linears))
+        col_scale = {n: tv.column_scales(stats[n].x2, args.col_scale) for n in linears}
+        coded = tv.encode_many(
+            orig,
+            args.target,
+            allocate="rd",
+            importance={n: stats[n].fisher().astype(np.float32) for n in linears},
+            col_scale=col_scale,
+            codec=args.codec,
+            rotate=not args.no_rotate,
+        )
+        t_code = time.perf_counter() - t
+        qp_of = {n: int(vt.qp) + args.qp_offset for n, vt in coded.items()}
+        bits = err = out_err = 0.0
+        with torch.no_grad():
+            for n, mod in linears.items():
+                new = tv.decode(coded[n])
+                bits += 8 * coded[n].nbytes
+                e = (new - orig[n]).astype(np.float64)
+                err += float(np.sum(e**2))
+                out_err += float(np.einsum("ri,ij,rj->", e, hs[n], e, optimize=True))
+                mod.weight.copy_(torch.from_numpy(new))
+        p = perplexity(model, tok, texts, seq_len=256, max_windows=args.windows)
+        note = f"QP {min(qp_of.values())}-{max(qp_of.values())}, stats+code {t_code:.0f}s"
+        name = f"rd fisher a={args.col_scale:g}"
+        rows.append((name, bits / n_vals, err / energy, out_err / out_energy, p, note))
+        print(f"  rd: {bits / n_vals:.3f} bits/value out-err {rows[-1][3]:.5f} ppl {p:.3f}", flush=True)
     for config in args.configs.split(","):
         m = re.fullmatch(r"(plain|split|comp)(\d+)", config)
         if not m:
@@ -104,8 +145,8 @@ def main() -> None:
                     damp=args.damp,
                     codec=args.codec,
                     rotate=not args.no_rotate,
-                    bits_per_value=args.target,
-                    tolerance=0.0,
+                    col_scale=col_scale.get(n),
+                    **({"qp": qp_of[n]} if qp_of else {"bits_per_value": args.target, "tolerance": 0.0}),
                 )
                 new = cm.decode()
                 bits += 8 * cm.nbytes
@@ -126,7 +167,7 @@ def main() -> None:
         )
         rows.append(row)
         print(f"  {config}: {row[1]:.3f} bits/value out-err {row[3]:.5f} ppl {p:.3f} ({row[5]})", flush=True)
-    label = f"{args.codec}{'' if args.no_rotate else ' +rot'} target {args.target}"
+    label = f"{args.codec}{'' if args.no_rotate else ' +rot'} {'rd ' if args.rd else ''}target {args.target}"
     print("\n| method | config | bits/value | weight rel. MSE | rel. out err | perplexity | Δppl | note |")
     print("|---|---|---:|---:|---:|---:|---:|---|")
     for config, bpv, rel, oerr, p, note in rows:

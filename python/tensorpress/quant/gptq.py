@@ -18,7 +18,8 @@ Storage (:func:`gptq_bits_per_value`): ``b`` bits per value, an fp16 scale and a
 the column permutation (``ceil(log2 cols)`` bits per column).
 
 :func:`sequential_quantize` runs the published model-level procedure: decoder blocks in order, each
-block's Hessians measured on calibration inputs that went through the already-quantized blocks.
+block's Hessians measured on calibration inputs that went through the already-quantized blocks
+(block inputs cached, as the reference does).
 """
 
 from __future__ import annotations
@@ -190,7 +191,7 @@ class HessianAccumulator:
 
 
 class _StopForwardError(Exception):
-    """Raised by a hook to end a calibration forward after the block being measured."""
+    """Raised by a hook to end a calibration forward once the first block's inputs are captured."""
 
 
 def sequential_quantize(
@@ -202,30 +203,42 @@ def sequential_quantize(
 ) -> dict[str, torch.Tensor]:
     """Quantize every ``nn.Linear`` inside ``blocks`` (in order), GPTQ's model-level procedure.
 
-    For block ``k``: run the calibration batches (keyword arguments of ``model``) until block ``k``
-    has run — earlier blocks already hold their quantized weights — accumulating each linear's input
-    Hessian; then replace each weight by ``quantize(name, weight, hessian)``. Returns the Hessians'
-    diagonals by linear name (useful for reporting). ``calibration`` is iterated once per block.
+    The calibration batches (keyword arguments of ``model``) run once up to the first block, whose
+    inputs are cached. For block ``k``: run it on the cached inputs, accumulating each linear's
+    input Hessian; replace each weight by ``quantize(name, weight, hessian)``; run the *quantized*
+    block again to produce the next block's inputs. ``blocks`` must be applied one after another
+    to the hidden state (its first positional argument, or the ``hidden_states`` keyword), as in
+    transformers decoder stacks. Returns the Hessians' diagonals by linear name.
     """
     batches = list(calibration)
     if not batches:
         raise InvalidArgumentError("sequential_quantize needs at least one calibration batch")
+    if not blocks:
+        return {}
     names = {id(m): n for n, m in model.named_modules()}
+    inputs: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    def capture(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        inputs.append((args, kwargs))
+        raise _StopForwardError
+
+    handle = blocks[0].register_forward_pre_hook(capture, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                with contextlib.suppress(_StopForwardError):
+                    model(**batch)
+    finally:
+        handle.remove()
     diag: dict[str, torch.Tensor] = {}
     for k, block in enumerate(blocks):
         linears = {names[id(m)]: m for m in block.modules() if isinstance(m, nn.Linear)}
         acc = {n: HessianAccumulator(m.in_features) for n, m in linears.items()}
         handles = [m.register_forward_hook(_collector(acc[n])) for n, m in linears.items()]
-
-        def stop(_m: nn.Module, _a: Any, _o: Any) -> None:
-            raise _StopForwardError
-
-        handles.append(block.register_forward_hook(stop))
         try:
             with torch.no_grad():
-                for batch in batches:
-                    with contextlib.suppress(_StopForwardError):
-                        model(**batch)
+                for args, kwargs in inputs:
+                    block(*args, **kwargs)
         finally:
             for h in handles:
                 h.remove()
@@ -234,9 +247,19 @@ def sequential_quantize(
                 hessian = acc[n].hessian
                 diag[n] = torch.diag(hessian).clone()
                 m.weight.copy_(quantize(n, m.weight.detach(), hessian).to(m.weight.dtype))
+            inputs = [_next_inputs(block(*args, **kwargs), args, kwargs) for args, kwargs in inputs]
         if progress is not None:
             progress(f"block {k}: {len(linears)} linears quantized")
     return diag
+
+
+def _next_inputs(
+    out: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    hidden = out[0] if isinstance(out, (tuple, list)) else out
+    if args:
+        return (hidden, *args[1:]), kwargs
+    return args, {**kwargs, "hidden_states": hidden}
 
 
 def _collector(acc: HessianAccumulator) -> Callable[..., None]:
