@@ -43,6 +43,7 @@ def main() -> None:
     ap.add_argument("--calib-windows", type=int, default=16)
     ap.add_argument("--group-size", type=int, default=128)
     ap.add_argument("--damp", type=float, default=0.01)
+    ap.add_argument("--base-ppl", type=float, default=None, help="skip the fp32 run; use this ppl")
     args = ap.parse_args()
     torch.set_num_threads(2)
     t0 = time.perf_counter()
@@ -54,7 +55,7 @@ def main() -> None:
     def ppl(model: torch.nn.Module) -> float:
         return perplexity(model, tok, texts, seq_len=256, max_windows=args.windows)
 
-    base = ppl(load_smollm2()[0])
+    base = args.base_ppl if args.base_ppl else ppl(load_smollm2()[0])
     print(f"# uncompressed ppl {base:.3f} ({time.perf_counter() - t0:.0f}s)", flush=True)
     gs = args.group_size
     rows: list[tuple[str, str, float, float, float, str]] = [("uncompressed", "—", 32.0, 0.0, base, "")]
