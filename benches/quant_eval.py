@@ -61,7 +61,7 @@ class Runner:
         self.eval_texts = ev.eval_texts()
         self.bert_texts = ev.eval_texts(args.minilm_texts)
         print(f"loaded models in {time.perf_counter() - t0:.1f}s", flush=True)
-        self.ref_ppl = self.ppl(ev.load_smollm2()[0])
+        self.ref_ppl = args.ref_ppl or self.ppl(ev.load_smollm2()[0])
         print(f"reference SmolLM2 perplexity {self.ref_ppl:.4f}", flush=True)
 
     def ppl(self, model: Any) -> float:
@@ -76,6 +76,7 @@ class Runner:
     ) -> None:
         """``transform(model, kind)`` modifies a fresh copy in place and returns extra fields."""
         row: dict[str, Any] = {"section": section, "name": name}
+        models = tuple(m for m in models if m in self.args.models.split(","))
         if "smollm2" in models:
             model = ev.load_smollm2()[0]
             t0 = time.perf_counter()
@@ -243,6 +244,8 @@ def main() -> None:
     parser.add_argument("--calibration", type=int, default=32, help="calibration sequences/texts")
     parser.add_argument("--minilm-texts", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--ref-ppl", type=float, default=None, help="skip the reference SmolLM2 run")
+    parser.add_argument("--models", default="smollm2,minilm", help="evaluate on these models only")
     parser.add_argument("--json", default=None, help="write all results here")
     parser.add_argument("--only", default="", help="bct, tender: configs whose name holds A|B|…")
     args = parser.parse_args()
