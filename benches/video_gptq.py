@@ -13,7 +13,7 @@ Configs (comma list): ``plainK`` = K column blocks in the original order, no com
 with the compensation. Every block is bisected to ``--target`` bits/value (``tolerance=0``) with the
 seeded random-Hadamard rotation unless ``--no-rotate``. Bits/value count every part's payload and
 the permutation. ``rel. out err`` = Σ tr(E H Eᵀ) / Σ tr(W H Wᵀ) over all linears (what GPTQ
-minimizes).
+minimizes), with ``H`` measured on ``--calib-windows`` windows of the *evaluation* text.
 
 ``--rd`` first runs the model-level allocation of ``benches/video_e2e.py --allocate rd --importance
 fisher --col-scale α`` (:func:`tensorpress.video.encode_many`, Fisher statistics from the same
@@ -49,7 +49,7 @@ _SHARED = {"k_proj": "q_proj", "v_proj": "q_proj", "up_proj": "gate_proj"}
 
 def hessians(model: torch.nn.Module, names: list[str], batches: list[torch.Tensor]) -> dict[str, np.ndarray]:
     mods = dict(model.named_modules())
-    owners = [n for n in names if n.rsplit(".", 1)[-1] not in _SHARED]
+    owners = sorted({_owner(n) for n in names})
     acc = {n: HessianAccumulator(mods[n].in_features) for n in owners}
     handles = [mods[n].register_forward_hook(lambda _m, a, _o, acc=acc[n]: acc.add(a[0])) for n in owners]
     with torch.no_grad():
@@ -57,12 +57,12 @@ def hessians(model: torch.nn.Module, names: list[str], batches: list[torch.Tenso
             model(input_ids=b, use_cache=False)
     for h in handles:
         h.remove()
-    out = {}
-    for n in names:
-        parent, leaf = n.rsplit(".", 1)
-        owner = f"{parent}.{_SHARED[leaf]}" if leaf in _SHARED else n
-        out[n] = acc[owner].hessian.numpy()
-    return out
+    return {n: acc[_owner(n)].hessian.numpy() for n in names}
+
+
+def _owner(name: str) -> str:
+    parent, leaf = name.rsplit(".", 1)
+    return f"{parent}.{_SHARED[leaf]}" if leaf in _SHARED else name
 
 
 def main() -> None:
@@ -74,6 +74,8 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=32)
     ap.add_argument("--calib-windows", type=int, default=16)
     ap.add_argument("--damp", type=float, default=0.01)
+    ap.add_argument("--layers", default="", help="comma list of decoder layers to code (default all)")
+    ap.add_argument("--no-ppl", action="store_true", help="weight and output errors only")
     ap.add_argument("--rd", action="store_true", help="QPs from the Fisher-weighted rd allocation")
     ap.add_argument("--col-scale", type=float, default=0.25, help="alpha of the column scales (--rd)")
     ap.add_argument("--qp-offset", type=int, default=0, help="added to the rd QPs (--rd)")
@@ -83,16 +85,29 @@ def main() -> None:
     model, tok = load_smollm2()
     texts = eval_texts()
     linears = {n: m for n, m in linear_layers(model).items() if n != "lm_head"}
+    if args.layers:
+        keep = {f"model.layers.{i}." for i in args.layers.split(",")}
+        linears = {n: m for n, m in linears.items() if any(n.startswith(k) for k in keep)}
     orig = {n: m.weight.detach().numpy().copy() for n, m in linears.items()}
     calib = token_windows(tok, calibration_texts(), 256, args.calib_windows)
     t = time.perf_counter()
     hs = hessians(model, list(linears), list(calib.split(4)))
+    # The reported output error uses Hessians of *evaluation* text, so compensation (fitted to the
+    # calibration Hessians) is not scored on its own data.
+    held_out = token_windows(tok, texts, 256, args.calib_windows)
+    hs_eval = hessians(model, list(linears), list(held_out.split(4)))
     print(f"# Hessians of {len(hs)} linears from {calib.numel():,} tokens ({time.perf_counter() - t:.0f}s)")
-    base = perplexity(model, tok, texts, seq_len=256, max_windows=args.windows)
+
+    def ppl() -> float:
+        if args.no_ppl:
+            return float("nan")
+        return perplexity(model, tok, texts, seq_len=256, max_windows=args.windows)
+
+    base = ppl()
     print(f"# uncompressed ppl {base:.3f}", flush=True)
     n_vals = sum(w.size for w in orig.values())
     energy = sum(float(np.sum(w.astype(np.float64) ** 2)) for w in orig.values())
-    out_energy = sum(float(np.einsum("ri,ij,rj->", w, hs[n], w, optimize=True)) for n, w in orig.items())
+    out_energy = sum(float(np.einsum("ri,ij,rj->", w, hs_eval[n], w, optimize=True)) for n, w in orig.items())
     rows = []
     qp_of: dict[str, int] = {}
     col_scale: dict[str, np.ndarray] = {}
@@ -118,9 +133,9 @@ def main() -> None:
                 bits += 8 * coded[n].nbytes
                 e = (new - orig[n]).astype(np.float64)
                 err += float(np.sum(e**2))
-                out_err += float(np.einsum("ri,ij,rj->", e, hs[n], e, optimize=True))
+                out_err += float(np.einsum("ri,ij,rj->", e, hs_eval[n], e, optimize=True))
                 mod.weight.copy_(torch.from_numpy(new))
-        p = perplexity(model, tok, texts, seq_len=256, max_windows=args.windows)
+        p = ppl()
         note = f"QP {min(qp_of.values())}-{max(qp_of.values())}, stats+code {t_code:.0f}s"
         name = f"rd fisher a={args.col_scale:g}"
         rows.append((name, bits / n_vals, err / energy, out_err / out_energy, p, note))
@@ -152,11 +167,11 @@ def main() -> None:
                 bits += 8 * cm.nbytes
                 e = (new - w).astype(np.float64)
                 err += float(np.sum(e**2))
-                out_err += float(np.einsum("ri,ij,rj->", e, hs[n], e, optimize=True))
+                out_err += float(np.einsum("ri,ij,rj->", e, hs_eval[n], e, optimize=True))
                 qps += cm.qps
                 mod.weight.copy_(torch.from_numpy(new))
         t_code = time.perf_counter() - t
-        p = perplexity(model, tok, texts, seq_len=256, max_windows=args.windows)
+        p = ppl()
         row = (
             config,
             bits / n_vals,
