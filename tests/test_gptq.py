@@ -109,7 +109,8 @@ def test_hqq_improves_min_max_rtn_and_uses_at_most_2b_levels(bits):
     assert float((out - w).abs().mean()) < float((minmax - w).abs().mean())
     assert cfg.bits_per_value == bits + 0.25
     with pytest.raises(InvalidArgumentError):
-        hqq.quantize_hqq(torch.randn(4, 100), cfg)
+        hqq.quantize_hqq(torch.randn(4, 100), cfg)  # 400 values: not whole groups of 128
+    assert hqq.quantize_hqq(torch.randn(4, 96), cfg).shape == (4, 96)  # 384 = 3 groups
     with pytest.raises(InvalidArgumentError):
         hqq.HQQConfig(bits=0)
 

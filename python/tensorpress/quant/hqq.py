@@ -2,7 +2,7 @@
 
 After Badri & Shaji, *Half-Quadratic Quantization of Large Machine Learning Models* (2023), as in the
 ``hqq`` package's ``optimize_weights_proximal_legacy`` (the package itself is not a dependency):
-per group of ``group_size`` consecutive values of a row, start from min–max asymmetric parameters
+per group of ``group_size`` consecutive values (row-major), start from min–max asymmetric parameters
 (``W_q = round(W·s + z)``, ``s = (2^b-1)/(max-min)``), then alternate
 
 1. ``W_q = clamp(round(W·s + z))``, ``W_r = (W_q - z)/s``;
@@ -53,12 +53,14 @@ def _shrink(x: torch.Tensor, beta: float, p: float) -> torch.Tensor:
 
 
 def quantize_hqq(weight: torch.Tensor, config: HQQConfig | None = None) -> torch.Tensor:
-    """HQQ-quantize a 2-D ``weight`` whose row length is a multiple of ``group_size``; returns the
-    dequantized weight (fp16 scale and zero applied)."""
+    """HQQ-quantize a 2-D ``weight`` holding a multiple of ``group_size`` values; returns the
+    dequantized weight (fp16 scale and zero applied). Groups are ``group_size`` consecutive values
+    of the row-major flattened weight, as ``hqq`` (and RTN-g128 in the video benchmarks) does, so
+    a group may continue on the next row when the row length is not a multiple of it."""
     cfg = HQQConfig() if config is None else config
-    if weight.dim() != 2 or weight.numel() == 0 or weight.shape[1] % cfg.group_size:
+    if weight.dim() != 2 or weight.numel() == 0 or weight.numel() % cfg.group_size:
         raise InvalidArgumentError(
-            f"weight must be 2-D with rows a multiple of group_size={cfg.group_size}, "
+            f"weight must be 2-D with a multiple of group_size={cfg.group_size} values, "
             f"got {tuple(weight.shape)}"
         )
     w = weight.detach().to(torch.float32).reshape(-1, cfg.group_size)
