@@ -61,7 +61,7 @@ class Runner:
         self.eval_texts = ev.eval_texts()
         self.bert_texts = ev.eval_texts(args.minilm_texts)
         print(f"loaded models in {time.perf_counter() - t0:.1f}s", flush=True)
-        self.ref_ppl = self.ppl(ev.load_smollm2()[0])
+        self.ref_ppl = args.ref_ppl or self.ppl(ev.load_smollm2()[0])
         print(f"reference SmolLM2 perplexity {self.ref_ppl:.4f}", flush=True)
 
     def ppl(self, model: Any) -> float:
@@ -76,6 +76,7 @@ class Runner:
     ) -> None:
         """``transform(model, kind)`` modifies a fresh copy in place and returns extra fields."""
         row: dict[str, Any] = {"section": section, "name": name}
+        models = tuple(m for m in models if m in self.args.models.split(","))
         if "smollm2" in models:
             model = ev.load_smollm2()[0]
             t0 = time.perf_counter()
@@ -97,7 +98,9 @@ class Runner:
 
 
 def _selected(r: Runner, name: str) -> bool:
-    return not r.args.only or any(key in name for key in r.args.only.split("|"))
+    """``--only`` keys match as substrings, or exactly when written ``=name``."""
+    keys = r.args.only.split("|")
+    return not r.args.only or any(name == k[1:] if k.startswith("=") else k in name for k in keys)
 
 
 def bench_bct(r: Runner) -> None:
@@ -152,6 +155,17 @@ def bench_bct_ablation(r: Runner) -> None:
         "W8A8, LUT 4097, act block 32, 16-bit block outputs": bct.BCTConfig(
             8, 8, 64, lut_size=4096, act_block_size=32, residual_bits=16
         ),
+        # 4-bit weights: where the W4A8 loss comes from, and what removes it.
+        "W4A8 block32": bct.BCTConfig(4, 8, 32),
+        "W4A16 block32 (weights only)": bct.BCTConfig(4, 16, 32),
+        "W4A8 block32, 8-bit embedding": bct.BCTConfig(4, 8, 32, embedding_bits=8),
+        "W4A8 block32, clip search": bct.BCTConfig(4, 8, 32, weight_clip_search=True),
+        "W4A8 block32, 8-bit embedding, clip search": bct.BCTConfig(
+            4, 8, 32, embedding_bits=8, weight_clip_search=True
+        ),
+        "W4A8 block64, 8-bit embedding, clip search": bct.BCTConfig(
+            4, 8, 64, embedding_bits=8, weight_clip_search=True
+        ),
     }
     for name, cfg in configs.items():
         if not _selected(r, name):
@@ -171,6 +185,8 @@ def bench_tender(r: Runner) -> None:
         "Tender INT8 G8 calibrated, headroom 4": tender.TenderConfig(8, 8, 8, headroom=4.0),
         "Tender INT8 G12 calibrated": tender.TenderConfig(8, 8, 12),
         "Tender INT8 G16 calibrated": tender.TenderConfig(8, 8, 16),
+        "Tender INT8 G8 calibrated, token scale": tender.TenderConfig(8, 8, 8, token_scale=True),
+        "Tender INT4 G8 calibrated, token scale": tender.TenderConfig(4, 8, 8, token_scale=True),
         "Tender INT8 G8 dynamic": tender.TenderConfig(8, 8, 8, dynamic=True),
         "per-tensor INT8 calibrated": tender.TenderConfig(8, 8, 1, subtract_bias=False),
         "per-tensor INT8 dynamic": tender.TenderConfig(8, 8, 1, subtract_bias=False, dynamic=True),
@@ -228,6 +244,8 @@ def main() -> None:
     parser.add_argument("--calibration", type=int, default=32, help="calibration sequences/texts")
     parser.add_argument("--minilm-texts", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--ref-ppl", type=float, default=None, help="skip the reference SmolLM2 run")
+    parser.add_argument("--models", default="smollm2,minilm", help="evaluate on these models only")
     parser.add_argument("--json", default=None, help="write all results here")
     parser.add_argument("--only", default="", help="bct, tender: configs whose name holds A|B|…")
     args = parser.parse_args()

@@ -150,6 +150,28 @@ def test_headroom_avoids_clipping_unseen_values():
     assert errs[2.0] < errs[1.0] / 4  # clipping dominates without headroom
 
 
+def test_token_scale_integer_path_agrees_and_beats_static_on_unseen_ranges():
+    g = torch.Generator().manual_seed(5)
+    lin = torch.nn.Linear(48, 24, bias=False)
+    calib = torch.randn(2, 32, 48, generator=g) * torch.logspace(-1, 1.5, 48)
+    later = calib * torch.logspace(-1, 0.5, 32)[None, :, None]  # token ranges calibration did not see
+    layer = tender.TenderLinear(lin, tender.TenderConfig(bits=8, groups=4, chunk_size=16, token_scale=True))
+    layer(calib)
+    layer.finalize()
+    fast = layer(later)
+    layer.integer = True
+    torch.testing.assert_close(fast, layer(later), rtol=1e-5, atol=1e-5)
+    # Each token's TMax is set so its own largest scaled value hits qmax exactly: nothing clips, so
+    # the error per value is at most half a step of its group.
+    exact = later @ layer.weight_dq.T
+    static = tender.TenderLinear(lin, tender.TenderConfig(bits=8, groups=4, chunk_size=16))
+    static(calib)
+    static.finalize()
+    err_token = float((fast - exact).norm() / exact.norm())
+    err_static = float((static(later) - exact).norm() / exact.norm())
+    assert err_token < err_static / 2
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [

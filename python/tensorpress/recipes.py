@@ -234,7 +234,8 @@ def finish(model: Any, recipe: Mapping[str, Any], state: dict[str, Any], where: 
             by_id[id(p)] = by_name[name]
 
     class _Stored(bct._QuantParams):
-        def get(self, p: torch.Tensor, bits: int) -> QuantizedTensor:
+        def get(self, p: torch.Tensor, bits: int, clip_search: bool = False) -> QuantizedTensor:
+            # The stored codes are the result of whatever search made them: clip_search is moot.
             q = by_id.get(id(p))
             if q is None or q.bits != bits:
                 raise FormatError(f"{where}: a BCT parameter of the model has no stored {bits}-bit codes")

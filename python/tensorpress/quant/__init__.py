@@ -2,6 +2,8 @@
 
 - :mod:`tensorpress.quant.blockwise` — blockwise integer quantization of tensors (per-block scales).
 - :mod:`tensorpress.quant.bct` — BCT: blockwise post-training quantization of a whole transformer.
+- :mod:`tensorpress.quant.gptq` — GPTQ: weight quantization with Hessian-based error compensation.
+- :mod:`tensorpress.quant.hqq` — HQQ: calibration-free half-quadratic zero-point optimization.
 - :mod:`tensorpress.quant.tender` — Tender: grouped activation quantization with power-of-two
   scale ratios and shift-accumulate integer matmuls.
 
@@ -16,7 +18,7 @@ from typing import Any
 
 from tensorpress.errors import BackendUnavailableError
 
-_SUBMODULES = ("bct", "blockwise", "tender")
+_SUBMODULES = ("bct", "blockwise", "gptq", "hqq", "tender")
 
 
 def __getattr__(name: str) -> Any:
@@ -31,4 +33,4 @@ def __getattr__(name: str) -> Any:
     return module
 
 
-__all__ = ["bct", "blockwise", "tender"]
+__all__ = ["bct", "blockwise", "gptq", "hqq", "tender"]

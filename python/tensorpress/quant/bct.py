@@ -38,6 +38,10 @@ the arithmetic is what an integer pipeline computes, simulated on CPU with float
   needed); weight scales are fixed at conversion.
 - Scales are stored as float16 (16 bits per block) or as power-of-two int8 exponents (8 bits);
   both costs are counted in :attr:`BCTReport.storage_ratio`.
+- ``embedding_bits`` (default: ``weight_bits``) sets the embedding tables apart; with
+  ``weight_clip_search`` each weight block's scale is the MSE-best clipped abs-max
+  (:func:`quantize_clip_search`, same storage). Both exist for 4-bit weights (their effect on
+  SmolLM2 is measured by ``--sections bct_ablation`` of ``benches/quant_eval.py``).
 - Biases and norm gains/biases (< 0.2 % of the parameters) use ``param_bits`` (default 8), not
   ``weight_bits``: at 4 bits a norm gain error moves every activation of the layer.
 - Non-linear ops: GELU on ``[-8, 8]``, SiLU on ``[-16, 16]``, tanh on ``[-8, 8]``, each a table of
@@ -66,8 +70,10 @@ from tensorpress.quant.blockwise import (
     QuantizedTensor,
     check_quant_args,
     fake_quantize,
+    qmax_for,
     quantize,
 )
+from tensorpress.quant.blockwise import _scales as _block_scales  # storage-rounded scales
 
 ATTENTION_NAME = "tensorpress_bct"
 """Name under which the quantized attention function is registered with transformers."""
@@ -88,9 +94,11 @@ class BCTConfig:
     act_block_size: int | None = 32
     residual_bits: int | None = None
     residual_block_size: int | None = -1
+    embedding_bits: int | None = None
+    weight_clip_search: bool = False
 
     def __post_init__(self) -> None:
-        for bits in (self.weight_bits, self.act_bits, self.param_bits):
+        for bits in (self.weight_bits, self.act_bits, self.param_bits, self.embedding_bits_used):
             check_quant_args(bits, self.block_size, self.scale_format)
         check_quant_args(self.act_bits, self.act_block, self.scale_format)
         check_quant_args(self.residual_bits_used, self.residual_block, self.scale_format)
@@ -101,6 +109,12 @@ class BCTConfig:
     def act_block(self) -> int | None:
         """Block size of activations: ``act_block_size``, or ``block_size`` when it is -1."""
         return self.block_size if self.act_block_size == -1 else self.act_block_size
+
+    @property
+    def embedding_bits_used(self) -> int:
+        """Bits of embedding tables: ``embedding_bits``, or ``weight_bits``. A table tied to the LM
+        head (SmolLM2) is quantized once, so the head gets the same codes."""
+        return self.weight_bits if self.embedding_bits is None else self.embedding_bits
 
     @property
     def residual_bits_used(self) -> int:
@@ -226,11 +240,51 @@ class _QuantParams:
         self.config = config
         self.by_id: dict[int, QuantizedTensor] = {}
 
-    def get(self, p: torch.Tensor, bits: int) -> QuantizedTensor:
+    def get(self, p: torch.Tensor, bits: int, clip_search: bool = False) -> QuantizedTensor:
         key = id(p)
         if key not in self.by_id:
-            self.by_id[key] = quantize(p, bits, self.config.block_size, self.config.scale_format)
+            cfg = self.config
+            if clip_search and cfg.block_size is not None and p.dim() >= 1:
+                self.by_id[key] = quantize_clip_search(p, bits, cfg.block_size, cfg.scale_format)
+            else:
+                self.by_id[key] = quantize(p, bits, cfg.block_size, cfg.scale_format)
         return self.by_id[key]
+
+
+CLIP_RATIOS = tuple(1.0 - 0.025 * i for i in range(21))
+"""Candidate clipping ratios (of the block abs-max) tried by :func:`quantize_clip_search`."""
+
+
+def quantize_clip_search(x: torch.Tensor, bits: int, block_size: int, scale_format: str) -> QuantizedTensor:
+    """Blockwise symmetric quantization whose per-block scale is ``r · absmax / qmax`` with the ratio
+    ``r`` in :data:`CLIP_RATIOS` that minimizes the block's squared error (values beyond the clipped
+    range saturate). Same storage as :func:`~tensorpress.quant.blockwise.quantize`; at 4 bits the
+    abs-max scale wastes most of the 15 levels on a block's one or two largest values."""
+    qmax = qmax_for(bits)
+    xf = x.detach().to(torch.float32)
+    last = xf.shape[-1]
+    pad = (-last) % block_size
+    blocks = torch.nn.functional.pad(xf, (0, pad)).reshape(*xf.shape[:-1], -1, block_size)
+    absmax = blocks.abs().amax(-1)
+    best_err = torch.full_like(absmax, math.inf)
+    best_scale = torch.ones_like(absmax)
+    for ratio in CLIP_RATIOS:
+        scale = _block_scales(absmax * ratio, qmax, scale_format)
+        q = torch.clamp(torch.round(blocks / scale.unsqueeze(-1)), -qmax, qmax) * scale.unsqueeze(-1)
+        err = ((q - blocks) ** 2).sum(-1)
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best_scale = torch.where(better, scale, best_scale)
+    codes = torch.clamp(torch.round(blocks / best_scale.unsqueeze(-1)), -qmax, qmax)
+    codes = codes.reshape(*xf.shape[:-1], -1)[..., :last]
+    return QuantizedTensor(
+        codes=codes.to(torch.int8 if bits <= 8 else torch.int32),
+        scales=best_scale,
+        shape=tuple(xf.shape),
+        bits=bits,
+        block_size=block_size,
+        scale_format=scale_format,
+    )
 
 
 class BCTLinear(nn.Module):
@@ -244,7 +298,7 @@ class BCTLinear(nn.Module):
         super().__init__()
         self.config = config
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.qweight = params.get(linear.weight, config.weight_bits)
+        self.qweight = params.get(linear.weight, config.weight_bits, config.weight_clip_search)
         self.qbias = None if linear.bias is None else params.get(linear.bias, config.param_bits)
         self.register_buffer("weight_codes", self.qweight.codes, persistent=True)
         self.register_buffer("weight", self.qweight.dequantize(), persistent=False)
@@ -269,7 +323,7 @@ class BCTEmbedding(nn.Module):
     def __init__(self, emb: nn.Embedding, config: BCTConfig, params: _QuantParams) -> None:
         super().__init__()
         self.padding_idx = emb.padding_idx
-        self.qweight = params.get(emb.weight, config.weight_bits)
+        self.qweight = params.get(emb.weight, config.embedding_bits_used, config.weight_clip_search)
         self.register_buffer("weight_codes", self.qweight.codes, persistent=True)
         self.register_buffer("weight", self.qweight.dequantize(), persistent=False)
 
@@ -526,6 +580,7 @@ def model_storage_ratio(model: nn.Module, config: BCTConfig) -> float:
 
 __all__ = [
     "ATTENTION_NAME",
+    "CLIP_RATIOS",
     "BCTActivation",
     "BCTConfig",
     "BCTEmbedding",
@@ -538,6 +593,7 @@ __all__ = [
     "lut_rsqrt",
     "lut_softmax",
     "model_storage_ratio",
+    "quantize_clip_search",
     "quantize_model",
     "transformer_blocks",
 ]

@@ -56,6 +56,16 @@ class TenderConfig:
     at the cost of ``log2(headroom)`` bits of resolution in every group. On SmolLM2 INT8 it made
     things worse (+6.5 % → +33 % perplexity at 2×, benches/RESULTS.md §5): resolution, not
     clipping, is what static calibration loses there; the default is 1.
+
+    ``token_scale=True`` (calibrated mode) keeps the calibrated bias and channel groups but gives
+    every token (row) its own ``TMax``: the smallest that clips none of its values given the fixed
+    groups, ``TMax_t = max_c |x_tc - b_c| · 2^(G-1-g(c))``. The scale ratios stay exact powers of
+    two, so the shift-accumulate matmul is unchanged; the single final rescale becomes
+    ``s_0,t · w_scale_r`` (an outer product, as in per-token activation quantization). The run-time
+    cost is one abs-max per token; the offline part (which channel goes to which group) is what
+    calibration still decides. On SmolLM2 INT8 (16 windows, 8 calibration windows) it took the
+    calibrated perplexity increase from +8.4 % to +2.1 % (benches/RESULTS.md §10.4); it is off by
+    default so that ``calibrated`` keeps meaning fully static scales.
     """
 
     bits: int = 8
@@ -65,6 +75,7 @@ class TenderConfig:
     subtract_bias: bool = True
     dynamic: bool = False
     headroom: float = 1.0
+    token_scale: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.headroom, (int, float)) or not 1.0 <= self.headroom <= 256.0:
@@ -295,6 +306,8 @@ class TenderLinear(nn.Module):
         else:
             b1, t1, g1 = self._chunk_params(k)
             bias, tmax, group = b1.expand(x.shape[0], -1), t1.expand(x.shape[0]), g1.expand(x.shape[0], -1)
+            if cfg.token_scale:
+                return self._run_chunk_token_scaled(x, b1, g1)
         scales = group_scales(tmax, cfg.groups, cfg.bits)  # (batch, G)
         channel_scale = torch.gather(scales, 1, group)  # (batch, C)
         codes = torch.clamp(torch.round((x - bias[:, None]) / channel_scale[:, None]), -cfg.qmax, cfg.qmax)
@@ -308,11 +321,32 @@ class TenderLinear(nn.Module):
             return torch.stack(ys) + compensation
         return (codes * channel_scale[:, None]) @ self.weight_dq.T + compensation
 
+    def _run_chunk_token_scaled(
+        self, x: torch.Tensor, bias: torch.Tensor, group: torch.Tensor
+    ) -> torch.Tensor:
+        """Calibrated bias and groups, one ``TMax`` per token (see :class:`TenderConfig`)."""
+        cfg = self.config
+        xc = x - bias
+        shift = torch.exp2((cfg.groups - 1 - group).to(torch.float32))  # exact powers of two
+        tmax = (xc.abs() * shift).amax(-1)  # (batch, rows): no value of the token clips
+        scales = group_scales(tmax, cfg.groups, cfg.bits)  # (batch, rows, G)
+        channel_scale = scales[..., 0:1] * torch.exp2(group.to(torch.float32))  # s_0,t · 2^g(c)
+        codes = torch.clamp(torch.round(xc / channel_scale), -cfg.qmax, cfg.qmax)
+        compensation = bias @ self.weight_dq.T
+        if self.integer:
+            wcodes = self.weight_codes.to(torch.int64)
+            flat = codes.reshape(-1, codes.shape[-1]).to(torch.int64)
+            acc = shift_accumulate(group_partial_products(flat, group, wcodes, cfg.groups))
+            s0 = scales[..., 0].reshape(-1, 1).double()
+            y = (acc.to(torch.float64) * s0 * self.weight_scale.double()).to(torch.float32)
+            return y.reshape(*codes.shape[:-1], -1) + compensation
+        return (codes * channel_scale) @ self.weight_dq.T + compensation
+
     def extra_repr(self) -> str:
         c = self.config
         return (
             f"{self.in_features}, {self.out_features}, a{c.bits}w{c.weight_bits}, groups={c.groups}, "
-            f"chunk={c.chunk_size}, bias={c.subtract_bias}, mode={self.mode}"
+            f"chunk={c.chunk_size}, bias={c.subtract_bias}, token_scale={c.token_scale}, mode={self.mode}"
         )
 
 
