@@ -6,8 +6,9 @@ page a copy touches stays resident (and counted in the process RSS) until the sh
 5 GB shard would cost 5 GB of RSS. Here each tensor's bytes are read with ``pread`` into a buffer
 of exactly its size, so the resident set is the tensor being worked on.
 
-The header is untrusted: its length, every dtype, shape and byte range is checked against the
-file before anything is allocated (:class:`~tensorpress.errors.FormatError` naming the file).
+The header is untrusted: :func:`tensorpress.safetensors_io.read_header` checks its length, every
+dtype, shape and byte range against the file before anything is allocated
+(:class:`~tensorpress.errors.FormatError` naming the file).
 """
 
 from __future__ import annotations
@@ -23,30 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from tensorpress import container, hf_folder, tensors
+from tensorpress import container, hf_folder, safetensors_io, tensors
 from tensorpress.errors import FormatError, InvalidArgumentError
 
-#: Largest safetensors JSON header read (the safetensors library's own limit is 100 MB).
-MAX_HEADER_BYTES = 100 << 20
-#: safetensors dtype code -> tensorpress dtype name.
-DTYPES = {
-    "BF16": "bfloat16",
-    "F16": "float16",
-    "F32": "float32",
-    "F64": "float64",
-    "F8_E4M3": "float8_e4m3fn",
-    "F8_E5M2": "float8_e5m2",
-    "I64": "int64",
-    "I32": "int32",
-    "I16": "int16",
-    "I8": "int8",
-    "U64": "uint64",
-    "U32": "uint32",
-    "U16": "uint16",
-    "U8": "uint8",
-    "BOOL": "bool",
-}
-_CODES = {v: k for k, v in DTYPES.items()}
+#: tensorpress dtype name -> safetensors dtype code (for writing).
+_CODES = {v: k for k, v in safetensors_io.DTYPE_CODES.items()}
 _READ_CHUNK = 64 << 20
 
 
@@ -71,54 +53,16 @@ class SourceTensor:
 
 
 def read_header(path: Path) -> list[SourceTensor]:
-    """The tensors of one safetensors file, sorted by name (the order ``safe_open`` lists)."""
+    """The tensors of one safetensors file, sorted by name (the order ``safe_open`` lists); the
+    header is checked by :func:`tensorpress.safetensors_io.read_header`."""
     try:
-        size = path.stat().st_size
         with path.open("rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                raise FormatError(f"{path}: {size} bytes is too short for a safetensors file")
-            (n,) = struct.unpack("<Q", head)
-            if n > MAX_HEADER_BYTES or 8 + n > size:
-                raise FormatError(f"{path}: header length {n} exceeds the limit or the file")
-            raw = f.read(n)
+            spans, _ = safetensors_io.read_header(f.fileno(), path)
     except OSError as exc:
         raise FormatError(f"{path}: not readable: {exc.strerror or exc}") from None
-    try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise FormatError(f"{path}: malformed safetensors header: {exc}") from None
-    if not isinstance(doc, dict):
-        raise FormatError(f"{path}: safetensors header is not a JSON object")
-    data_start, data_len = 8 + n, size - 8 - n
-    out = []
-    for name, spec in doc.items():
-        if name == "__metadata__":
-            continue
-        out.append(_entry(path, name, spec, data_start, data_len))
-    out.sort(key=lambda t: t.name)
-    return out
-
-
-def _entry(path: Path, name: str, spec: Any, data_start: int, data_len: int) -> SourceTensor:
-    try:
-        code, shape_doc, offsets = spec["dtype"], spec["shape"], spec["data_offsets"]
-        shape = tuple(shape_doc)
-        begin, end = offsets
-    except (KeyError, TypeError, ValueError) as exc:
-        raise FormatError(f"{path}: malformed entry for {name!r}: {exc!r}") from None
-    if code not in DTYPES:
-        raise FormatError(f"{path}: tensor {name!r} has unsupported dtype {code!r}")
-    ints = (*shape, begin, end)
-    if not name or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in ints):
-        raise FormatError(f"{path}: tensor {name!r} has an invalid shape or byte range")
-    itemsize = tensors.dtype_from_name(DTYPES[code]).itemsize
-    if not begin <= end <= data_len or end - begin != math.prod(shape) * itemsize:
-        raise FormatError(
-            f"{path}: tensor {name!r} byte range [{begin}, {end}) does not fit its shape {list(shape)} "
-            f"or the {data_len}-byte data section"
-        )
-    return SourceTensor(name, path, DTYPES[code], shape, data_start + begin, data_start + end)
+    return sorted(
+        (SourceTensor(t.name, path, t.dtype, t.shape, t.start, t.end) for t in spans), key=lambda t: t.name
+    )
 
 
 def folder_tensors(folder: Path) -> list[SourceTensor]:
@@ -212,8 +156,6 @@ def write_streaming(
 
 
 __all__ = [
-    "DTYPES",
-    "MAX_HEADER_BYTES",
     "SourceTensor",
     "folder_tensors",
     "read_header",
