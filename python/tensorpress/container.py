@@ -46,7 +46,8 @@ MAX_HEADER_BYTES = 64 << 20
 ALIGNMENT = 64
 
 
-def _align(n: int) -> int:
+def align(n: int) -> int:
+    """``n`` rounded up to a multiple of :data:`ALIGNMENT` (where each payload starts)."""
     return -(-n // ALIGNMENT) * ALIGNMENT
 
 
@@ -109,34 +110,13 @@ def save(
     for name, value in _progress(items, progress, "compress"):
         encoded = _encode_one(value, codec, threads)
         payload = encoded.payload()
-        params = encoded.header()
-        entries.append(
-            {
-                "name": name,
-                "method": encoded.method,
-                "dtype": encoded.dtype,
-                "shape": list(encoded.shape),
-                "codec": encoded.codec,
-                "raw_nbytes": encoded.raw_nbytes,
-                "params": params,
-                "offset": offset,
-                "length": len(payload),
-                "crc32c": _core.crc32c(payload),
-            }
-        )
+        entries.append(header_entry(name, encoded, payload, offset))
         payloads.append(payload)
-        offset = _align(offset + len(payload))
-    header = json.dumps({"tensors": entries, "metadata": meta}, separators=(",", ":")).encode()
-    if len(header) > MAX_HEADER_BYTES:
-        raise InvalidArgumentError(f"header of {len(header)} bytes exceeds {MAX_HEADER_BYTES}")
-    preamble_fields = (MAGIC, MAJOR_VERSION, MINOR_VERSION, 0, len(header), _core.crc32c(header))
-    head = PREAMBLE.pack(*preamble_fields, 0)[:-4]
-    preamble = head + struct.pack("<I", _core.crc32c(head))
+        offset = align(offset + len(payload))
+    head = head_bytes(entries, meta)
 
     def write(f: Any) -> None:
-        f.write(preamble)
-        f.write(header)
-        f.write(b"\0" * (_align(PREAMBLE_BYTES + len(header)) - PREAMBLE_BYTES - len(header)))
+        f.write(head)
         at = 0
         for entry, payload in zip(entries, payloads, strict=True):
             f.write(b"\0" * (entry["offset"] - at))
@@ -145,6 +125,35 @@ def save(
 
     atomic_write(path, write)
     return path
+
+
+def header_entry(name: str, stored: Any, payload: bytes, offset: int) -> dict[str, Any]:
+    """The header entry of one stored tensor whose ``payload`` starts at ``offset`` (relative to
+    the end of the header; docs/format.md §2.1): the one writer of entries, key order included."""
+    return {
+        "name": name,
+        "method": stored.method,
+        "dtype": stored.dtype,
+        "shape": list(stored.shape),
+        "codec": stored.codec,
+        "raw_nbytes": stored.raw_nbytes,
+        "params": stored.header(),
+        "offset": offset,
+        "length": len(payload),
+        "crc32c": _core.crc32c(payload),
+    }
+
+
+def head_bytes(entries: list[dict[str, Any]], metadata: Mapping[str, str]) -> bytes:
+    """Preamble, JSON header and its zero padding: everything of a ``.tpz`` before the payloads,
+    whose entries (from :func:`header_entry`) must tile the data as docs/format.md §2 says."""
+    header = json.dumps({"tensors": entries, "metadata": dict(metadata)}, separators=(",", ":")).encode()
+    if len(header) > MAX_HEADER_BYTES:
+        raise InvalidArgumentError(f"header of {len(header)} bytes exceeds {MAX_HEADER_BYTES}")
+    preamble_fields = (MAGIC, MAJOR_VERSION, MINOR_VERSION, 0, len(header), _core.crc32c(header))
+    head = PREAMBLE.pack(*preamble_fields, 0)[:-4]
+    preamble = head + struct.pack("<I", _core.crc32c(head))
+    return preamble + header + b"\0" * (align(PREAMBLE_BYTES + len(header)) - PREAMBLE_BYTES - len(header))
 
 
 def _save_safetensors(tensors_by_name: Mapping[str, Any], path: Path, meta: dict[str, str]) -> None:
@@ -232,7 +241,7 @@ class TpzFile(Mapping[str, Any]):
         start = self._data_start + entry["offset"]
         end = start + entry["length"]
         # The zero padding after a payload belongs to it: a flipped padding bit is corruption too.
-        if any(self._source.read(end, self._data_start + _align(end - self._data_start))):
+        if any(self._source.read(end, self._data_start + align(end - self._data_start))):
             raise CorruptDataError(f"{self.path}: non-zero padding after tensor {name!r}")
         payload = self._source.read(start, end)
         if _core.crc32c(payload) != entry["crc32c"]:
@@ -343,7 +352,7 @@ def _parse(buf: FileSource, path: Path) -> tuple[list[dict[str, Any]], dict[str,
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise FormatError(f"{path}: metadata must map strings to strings")
     entries = [_parse_entry(i, e, path) for i, e in enumerate(doc["tensors"])]
-    data_start = _align(PREAMBLE_BYTES + header_len)
+    data_start = align(PREAMBLE_BYTES + header_len)
     if not entries:
         # An empty container ends at the end of its header or after its zero padding.
         if size not in (PREAMBLE_BYTES + header_len, data_start):
@@ -360,9 +369,9 @@ def _parse(buf: FileSource, path: Path) -> tuple[list[dict[str, Any]], dict[str,
             raise FormatError(f"{path}: duplicate tensor name {name!r}")
         names.add(name)
         # Payloads tile the file: each starts at the next aligned offset after the previous.
-        if offset != _align(end):
+        if offset != align(end):
             raise FormatError(
-                f"{path}: payload of {name!r} at {offset} breaks the tiling (expected {_align(end)})"
+                f"{path}: payload of {name!r} at {offset} breaks the tiling (expected {align(end)})"
             )
         end = offset + length
     if entries and data_start + end != size:
@@ -489,4 +498,16 @@ def _decode_all(
     return result
 
 
-__all__ = ["ALIGNMENT", "MAGIC", "MAX_HEADER_BYTES", "TpzFile", "atomic_write", "load", "open", "save"]
+__all__ = [
+    "ALIGNMENT",
+    "MAGIC",
+    "MAX_HEADER_BYTES",
+    "TpzFile",
+    "align",
+    "atomic_write",
+    "head_bytes",
+    "header_entry",
+    "load",
+    "open",
+    "save",
+]

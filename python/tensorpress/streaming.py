@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import struct
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -39,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from tensorpress import _core, container, hf_folder, tensors
+from tensorpress import container, hf_folder, methods, tensors
 from tensorpress.errors import FormatError, InvalidArgumentError
 from tensorpress.hf import RECIPE_KEY
 from tensorpress.journal import JOURNAL_DIR, Journal, fingerprint
@@ -49,10 +48,9 @@ from tensorpress.safetensors_stream import SourceTensor, folder_tensors, read_te
 #: Default largest output shard, in *source* bytes (output sizes are unknown until compressed).
 DEFAULT_MAX_SHARD_BYTES = 2 << 30
 _COPY_CHUNK = 16 << 20
+
+
 #: Stored tensor classes that predate the ``method`` attribute, by class name.
-_METHOD_OF = {"VideoTensor": "video"}
-
-
 class Comm(Protocol):
     """What a group of ranks offers: its size, this rank, an all-gather of small objects and a
     barrier (:class:`tensorpress.streaming_dist.TorchComm` over ``torch.distributed``)."""
@@ -139,53 +137,31 @@ class ShardWriter:
         self._end = 0
 
     def add(self, name: str, encoded: Any) -> None:
+        if not methods.is_stored(encoded):
+            raise InvalidArgumentError(f"{name!r}: a {type(encoded).__name__} is not a stored tensor")
         payload = encoded.payload()
-        params = encoded.header()
-        offset = container._align(self._end) if self._entries else 0
+        offset = container.align(self._end) if self._entries else 0
         self._spool.write(b"\0" * (offset - self._end))
         self._spool.write(payload)
         self._end = offset + len(payload)
-        method = getattr(encoded, "method", None) or _METHOD_OF.get(type(encoded).__name__)
-        if not isinstance(method, str):
-            raise InvalidArgumentError(f"{name!r}: a {type(encoded).__name__} is not a stored tensor")
-        # the entry exactly as tensorpress.save writes it (key order included)
-        self._entries.append(
-            {
-                "name": name,
-                "method": method,
-                "dtype": getattr(encoded, "dtype", params.get("dtype")),
-                "shape": list(getattr(encoded, "shape", params.get("shape"))),
-                "codec": getattr(encoded, "codec", method),
-                "raw_nbytes": getattr(encoded, "raw_nbytes", None),
-                "params": params,
-                "offset": offset,
-                "length": len(payload),
-                "crc32c": _core.crc32c(payload),
-            }
-        )
+        # the entry exactly as tensorpress.save writes it (one writer of entries)
+        self._entries.append(container.header_entry(name, encoded, payload, offset))
 
     def finish(self, metadata: Mapping[str, str]) -> tuple[int, str]:
         """Write the shard; returns its ``(size, sha256 hex)``."""
         self._spool.close()
-        meta = {str(k): str(v) for k, v in metadata.items()}
-        header = json.dumps({"tensors": self._entries, "metadata": meta}, separators=(",", ":")).encode()
-        if len(header) > container.MAX_HEADER_BYTES:
-            raise InvalidArgumentError(f"{self.path}: header of {len(header)} bytes is too large")
-        fields = (container.MAGIC, container.MAJOR_VERSION, container.MINOR_VERSION, 0, len(header))
-        head = container.PREAMBLE.pack(*fields, _core.crc32c(header), 0)[:-4]
-        preamble = head + struct.pack("<I", _core.crc32c(head))
-        pad = (
-            container._align(container.PREAMBLE_BYTES + len(header)) - container.PREAMBLE_BYTES - len(header)
-        )
+        try:
+            head = container.head_bytes(self._entries, {str(k): str(v) for k, v in metadata.items()})
+        except InvalidArgumentError as exc:
+            raise InvalidArgumentError(f"{self.path}: {exc}") from None
         digest = hashlib.sha256()
         size = 0
 
         def write(f: Any) -> None:
             nonlocal size
-            for part in (preamble, header, b"\0" * pad):
-                f.write(part)
-                digest.update(part)
-                size += len(part)
+            f.write(head)
+            digest.update(head)
+            size += len(head)
             with self._spool_path.open("rb") as spool:
                 while chunk := spool.read(_COPY_CHUNK):
                     f.write(chunk)
