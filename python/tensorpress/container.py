@@ -237,17 +237,27 @@ class TpzFile(Mapping[str, Any]):
     def compressed(self, name: str) -> Any:
         """Tensor ``name`` in stored form: payload checksum verified, header validated against the
         payload and the entry's ``dtype``/``shape``/``codec``/``raw_nbytes``, ``max_size`` checked."""
+        return self._stored(name, borrow=False)
+
+    def _stored(self, name: str, *, borrow: bool) -> Any:
+        """:meth:`compressed`; with ``borrow`` a lossless tensor's planes are views into the
+        mapping instead of copies (for a decode done at once: ``load``)."""
         entry = self.entry(name)
         start = self._data_start + entry["offset"]
         end = start + entry["length"]
         # The zero padding after a payload belongs to it: a flipped padding bit is corruption too.
         if any(self._source.read(end, self._data_start + align(end - self._data_start))):
             raise CorruptDataError(f"{self.path}: non-zero padding after tensor {name!r}")
-        payload = self._source.read(start, end)
+        borrow = borrow and entry["method"] == lossless.METHOD
+        payload = self._source.view(start, end) if borrow else self._source.read(start, end)
         if _core.crc32c(payload) != entry["crc32c"]:
             raise ChecksumError(f"{self.path}: payload of tensor {name!r} fails its checksum")
         try:
-            obj = methods.from_parts(entry["method"], entry["params"], payload, max_size=self.max_size)
+            if borrow:
+                obj = lossless.CompressedTensor.from_parts(entry["params"], payload, borrow=True)
+                methods.check_max_size(obj, self.max_size)
+            else:
+                obj = methods.from_parts(entry["method"], entry["params"], payload, max_size=self.max_size)
         except FormatError as exc:
             raise type(exc)(f"{self.path}: tensor {name!r}: {exc}") from None
         _check_summary(entry, obj, self.path)
@@ -427,7 +437,8 @@ def load(
             return {k: tensors.from_numpy(v, "torch", device) for k, v in arrays.items()}
         return arrays
     with TpzFile(path, max_size=max_size, mmap=mmap) as f:
-        stored = {name: f.compressed(name) for name in f}
+        # Lossless planes are borrowed from the mapping: decoded below, before the file closes.
+        stored = {name: f._stored(name, borrow=True) for name in f}
         total = sum(int(obj.decoded_nbytes) for obj in stored.values())
         if max_size is not None and total > max_size:
             raise FormatError(f"{path}: tensors decode to {total:,} bytes, more than max_size={max_size:,}")

@@ -70,6 +70,17 @@ class FileSource:
             raise FileChangedError(f"{self.path}: the file became shorter while it was read")
         return data
 
+    def view(self, start: int, end: int) -> bytes | memoryview:
+        """As :meth:`read`, but a read-only view into the mapping (no copy) when the file is
+        mapped. The view stays valid after :meth:`close` (the mapping is released with its last
+        view); a truncation of the file while a view is used still raises SIGBUS, so borrow views
+        only for work done at once, as ``tp.load`` does."""
+        if self._map is None:
+            return self.read(start, end)
+        self.check_unchanged()
+        start, end = max(0, min(start, self.size)), max(0, min(end, self.size))
+        return memoryview(self._map)[start:max(start, end)]
+
     def __getitem__(self, key: slice) -> bytes:
         if not isinstance(key, slice) or key.step not in (None, 1):
             raise TypeError("FileSource supports contiguous slices only")
@@ -82,7 +93,11 @@ class FileSource:
             return
         self.closed = True
         if self._map is not None:
-            self._map.close()
+            try:
+                self._map.close()
+            except BufferError:
+                pass  # views from `view` are alive: the mapping goes with the last of them
+            self._map = None
         os.close(self._fd)
 
 

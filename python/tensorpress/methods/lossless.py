@@ -142,7 +142,7 @@ class PlaneStream:
     """One coded byte plane: the codec that was chosen and its self-describing stream."""
 
     codec: str
-    blob: bytes
+    blob: bytes | memoryview  # a view only while borrowed (`from_parts(..., borrow=True)`)
 
 
 @dataclass(repr=False)
@@ -217,8 +217,13 @@ class CompressedTensor:
         return b"".join(p.blob for p in self.planes)
 
     @classmethod
-    def from_parts(cls, header: dict[str, Any], payload: bytes | memoryview) -> CompressedTensor:
-        """Validate ``header`` against ``payload`` (docs/format.md §2.2), then build."""
+    def from_parts(
+        cls, header: dict[str, Any], payload: bytes | memoryview, *, borrow: bool = False
+    ) -> CompressedTensor:
+        """Validate ``header`` against ``payload`` (docs/format.md §2.2), then build.
+
+        The planes are copies of ``payload`` unless ``borrow``: then they are views into it, and
+        the caller keeps ``payload`` alive and unchanged for the tensor's whole life."""
         m = METHOD
         h = base.need_dict(header, m)
         dtype = base.need_dtype(h, m)
@@ -243,7 +248,7 @@ class CompressedTensor:
             length = base.need_int(spec, "length", 0, base.U64_MAX, m)
             if offset != at or offset + length > len(view):
                 raise base.fail(m, f"plane {i} at [{offset}, {offset + length}) does not follow at {at}")
-            blob = bytes(view[offset : offset + length])
+            blob = view[offset : offset + length] if borrow else bytes(view[offset : offset + length])
             stream_codec, n = stream_facts(blob, f"plane {i}")
             if stream_codec != codec or n != expect:
                 raise base.fail(
