@@ -39,6 +39,9 @@ def assert_same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
 def test_golden_file_decodes_to_known_tensors() -> None:
     golden = load_golden_module()
     assert_same(tp.load(GOLDEN / "v1-ok.tpz"), golden.golden_tensors())
+    assert_same(tp.load(GOLDEN / "v1-ok-streams.tpz"), golden.golden_tensors())
+    with tp.open(GOLDEN / "v1-ok.tpz") as f:
+        assert {f.entry(n)["codec"] for n in ("scalar", "int8", "empty")} == {"stored"}
     with tp.open(GOLDEN / "v1-ok.tpz") as f:
         assert f.metadata == {"purpose": "golden"}
     for codec in entropy.CODECS:

@@ -306,3 +306,58 @@ def test_packed_message_structural_checks_behind_the_checksums() -> None:
         unpack_object(_pack(head, payload) + b"\0")
     with pytest.raises(InvalidArgumentError):
         pack_object(np.zeros(3))
+
+
+_VERBATIM_DTYPES = ["float32", "float16", "bfloat16", "float8_e4m3fn", "int8", "uint8", "int32", "bool"]
+
+
+@pytest.mark.parametrize("dtype", _VERBATIM_DTYPES)
+@pytest.mark.parametrize("n", [0, 1, 7, 384, 5000])
+def test_auto_lossless_is_never_larger_than_raw(dtype: str, n: int, tmp_path: Path) -> None:
+    """With codec="auto" no tensor's payload exceeds its raw bytes: small or incompressible
+    tensors are stored verbatim, and come back bit-exact through every path."""
+    from tensorpress.methods import lossless
+    from tensorpress.methods.arrays import dtype_from_name
+
+    rng = np.random.default_rng(n)
+    raw = rng.integers(0, 256, n * dtype_from_name(dtype).itemsize, dtype=np.uint8)
+    x = raw.view(dtype_from_name(dtype)) if dtype != "bool" else (raw % 2).astype(bool)
+    c = lossless.compress(x)
+    assert c.nbytes <= x.nbytes
+    if n <= 7:  # far too small for any stream header to pay
+        assert c.transform == lossless.VERBATIM and c.codec == "stored"
+    assert c.decode().tobytes() == x.tobytes()
+    out = np.empty_like(x)
+    assert c.decode(out=out) is out and out.tobytes() == x.tobytes()
+    tp.save({"x": c}, tmp_path / "v.tpz")
+    assert tp.load(tmp_path / "v.tpz")["x"].tobytes() == x.tobytes()
+    assert unpack_object(pack_object(c)).decode().tobytes() == x.tobytes()
+
+
+def test_verbatim_is_refused_for_int4_and_forced_codecs_keep_their_streams() -> None:
+    import ml_dtypes
+
+    from tensorpress.methods import lossless
+
+    x = np.arange(5, dtype=np.float32)
+    assert lossless.compress(x, codec="huffman").transform == "fp32-exponent"
+    header = lossless.compress(x).header()
+    header.update(dtype="int4", shape=[40])
+    with pytest.raises(FormatError, match="does not belong"):
+        lossless.CompressedTensor.from_parts(header, x.tobytes())
+    assert lossless.compress(np.zeros(3, ml_dtypes.int4)).transform == "nibbles"
+
+
+def test_per_plane_codecs_are_a_plan_and_may_fall_back_to_verbatim() -> None:
+    import ml_dtypes
+
+    from tensorpress.methods import lossless
+
+    x = np.random.default_rng(0).normal(size=(64, 512)).astype(ml_dtypes.bfloat16)
+    c = lossless.compress(x, ["huffman", "raw"])
+    assert c.codec == "huffman+raw" and c.decode().tobytes() == x.tobytes()
+    assert lossless.compress(x[:1, :8], ["huffman", "raw"]).transform == lossless.VERBATIM
+    with pytest.raises(InvalidArgumentError, match="plane codecs"):
+        lossless.compress(x, ["huffman"])
+    with pytest.raises(InvalidArgumentError, match="unknown codec 'auto'"):
+        lossless.compress(x, ["auto", "raw"])

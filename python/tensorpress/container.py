@@ -495,7 +495,10 @@ def _decode_all(
             dst = targets[name]
         else:
             dst = fresh[name] = np.empty(obj.shape, tensors.dtype_from_name(obj.dtype))
-        items.append(([p.blob for p in obj.planes], obj.transform, dst))
+        if obj.transform == lossless.VERBATIM:
+            obj.decode(out=dst)  # a copy of its bytes
+        else:
+            items.append(([p.blob for p in obj.planes], obj.transform, dst))
     entropy.decode_planes_many(items, threads)
     result: dict[str, Any] = {}
     for name, obj in stored.items():

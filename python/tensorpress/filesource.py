@@ -15,6 +15,7 @@ content that keeps the size and time is caught as a checksum error.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 from pathlib import Path
@@ -79,7 +80,7 @@ class FileSource:
             return self.read(start, end)
         self.check_unchanged()
         start, end = max(0, min(start, self.size)), max(0, min(end, self.size))
-        return memoryview(self._map)[start:max(start, end)]
+        return memoryview(self._map)[start : max(start, end)]
 
     def __getitem__(self, key: slice) -> bytes:
         if not isinstance(key, slice) or key.step not in (None, 1):
@@ -93,10 +94,9 @@ class FileSource:
             return
         self.closed = True
         if self._map is not None:
-            try:
+            # Views from `view` still alive keep the mapping: it goes with the last of them.
+            with contextlib.suppress(BufferError):
                 self._map.close()
-            except BufferError:
-                pass  # views from `view` are alive: the mapping goes with the last of them
             self._map = None
         os.close(self._fd)
 

@@ -46,6 +46,7 @@ import numpy as np
 
 from tensorpress import entropy, tensors
 from tensorpress.errors import FormatError, InvalidArgumentError
+from tensorpress.methods import lossless
 from tensorpress.methods.base import parse_json
 
 # The blockwise format and its numpy reference quantizers live with the method; these names stay
@@ -316,7 +317,7 @@ def _plane_candidates(
     chosen: list[str] = []
     total = 0
     seconds = 0.0
-    lanes, chunk = entropy.DEFAULT_LANES, entropy.DEFAULT_CHUNK_SIZE
+    lanes, chunk = lossless.auto_lanes(full_n), entropy.DEFAULT_CHUNK_SIZE
     raw_size = tensors.predicted_size(full_n, 8.0, "raw", lanes, chunk)
     for i, plane in enumerate(planes):
         sizes: dict[str, int] = {}
@@ -568,15 +569,14 @@ def _apply_candidate(cand: Candidate, arr: np.ndarray, kind: str, device: str | 
     if cand.method == "lossless":
         name = tensors.dtype_name(arr.dtype)
         transform = tensors.transform_name(name)
-        flat = np.ascontiguousarray(arr).reshape(-1)
-        planes = tensors.split_planes(flat, transform)
         codecs = list(cand.options["codecs"])
-        if len(codecs) != len(planes):
+        if len(codecs) != lossless.plane_count(transform, arr.dtype):
             raise InvalidArgumentError(
-                f"plan has {len(codecs)} plane codecs, tensor has {len(planes)} planes"
+                f"plan has {len(codecs)} plane codecs, not one per plane of a {name} tensor"
             )
-        streams = [tensors.PlaneStream(c, entropy.encode(p, c)) for p, c in zip(planes, codecs, strict=True)]
-        return tensors.CompressedTensor(name, tuple(arr.shape), transform, streams, kind, device)
+        stored = lossless.compress(arr, codecs)
+        stored.kind, stored.device = kind, device
+        return stored
     if cand.method == "blockwise":
         o = cand.options
         obj = quantize_blockwise(arr, o["bits"], o["block_size"], scheme=o["scheme"], layout=o["layout"])

@@ -8,6 +8,9 @@ fixed here, and ``tests/test_methods_golden.py`` regenerates every file into a t
 requires identical bytes — except the video files, whose bitstreams are whatever the installed
 encoder library produces (their decoded values are pinned instead).
 
+Frozen files (:data:`FROZEN`) were written by an earlier writer and are kept as they are: the
+readers must still decode them, and they are not regenerated.
+
 Must-fail files are built by mutating a good file and recomputing every checksum, so each one
 reaches the check it is named after. :data:`MUST_FAIL` (file → error, message fragment) is
 repeated, as a table, in docs/format.md §7; the tests require the two to agree.
@@ -37,6 +40,10 @@ LANES = 8
 CHUNK_SIZE = 1 << 18
 ALIGN = 64
 
+#: Must-decode files kept as an earlier writer wrote them (not regenerated): ``v1-ok-streams.tpz``
+#: holds ``golden_tensors`` with every tensor as plane streams, written before ``verbatim``.
+FROZEN = frozenset({"v1-ok-streams.tpz"})
+
 #: Must-fail golden file -> (error class, fragment of its message).
 MUST_FAIL: dict[str, tuple[str, str]] = {
     "v1-bad-magic.tpz": ("FormatError", "magic"),
@@ -61,6 +68,7 @@ MUST_FAIL: dict[str, tuple[str, str]] = {
     "v1-lossless-string-offset.tpz": ("FormatError", "offset"),
     "v1-lossless-plane-gap.tpz": ("FormatError", "does not follow"),
     "v1-lossless-int4-padding.tpz": ("CorruptDataError", "padding nibble"),
+    "v1-lossless-verbatim-shape.tpz": ("FormatError", "stored stream of 96 bytes"),
     "v1-blockwise-scale-flip.tpz": ("ChecksumError", "checksum"),
     "v1-blockwise-scale-inf.tpz": ("CorruptDataError", "scale"),
     "v1-blockwise-code-overflow.tpz": ("CorruptDataError", "exceeds"),
@@ -116,6 +124,7 @@ def method_tensors() -> dict[str, Any]:
     return {
         "lossless": lossless(m),
         "lossless-int4-odd": lossless(((np.arange(9) % 13) - 6).astype(ml_dtypes.int4)),
+        "lossless-verbatim": lossless(src["bias"]),
         "blockwise-rtn": quantize_blockwise(m, 4, 16, layout="packed"),
         "blockwise-rtn-coded": quantize_blockwise(m, 3, 8, layout="huffman", **pinned),
         "blockwise-tender": quantize_blockwise(m, 6, 4, scheme="tender-group", layout="qlc", **pinned),
@@ -203,6 +212,8 @@ def write_container_goldens(out: Path) -> None:
     stored = {k: compress(v, lanes=LANES, chunk_size=CHUNK_SIZE) for k, v in golden_tensors().items()}
     tp.save(stored, out / "v1-ok.tpz", metadata={"purpose": "golden"})
     ok = (out / "v1-ok.tpz").read_bytes()
+    # The last tensor with a payload: its first byte flipped, its CRC left as it was.
+    last_coded = max(i for i, e in enumerate(split(ok)[0]["tensors"]) if e["length"])
     # An empty container ending right after its header (no padding): allowed by §2.
     empty_header = b'{"tensors":[],"metadata":{}}'
     (out / "v1-empty.tpz").write_bytes(build(None, b"", header_text=empty_header)[: 32 + len(empty_header)])
@@ -234,7 +245,7 @@ def write_container_goldens(out: Path) -> None:
         "truncated": ok[: len(ok) - 10],
         "preamble-crc": ok[:28] + bytes([ok[28] ^ 1]) + ok[29:],
         "header-flip": ok[:40] + bytes([ok[40] ^ 4]) + ok[41:],
-        "payload-flip": ok[:-3] + bytes([ok[-3] ^ 0x20]) + ok[-2:],
+        "payload-flip": with_payload(ok, _flip_first_byte, crc=False, index=last_coded),
         "trailing-bytes": ok + b"\0" * 64,
         "tiling": build(tiling_doc, region),
         "header-padding": build(doc, region, pad=b"\0\0\x01"),
@@ -249,6 +260,10 @@ def write_container_goldens(out: Path) -> None:
     }
     for name, data in bad.items():
         (out / f"v1-{name}.tpz").write_bytes(data)
+
+
+def _flip_first_byte(payload: bytearray) -> None:
+    payload[0] ^= 0x20
 
 
 def _header_text(doc: dict[str, Any]) -> bytes:
@@ -299,6 +314,7 @@ def write_method_goldens(out: Path, video: bool = True) -> None:
         "lossless-string-offset": params("lossless", lambda p: p["planes"][0].update(offset="0")),
         "lossless-plane-gap": params("lossless", plane_gap),
         "lossless-int4-padding": _int4_padding(ok, at["lossless-int4-odd"]),
+        "lossless-verbatim-shape": params("lossless-verbatim", lambda p: p.update(shape=[25])),
         "blockwise-scale-flip": payload("blockwise-rtn", set_fp16(2, 0.5), crc=False),
         "blockwise-scale-inf": payload("blockwise-rtn", set_fp16(2, float("inf"))),
         "blockwise-code-overflow": payload("blockwise-rtn", overflow_code),

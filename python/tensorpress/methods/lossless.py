@@ -14,6 +14,11 @@ Each plane is coded by :mod:`tensorpress.entropy`; ``codec="auto"`` measures eve
 size on the plane's histogram (one pass in Rust) and keeps the smallest, or stores the plane raw
 when no code saves at least :data:`MIN_SAVING`. The transform follows from the dtype; the
 payload is the plane streams back to back, in plane order, with no gaps.
+
+With ``codec="auto"`` a tensor whose streams would not be smaller than its raw bytes (a bias or
+norm vector of a few hundred values, where the streams' headers cost more than coding saves) is
+stored ``verbatim``: its little-endian element bytes as they are, one plane of codec
+``stored``, so no stored tensor is larger than its raw bytes.
 """
 
 from __future__ import annotations
@@ -35,8 +40,12 @@ MIN_SAVING = 0.01
 AUTO_CANDIDATES = ("qlc", "huffman", "expgolomb-rank")
 #: Method name in the container.
 METHOD = "lossless"
-#: Transforms, each with the dtypes that use it.
-TRANSFORMS = ("bf16-exponent", "fp32-exponent", "nibbles", "byte-planes")
+#: Transforms, each with the dtypes that use it; ``verbatim`` (any dtype but int4/uint4) stores
+#: the element bytes as they are.
+TRANSFORMS = ("bf16-exponent", "fp32-exponent", "nibbles", "byte-planes", "verbatim")
+#: The transform and plane codec of a tensor stored as its raw bytes.
+VERBATIM = "verbatim"
+STORED = "stored"
 #: Entropy-stream header (docs/format.md §1): magic, version, codec id, lanes, flags, length n.
 _STREAM_HEAD = struct.Struct("<4sBBBBQ")
 _STREAM_MAGIC = b"\x89TPE"
@@ -58,7 +67,7 @@ def transform_name(dtype: str) -> str:
 
 def plane_count(transform: str, dtype: np.dtype) -> int:
     """Number of planes ``transform`` splits an element of ``dtype`` into."""
-    return {"bf16-exponent": 2, "fp32-exponent": 4, "nibbles": 1}.get(transform, dtype.itemsize)
+    return {"bf16-exponent": 2, "fp32-exponent": 4, "nibbles": 1, VERBATIM: 1}.get(transform, dtype.itemsize)
 
 
 def plane_length(transform: str, count: int) -> int:
@@ -229,7 +238,8 @@ class CompressedTensor:
         dtype = base.need_dtype(h, m)
         shape = base.need_shape(h, m)
         transform = base.need_choice(h, "transform", TRANSFORMS, m)
-        if transform != transform_name(dtype):
+        native = transform_name(dtype)
+        if transform != native and (transform != VERBATIM or native == "nibbles"):
             raise base.fail(m, f"transform {transform!r} does not belong to dtype {dtype}")
         kind = base.need_kind(h, m)
         device = base.need_device(h, m)
@@ -239,17 +249,20 @@ class CompressedTensor:
             raise base.fail(m, f"{transform} of {dtype} needs a list of {n_planes} planes")
         view = memoryview(payload)
         expect = plane_length(transform, base.numel(shape))
+        if transform == VERBATIM:
+            expect *= dtype_from_name(dtype).itemsize
         planes = []
         at = 0
         for i, spec in enumerate(specs):
             spec = base.need_dict(spec, m, f"plane {i}")
-            codec = base.need_choice(spec, "codec", entropy.CODECS, m)
+            codecs = (STORED,) if transform == VERBATIM else entropy.CODECS
+            codec = base.need_choice(spec, "codec", codecs, m)
             offset = base.need_int(spec, "offset", 0, base.U64_MAX, m)
             length = base.need_int(spec, "length", 0, base.U64_MAX, m)
             if offset != at or offset + length > len(view):
                 raise base.fail(m, f"plane {i} at [{offset}, {offset + length}) does not follow at {at}")
             blob = view[offset : offset + length] if borrow else bytes(view[offset : offset + length])
-            stream_codec, n = stream_facts(blob, f"plane {i}")
+            stream_codec, n = (STORED, length) if transform == VERBATIM else stream_facts(blob, f"plane {i}")
             if stream_codec != codec or n != expect:
                 raise base.fail(
                     m, f"plane {i} is a {stream_codec} stream of {n} bytes, header says {codec} of {expect}"
@@ -276,6 +289,8 @@ class CompressedTensor:
         """
         base.check_as_kind(as_kind)
         blobs = [p.blob for p in self.planes]
+        if self.transform == VERBATIM:
+            return self._copy_verbatim(as_kind, device, out)
         if out is not None:
             self.check_out(out)
             return entropy.decode_planes_into(blobs, self.transform, out, threads)
@@ -289,6 +304,15 @@ class CompressedTensor:
         # Decode + merge in one pass per chunk, into the array returned (docs/format.md §2.1).
         entropy.decode_planes_into(blobs, self.transform, flat, threads)
         return base.deliver(flat.reshape(self.shape), self.kind, self.device, as_kind, device)
+
+    def _copy_verbatim(self, as_kind: str | None, device: str | None, out: Any) -> Any:
+        """A ``verbatim`` tensor: its bytes, copied (into ``out`` when given)."""
+        values = np.frombuffer(self.planes[0].blob, dtype_from_name(self.dtype)).reshape(self.shape)
+        if out is not None:
+            self.check_out(out)
+            entropy.writable_byte_view(out)[:] = values.reshape(-1).view(np.uint8)
+            return out
+        return base.deliver(values.copy(), self.kind, self.device, as_kind, device)
 
     def check_out(self, out: Any) -> None:
         """InvalidArgumentError unless ``out`` has this tensor's dtype and shape."""
@@ -338,12 +362,23 @@ def choose_codec(
     return best if sizes[best] <= (1 - MIN_SAVING) * raw else "raw"
 
 
+#: With ``lanes=None`` a plane gets one lane per this many bytes (at least 1, at most
+#: ``entropy.DEFAULT_LANES``): every lane of a coded chunk costs a 4-byte length and up to a byte
+#: of padding, which a bias vector of a few hundred values cannot pay for.
+BYTES_PER_LANE = 4096
+
+
+def auto_lanes(plane_bytes: int) -> int:
+    """Lanes for a plane of ``plane_bytes`` bytes when the caller leaves them to us."""
+    return max(1, min(entropy.DEFAULT_LANES, plane_bytes // BYTES_PER_LANE))
+
+
 def compress(
     tensor: Any,
-    codec: str = "auto",
+    codec: str | list[str] | tuple[str, ...] = "auto",
     *,
     threads: int | None = None,
-    lanes: int = entropy.DEFAULT_LANES,
+    lanes: int | None = None,
     chunk_size: int = entropy.DEFAULT_CHUNK_SIZE,
 ) -> CompressedTensor:
     """Compress a numpy array or torch tensor losslessly.
@@ -351,41 +386,76 @@ def compress(
     Args:
         tensor: numpy array (incl. ml_dtypes bfloat16/float8/int4) or torch tensor (any device;
             it comes back on the same device).
-        codec: ``"auto"`` (smallest per plane) or one entropy codec for every plane.
-        threads, lanes, chunk_size: passed to :func:`tensorpress.entropy.encode`.
+        codec: ``"auto"`` (smallest per plane), one entropy codec for every plane, or a list of
+            one codec per plane (a plan's choice). ``"auto"`` and lists fall back to
+            ``verbatim`` when the streams would not be smaller than the raw bytes.
+        lanes: lanes per chunk; ``None``: :data:`entropy.DEFAULT_LANES`, fewer for small
+            tensors (:func:`auto_lanes`).
+        threads, chunk_size: passed to :func:`tensorpress.entropy.encode`.
     """
-    if codec != "auto" and codec not in entropy.CODECS:
-        raise InvalidArgumentError(
-            f"unknown codec {codec!r}; use 'auto' or one of {', '.join(entropy.CODECS)}"
-        )
+    one_codec = codec if isinstance(codec, str) else None
+    per_plane = None if isinstance(codec, str) else list(codec)
+    for c in per_plane or [str(codec)]:
+        if c not in entropy.CODECS and (c != "auto" or per_plane is not None):
+            known = ", ".join(entropy.CODECS)
+            raise InvalidArgumentError(f"unknown codec {c!r}; use 'auto' or one of {known}")
     arr, kind, device = to_numpy(tensor)
     name = dtype_name(arr.dtype)
     transform = transform_name(name)
     flat = np.ascontiguousarray(arr).reshape(-1)
+    if lanes is None:
+        lanes = auto_lanes(plane_length(transform, flat.size))
+    if per_plane is not None:
+        split = split_planes(flat, transform)
+        if len(per_plane) != len(split):
+            raise InvalidArgumentError(
+                f"{len(per_plane)} plane codecs for a {name} tensor of {len(split)} planes"
+            )
+        streams = [
+            PlaneStream(c, entropy.encode(p, c, threads, lanes=lanes, chunk_size=chunk_size))
+            for p, c in zip(split, per_plane, strict=True)
+        ]
+        return _verbatim_if_smaller(
+            CompressedTensor(name, tuple(arr.shape), transform, streams, kind, device), flat
+        )
     # Split + code in one pass per chunk (the planes are never materialised whole); each plane
     # is the stream entropy.encode(split_planes(...)[k], compact=True) would give, its codec
     # chosen as choose_codec does, and never larger than the plane stored raw.
+    assert one_codec is not None
     coded = entropy.encode_planes(
         flat,
         transform,
-        codec,
+        one_codec,
         threads,
         candidates=AUTO_CANDIDATES,
         min_saving=MIN_SAVING,
         lanes=lanes,
         chunk_size=chunk_size,
     )
-    planes = [PlaneStream(c, blob) for c, blob in coded]
-    return CompressedTensor(name, tuple(arr.shape), transform, planes, kind, device)
+    streams = [PlaneStream(c, blob) for c, blob in coded]
+    stored = CompressedTensor(name, tuple(arr.shape), transform, streams, kind, device)
+    return _verbatim_if_smaller(stored, flat) if codec == "auto" else stored
+
+
+def _verbatim_if_smaller(stored: CompressedTensor, flat: np.ndarray) -> CompressedTensor:
+    """``stored``, or the tensor ``verbatim`` when its streams are not smaller than its bytes."""
+    if stored.transform == "nibbles" or stored.nbytes < flat.nbytes:
+        return stored
+    stored.planes, stored.transform = [PlaneStream(STORED, flat.view(np.uint8).tobytes())], VERBATIM
+    return stored
 
 
 __all__ = [
     "AUTO_CANDIDATES",
+    "BYTES_PER_LANE",
     "METHOD",
     "MIN_SAVING",
+    "STORED",
     "TRANSFORMS",
+    "VERBATIM",
     "CompressedTensor",
     "PlaneStream",
+    "auto_lanes",
     "choose_codec",
     "compress",
     "merge_planes",
