@@ -107,8 +107,7 @@ def save(
     entries: list[dict[str, Any]] = []
     payloads: list[bytes] = []
     offset = 0
-    for name, value in _progress(items, progress, "compress"):
-        encoded = _encode_one(value, codec, threads)
+    for name, encoded in _progress(_encode_all(items, codec, threads), progress, "compress", len(items)):
         payload = encoded.payload()
         entries.append(header_entry(name, encoded, payload, offset))
         payloads.append(payload)
@@ -165,12 +164,36 @@ def _save_safetensors(tensors_by_name: Mapping[str, Any], path: Path, meta: dict
     safetensors_io.save_file(arrays, path, meta)
 
 
-def _progress(items: list[Any], enabled: bool, what: str) -> Any:
+def _encode_all(items: list[tuple[str, Any]], codec: str, threads: int | None) -> Iterator[tuple[str, Any]]:
+    """``(name, stored tensor)`` in order. Tensors are encoded two or more at a time (the Rust
+    encoder releases the GIL) so that models of many small tensors, each one or two chunks,
+    still use every core; ``threads=1`` encodes one at a time on the calling thread."""
+    limit = entropy.check_threads(threads)
+    workers = min(len(items), entropy.pool_threads() if limit is None else limit)
+    if workers <= 1:
+        yield from ((name, _encode_one(value, codec, threads)) for name, value in items)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tensorpress-save") as pool:
+        # At most 2 x workers tensors in flight: encoded payloads are held until written anyway,
+        # but the sources of a lazily produced mapping are not all pulled into memory at once.
+        pending: list[tuple[str, Any]] = []
+        for name, value in items:
+            pending.append((name, pool.submit(_encode_one, value, codec, threads)))
+            if len(pending) >= 2 * workers:
+                done_name, future = pending.pop(0)
+                yield done_name, future.result()
+        for name, future in pending:
+            yield name, future.result()
+
+
+def _progress(items: Any, enabled: bool, what: str, total: int | None = None) -> Any:
     if not enabled:
         return items
     from tqdm import tqdm
 
-    return tqdm(items, desc=what, unit="tensor")
+    return tqdm(items, desc=what, unit="tensor", total=total)
 
 
 # --- reading ---------------------------------------------------------------------------------
