@@ -471,3 +471,71 @@ def test_round_trip_any_tensors_any_layout(tmp_path_factory, shapes, dtypes, sha
     for k, v in state.items():  # bit equality (NaN payloads included)
         assert back[k].dtype == v.dtype and back[k].shape == v.shape
         assert back[k].reshape(-1).view(torch.uint8).equal(v.reshape(-1).view(torch.uint8))
+
+
+_FAILING_RANK = textwrap.dedent(
+    """
+    import sys
+    from tensorpress import streaming, streaming_dist, tensors
+    comm = streaming_dist.comm_from_env()
+
+    def encoder(name, value):
+        if comm.rank == 1:
+            raise OSError("disk full on rank 1")
+        return streaming.as_torch_source(tensors.compress(value)), None
+
+    try:
+        streaming.compress_folder(sys.argv[1], sys.argv[2], comm=comm, max_shard_size=40_000, encoder=encoder)
+    except Exception as exc:
+        print("raised", type(exc).__name__, exc)
+    """
+)
+
+
+def test_a_failed_rank_fails_the_others_at_once(source, tmp_path):
+    """Rank 1's encoder fails: rank 0 must raise RankFailedError naming it at the next meeting
+    point, not block in a barrier until the process group's 30-minute timeout."""
+    import socket
+    import time
+
+    src, _ = source
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for rank in range(2):
+        env = _env() | {
+            "RANK": str(rank),
+            "WORLD_SIZE": "2",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
+        args = [sys.executable, "-c", _FAILING_RANK, str(src), str(tmp_path / "out")]
+        procs.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    start = time.monotonic()
+    logs = [p.communicate(timeout=180)[0].decode() for p in procs]
+    assert time.monotonic() - start < 120
+    assert "raised OSError disk full on rank 1" in logs[1]
+    assert "raised RankFailedError" in logs[0] and "rank 1: OSError: disk full" in logs[0]
+
+
+def test_gather_or_fail_reports_every_failed_rank():
+    class TwoRanks:
+        rank, world_size = 0, 2
+
+        def __init__(self, other):
+            self.other = other
+
+        def all_gather(self, obj):
+            return [obj, self.other]
+
+        def barrier(self):
+            raise AssertionError("not used")
+
+    assert streaming.gather_or_fail(TwoRanks((None, 7)), lambda: 5, "x") == [5, 7]
+    with pytest.raises(
+        tp.errors.RankFailedError, match=r"x failed on another rank \(rank 1: ValueError: no\)"
+    ):
+        streaming.gather_or_fail(TwoRanks(("ValueError: no", None)), lambda: 5, "x")
+    with pytest.raises(KeyError):  # this rank's own error comes back as it was
+        streaming.gather_or_fail(TwoRanks((None, 7)), lambda: {}["k"], "x")

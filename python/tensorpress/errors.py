@@ -40,6 +40,12 @@ class WriteError(TensorpressError, OSError):
     """Writing a file failed; the message and ``filename`` name the destination."""
 
 
+class RankFailedError(TensorpressError, RuntimeError):
+    """Another rank of a multi-rank job failed; the message names it and its error. Raised on
+    every surviving rank at the next point where the ranks meet, instead of waiting for the
+    process group's timeout."""
+
+
 class BackendUnavailableError(TensorpressError, ImportError):
     """An optional backend (torch, PyAV, PyNvVideoCodec, ...) is not installed or cannot run."""
 
@@ -58,6 +64,7 @@ __all__ = [
     "FormatError",
     "InvalidArgumentError",
     "InvalidTypeError",
+    "RankFailedError",
     "TensorpressError",
     "WriteError",
 ]

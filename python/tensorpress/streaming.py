@@ -36,10 +36,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from tensorpress import container, hf_folder, methods, tensors
-from tensorpress.errors import FormatError, InvalidArgumentError
+from tensorpress.errors import FormatError, InvalidArgumentError, RankFailedError
 from tensorpress.hf import RECIPE_KEY
 from tensorpress.journal import JOURNAL_DIR, Journal, fingerprint
 from tensorpress.models import ALIASES_KEY, CONSTRAINT_KEY, PLANS_KEY
@@ -74,6 +74,27 @@ class SingleProcess:
 
     def barrier(self) -> None:
         pass
+
+
+_T = TypeVar("_T")
+
+
+def gather_or_fail(comm: Comm, work: Callable[[], _T], what: str) -> list[_T]:
+    """Run ``work`` on this rank, then all-gather its result with every rank's. A rank whose work
+    raised still takes part in the gather (sending its error), so the others raise
+    :class:`RankFailedError` at once instead of blocking until the group's timeout; the failed
+    rank re-raises its own exception. Returns every rank's result, in rank order."""
+    try:
+        result, status = work(), None
+    except Exception as exc:  # handed to the other ranks, then re-raised here
+        result, status, error = None, f"{type(exc).__name__}: {exc}", exc
+    gathered = comm.all_gather((status, result))
+    if status is not None:
+        raise error
+    failed = [f"rank {r}: {s}" for r, (s, _) in enumerate(gathered) if s is not None]
+    if failed:
+        raise RankFailedError(f"{what} failed on another rank ({'; '.join(failed)[:2000]})")
+    return [r for _, r in gathered]
 
 
 # --- the shard plan --------------------------------------------------------------------------
@@ -315,23 +336,16 @@ def compress_folder(
     if result.skipped:
         say(f"rank {comm.rank}: {len(result.skipped)} shards already done, {len(todo)} to go")
     meta = {ALIASES_KEY: "{}", CONSTRAINT_KEY: constraint or "", RECIPE_KEY: "{}"}
-    _run_shards(
-        todo,
-        out,
-        meta,
-        encoder,
-        workers,
-        journal,
-        result,
-        say,
-        bars,
-        sum(shards[i].source_nbytes for i in mine),
-        sum(s.source_nbytes for s in shards if s.file in result.skipped),
+    mine_bytes = sum(shards[i].source_nbytes for i in mine)
+    done_bytes = sum(s.source_nbytes for s in shards if s.file in result.skipped)
+
+    def compress_mine() -> None:
+        _run_shards(todo, out, meta, encoder, workers, journal, result, say, bars, mine_bytes, done_bytes)
+
+    gather_or_fail(comm, compress_mine, "compressing shards")
+    gather_or_fail(
+        comm, lambda: _finish_folder(src, out, shards, journal, say) if comm.rank == 0 else None, "the index"
     )
-    comm.barrier()
-    if comm.rank == 0:
-        _finish_folder(src, out, shards, journal, say)
-    comm.barrier()
     result.tensors = len(items)
     result.values = sum(t.numel for t in items)
     result.raw_nbytes = sum(t.nbytes for t in items)

@@ -42,6 +42,7 @@ from tensorpress.streaming import (
     as_torch_source,
     assign_shards,
     compress_folder,
+    gather_or_fail,
     plan_shards,
 )
 
@@ -192,8 +193,10 @@ def compress_folder_at_budget(
     try:
         # 1. the bits the lossless tensors take, over all ranks
         mine_lossless = [t for t in mine if t.name not in lossy_set]
-        bits = _run_all(_lossless_bits, [(t,) for t in mine_lossless], pool)
-        spent = sum(sum(part) for part in comm.all_gather(bits))
+        every = gather_or_fail(
+            comm, lambda: _run_all(_lossless_bits, [(t,) for t in mine_lossless], pool), "sizing"
+        )
+        spent = sum(sum(part) for part in every)
         spent += 8 * HEADER_BYTES_PER_TENSOR * len(items)
         total = sum(t.numel for t in items)
         numel = {t.name: t.numel for t in items if t.name in lossy_set}
@@ -216,9 +219,12 @@ def compress_folder_at_budget(
                 qps = [q for q in wanted.get(t.name, ()) if lo <= q <= hi and q not in points[t.name]]
                 if qps:
                     calls.append((t, sorted(set(qps)), video))
-            found = _run_all(probe, calls, pool)
-            mine_points = {c[0].name: r for c, r in zip(calls, found, strict=True)}
-            for part in comm.all_gather(mine_points):
+
+            def probe_mine() -> dict[str, Any]:
+                found = _run_all(probe, calls, pool)
+                return {c[0].name: r for c, r in zip(calls, found, strict=True)}
+
+            for part in gather_or_fail(comm, probe_mine, "rate-distortion probing"):
                 for name, by_qp in part.items():
                     for qp, (b, d) in by_qp.items():
                         points[name][qp] = RatePoint(qp, b, d)
