@@ -268,3 +268,12 @@ def test_video_coded_model_reloads_identically(tmp_path: Path, texts: list[str])
         assert {e["name"] for e in f.entries() if e["method"] == "video"} == set(names)
     back = tp.from_pretrained(tmp_path / "video")
     assert torch.equal(_embeddings(back, tok, texts), expected)
+
+
+def test_plain_safetensors_folder_is_refused_with_a_way_forward(tmp_path: Path) -> None:
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(
+        tp.errors.FormatError, match="uncompressed safetensors weights: load it with transformers"
+    ):
+        tp.from_pretrained(tmp_path)

@@ -112,7 +112,13 @@ def tpz_shards(folder: Path) -> tuple[list[Path], dict[str, Path] | None]:
     single = folder / TPZ_WEIGHTS
     if single.is_file():
         return [member(folder, TPZ_WEIGHTS, str(folder))], None
-    raise FormatError(f"{folder}: no {TPZ_WEIGHTS} or {TPZ_INDEX} (not a tensorpress model folder)")
+    hint = ""
+    if (folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file():
+        hint = (
+            "; it holds uncompressed safetensors weights: load it with transformers, or compress it "
+            "first with tensorpress.save_pretrained(folder, out_dir) / `tensorpress compress folder out_dir`"
+        )
+    raise FormatError(f"{folder}: no {TPZ_WEIGHTS} or {TPZ_INDEX} (not a tensorpress model folder){hint}")
 
 
 def read_source_state(folder: Path) -> dict[str, Any]:
