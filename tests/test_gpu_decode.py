@@ -527,3 +527,32 @@ def test_stored_tensors_decode_on_the_device(monkeypatch: pytest.MonkeyPatch) ->
     got = lossy.decode(as_kind="torch", device="cuda:0")
     np.testing.assert_array_equal(got.cpu().numpy(), lossy.dequantize_numpy())
     assert calls == ["planes", "blockwise"]
+
+
+def test_tp_load_to_cuda_decodes_lossless_tensors_on_the_device(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """``tp.load(path, device="cuda")`` routes every lossless tensor through the GPU decoder
+    (forced onto the interpreter's device here) instead of decoding on the CPU and uploading."""
+    import tensorpress as tp
+    from tensorpress.methods import base
+
+    calls: list[tuple[int, ...]] = []
+    real_decode_planes = tg.decode_planes
+
+    def spy_planes(*args: Any, **kw: Any) -> Any:
+        calls.append(tuple(args[3]))
+        return real_decode_planes(*args, **{**kw, "device": DEVICE})
+
+    monkeypatch.setattr(tg, "decode_planes", spy_planes)
+    monkeypatch.setattr(base, "gpu_decode_target", lambda *a: "cuda:0")
+    rng = np.random.default_rng(4)
+    w = {
+        "a": rng.standard_normal((48, 80)).astype(ml_dtypes.bfloat16),
+        "b": rng.standard_normal((64, 64)).astype(np.float32),
+    }
+    tp.save(w, tmp_path / "m.tpz")
+    got = tp.load(tmp_path / "m.tpz", as_kind="torch", device="cuda:0")
+    assert sorted(calls) == [(48, 80), (64, 64)]
+    for k, v in w.items():
+        assert got[k].cpu().view(torch.uint8).numpy().tobytes() == v.tobytes(), k

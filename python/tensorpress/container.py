@@ -505,14 +505,17 @@ def _decode_all(
     device: str | None,
     threads: int | None,
 ) -> dict[str, Any]:
-    """Every tensor, in file order. The lossless ones are decoded in one call, every chunk of
-    every tensor a work item on the thread pool (a model of many small tensors still loads on
-    every core), straight into their output arrays."""
+    """Every tensor, in file order. The lossless ones bound for the CPU are decoded in one call,
+    every chunk of every tensor a work item on the thread pool (a model of many small tensors
+    still loads on every core), straight into their output arrays; those bound for a CUDA device
+    are decoded there (only their compressed bytes are uploaded)."""
     items = []
     fresh: dict[str, np.ndarray] = {}
     for name, obj in stored.items():
         if not isinstance(obj, lossless.CompressedTensor):
             continue
+        if name not in targets and base.gpu_decode_target(obj.kind, obj.device, as_kind, device):
+            continue  # decoded on its device below
         if name in targets:
             obj.check_out(targets[name])
             dst = targets[name]

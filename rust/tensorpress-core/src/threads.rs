@@ -49,8 +49,14 @@ pub fn workers(threads: Option<usize>) -> usize {
 }
 
 /// Smallest piece (in items) a parallel loop over `items` items may be cut into so that no more
-/// than [`workers`]`(threads)` pieces exist: pass it to rayon's `with_min_len`.
+/// than [`workers`]`(threads)` pieces exist: pass it to rayon's `with_min_len`. When the call
+/// may use the whole pool, pieces are single items instead: idle workers then steal from busy
+/// ones, so uneven items (a tensor's short last chunk) or a worker that loses its core to another
+/// process no longer leave the rest waiting.
 pub fn min_len(items: usize, threads: Option<usize>) -> usize {
+    if threads.is_none_or(|n| n >= pool_size()) {
+        return 1;
+    }
     items.div_ceil(workers(threads)).max(1)
 }
 
@@ -97,7 +103,11 @@ mod tests {
         for items in [0usize, 1, 2, 7, 100] {
             for threads in [None, Some(1), Some(2), Some(3), Some(1000)] {
                 let pieces = items.div_ceil(min_len(items, threads));
-                assert!(pieces <= workers(threads), "{items} items, {threads:?}");
+                // A call that may use the whole pool is cut into items (work stealing); the
+                // pool's size bounds its workers anyway.
+                let whole_pool = threads.is_none_or(|n| n >= pool_size());
+                assert!(whole_pool || pieces <= workers(threads), "{items} items, {threads:?}");
+                assert!(!whole_pool || min_len(items, threads) == 1);
             }
         }
     }
