@@ -67,7 +67,7 @@ class Case:
         if got.shape != self.ref.shape:
             return False, f"shape {got.shape}, expected {self.ref.shape}"
         diff = got.astype(np.int32) - self.ref.astype(np.int32)
-        bad = np.count_nonzero(diff)
+        bad = int(np.count_nonzero(diff))
         return bad == 0, "" if bad == 0 else f"{bad} samples differ, max |diff| {int(np.abs(diff).max())}"
 
 

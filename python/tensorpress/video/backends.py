@@ -284,7 +284,7 @@ def _nv_error(nvc: Any, exc: Exception, what: str) -> TensorpressError:
     else while decoding is treated as bad data."""
     unsupported = getattr(nvc, "PyNvVCExceptionUnsupported", None)
     if isinstance(unsupported, type) and isinstance(exc, unsupported):
-        return BackendUnavailableError(f"{what}: unsupported here: {exc}", extra="gpu")
+        return BackendUnavailableError(f"{what}: unsupported here: {exc}")  # installed, but this GPU cannot
     return CorruptDataError(f"{what}: {exc}")
 
 
@@ -339,9 +339,7 @@ class _DeviceP010:
         try:  # the buffer stays referenced here while the encoder reads it
             self.buf = torch.from_numpy(surface).to(device)
         except (RuntimeError, AssertionError) as exc:  # torch built without CUDA, or no such device
-            raise BackendUnavailableError(
-                f"cannot place a 10-bit frame on {device}: {exc}", extra="gpu"
-            ) from exc
+            raise BackendUnavailableError(f"cannot place a 10-bit frame on {device}: {exc}") from exc
         ptr = int(self.buf.data_ptr())
         self.planes = [
             _CudaPlane(ptr, (height, width, 1), (width * 2, 2, 1)),
@@ -417,9 +415,7 @@ class NvCodecBackend:
         try:
             enc = self.nvc.CreateEncoder(width, height, fmt, host_input, **kwargs)
         except Exception as exc:
-            raise BackendUnavailableError(
-                f"NVENC cannot encode {opts.codec} here: {exc}", extra="gpu"
-            ) from exc
+            raise BackendUnavailableError(f"NVENC cannot encode {opts.codec} here: {exc}") from exc
         out: list[bytes] = []
         neutral = 1 << (opts.bit_depth - 1)
         surf: Any
@@ -457,12 +453,11 @@ class NvCodecBackend:
         if limits and (width < limits[0] or height < limits[1]):
             raise BackendUnavailableError(
                 f"NVDEC decodes {codec} frames of at least {limits[0]}x{limits[1]}, not {width}x{height}",
-                extra="gpu",
             )
         try:
             dec = nvc.CreateDecoder(gpuid=self.gpu_id, codec=self._codec_id(codec), usedevicememory=False)
         except Exception as exc:
-            raise BackendUnavailableError(f"NVDEC cannot decode {codec} here: {exc}", extra="gpu") from exc
+            raise BackendUnavailableError(f"NVDEC cannot decode {codec} here: {exc}") from exc
         wide = bit_depth > 8
         luma_bytes = height * width * (2 if wide else 1)
         out: list[np.ndarray] = []
@@ -588,7 +583,9 @@ def get_backend(name: str, role: str, codec: str) -> Backend:
                 cap.reason
                 or f"NVIDIA {'NVENC' if role == 'encode' else 'NVDEC'} cannot {role} {codec} on this GPU"
             )
-            raise BackendUnavailableError(f"nvcodec backend unavailable: {why}", extra="gpu")
+            # the install hint only where the library itself is missing or unusable
+            extra = "gpu" if cap.reason else None
+            raise BackendUnavailableError(f"nvcodec backend unavailable: {why}", extra=extra)
     return PyAVBackend()
 
 
