@@ -2,7 +2,7 @@
 # The one device check for GPU decode and NVDEC, run from the repo root on a bare GPU machine
 # (Python 3.12 with torch, Triton, CuPy, pytest, hypothesis; no Rust, no PyAV, no network) with
 # .carry/ from benches/gpu_prepare.sh carried along. Under 8 minutes on an H200: every step has
-# its own time limit, so one hang costs only that step. Writes everything under $OUT:
+# its own time limit (75 + 150 + 45 + 180 s), so one hang costs only that step. Writes under $OUT:
 #
 #   gpu_check.log   all output      pytest.log     the gpu-marked tests and the Triton tests on CUDA
 #   nvdec.json      NVDEC caps, bit-exact checks, throughput (benches/nvdec_check.py)
@@ -45,6 +45,14 @@ else
     echo "no $CARRY/site.tar.xz: run benches/gpu_prepare.sh first and carry .carry (PyNvVideoCodec, nvCOMP skipped)"
 fi
 export PYTHONPATH=$PWD/python:$SITE
+if [ -d "$SITE/nvidia" ] && ! "$PYTHON" -c \
+    'import importlib.util as u, sys; sys.exit(u.find_spec("nvidia.nvcomp") is None)' 2>/dev/null; then
+    # the image's own nvidia/ is a regular package that hides ours: make ours extend it
+    echo '__path__ = __import__("pkgutil").extend_path(__path__, __name__)' > "$SITE/nvidia/__init__.py"
+fi
+"$PYTHON" -c 'from nvidia import nvcomp; print("nvCOMP", nvcomp.__version__)' 2>&1 | tail -1
+echo "NVDEC/NVENC driver libraries (PyNvVideoCodec dlopens them):"
+ldconfig -p 2>/dev/null | grep -E "libnvcuvid|libnvidia-encode" || echo "  none in the loader cache"
 "$PYTHON" -c 'import tensorpress, tensorpress._core as c; print("tensorpress", tensorpress.__version__, "core", c.__file__)' || exit 1
 CUDA=$("$PYTHON" -c 'import torch; print(int(torch.cuda.is_available()))')
 STREAMS=$CARRY/nvdec_streams.npz
@@ -52,25 +60,25 @@ STREAMS=$CARRY/nvdec_streams.npz
 
 step "NVDEC: driver caps, bit-exact decode of CPU-made streams, throughput"
 if [ -f "$STREAMS" ]; then
-    timeout 120 "$PYTHON" benches/nvdec_check.py "$STREAMS" --json "$OUT/nvdec.json"
+    timeout 75 "$PYTHON" benches/nvdec_check.py "$STREAMS" --json "$OUT/nvdec.json"
     echo "nvdec_check exit $?"
 else
     echo "skipped: no $STREAMS"
 fi
 
 step "pytest: gpu-marked tests, the NVDEC glue, and the Triton kernels (on CUDA when there is one)"
-timeout 240 "$PYTHON" -m pytest -q -p no:cacheprovider -rs --timeout 120 \
+timeout 150 "$PYTHON" -m pytest -q -p no:cacheprovider -rs --timeout 120 \
     tests/test_gpu_decode.py tests/test_nvcodec_backend.py 2>&1 | tee "$OUT/pytest.log" | tail -25
 # every other file with gpu-marked tests (those that need PyAV or a model package skip cleanly)
 others=$(grep -l "mark.gpu" tests/test_*.py | grep -v -e test_gpu_decode.py -e test_nvcodec_backend.py)
-timeout 120 "$PYTHON" -m pytest -q -p no:cacheprovider -rs --timeout 60 -m gpu \
+timeout 45 "$PYTHON" -m pytest -q -p no:cacheprovider -rs --timeout 40 -m gpu \
     --continue-on-collection-errors $others 2>&1 | tee -a "$OUT/pytest.log" | tail -15
 
 step "decode throughput and model load"
 if [ "$CUDA" = 1 ]; then
     model=()
     [ -f "$CARRY/smollm2_layers.tpz" ] && model=(--model "$CARRY/smollm2_layers.tpz")
-    timeout 240 "$PYTHON" benches/gpu_decode.py --mib 256 "${model[@]}" --json "$OUT/gpu_decode.json"
+    timeout 180 "$PYTHON" benches/gpu_decode.py --mib 256 "${model[@]}" --json "$OUT/gpu_decode.json"
     echo "gpu_decode exit $?"
 else
     echo "no CUDA device: the benchmark's code path only, interpreted on the CPU, on 32 KiB"
