@@ -187,14 +187,20 @@ def nvcomp_rows(data: np.ndarray, repeat: int, sync: Callable[[], None]) -> list
 
 def make_model(path: str, layers: int) -> None:
     """The first ``layers`` decoder layers of SmolLM2-135M in bf16 (the Q4_1 GGUF dequantized by
-    transformers, as benches/load_speed.py does), stored losslessly: the whole model (270 MB of
-    bf16) does not fit the device machine's 64 MiB of carried files."""
+    transformers, as benches/load_speed.py does), stored losslessly with the model's config in
+    the file's metadata: the whole model (270 MB of bf16) does not fit the device machine's
+    64 MiB of carried files."""
+    import torch
+
     import tensorpress as tp
     from load_speed import smollm2_bf16
+    from tensorpress import evaluation
 
     prefixes = tuple(f"model.layers.{i}." for i in range(layers))
     weights = {k: v for k, v in smollm2_bf16().items() if k.startswith(prefixes)}
-    tp.save(weights, path)
+    config = evaluation.load_smollm2(torch.bfloat16)[0].config.to_dict()
+    config.pop("quantization_config", None)  # the GGUF loader's; the stored weights are dense
+    tp.save(weights, path, metadata={"config": json.dumps(config)})
     raw = sum(v.nbytes for v in weights.values())
     print(f"wrote {len(weights)} tensors ({raw / 1e6:.1f} MB of bf16) to {path}")
 
@@ -231,11 +237,11 @@ def repeat_layers(path: str, layers: int, out: str) -> None:
             for n in names:
                 if n.startswith(src):
                     stored[f"model.layers.{i}." + n.removeprefix(src)] = f.compressed(n)
-        tp.save(stored, out)
+        tp.save(stored, out, metadata=f.metadata)
 
 
 def model_rows(
-    path: str, layers: int, device: str, repeat: int, sync: Callable[[], None]
+    path: str, layers: int, device: str, repeat: int, sync: Callable[[], None], tokens: int = 256
 ) -> list[dict[str, Any]]:
     """bf16 model load onto ``device``: safetensors + ``.to(device)`` against tensorpress, all from
     the page cache (each timed load is the best of ``repeat`` after a warm-up)."""
@@ -280,6 +286,62 @@ def model_rows(
             if what.startswith("tensorpress.gpu"):
                 rows[-1]["bit_exact"] = exact
             print(json.dumps(rows[-1]), flush=True)
+        del state, on_gpu
+        try:
+            rows += layerwise_rows(path, device, repeat, sync, tokens)
+        except Exception as exc:  # record, keep the other rows
+            rows.append({"kind": "layerwise", "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def layerwise_rows(
+    path: str, device: str, repeat: int, sync: Callable[[], None], tokens: int = 256
+) -> list[dict[str, Any]]:
+    """Forward passes of a Llama model built from the file's config and its decoder layers
+    (embeddings and final norm left at their random init): dense bf16 weights against weights
+    held compressed on the device and decoded layer by layer (tensorpress.gpu.layerwise), for
+    one token and for a ``tokens``-token prompt; tokens/s and whether the logits are identical."""
+    import torch
+    import transformers
+
+    import tensorpress as tp
+    from tensorpress.gpu import layerwise
+
+    with tp.open(path) as f:
+        config = json.loads(dict(f.metadata).get("config", "null"))
+    if config is None:
+        return [{"kind": "layerwise", "error": f"{path} holds no model config"}]
+    weights = gpu_load(path, device)
+    config["num_hidden_layers"] = 1 + max(
+        int(n.split(".")[2]) for n in weights if n.startswith("model.layers.")
+    )
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**config)).to(torch.bfloat16).eval()
+    model.load_state_dict(weights, strict=False)
+    del weights
+    ids = torch.randint(0, model.config.vocab_size, (1, tokens), device=device)
+
+    def forward(n: int) -> Any:
+        with torch.no_grad():
+            return model(ids[:, :n], use_cache=False).logits
+
+    rows: list[dict[str, Any]] = []
+    base = {"kind": "layerwise", "layers": config["num_hidden_layers"]}
+    dense = {n: forward(n) for n in (1, tokens)}
+    held = None
+    for mode in ("dense bf16 weights", "weights compressed on the device, decoded layer by layer"):
+        if held is None and mode.startswith("weights"):
+            held = layerwise.compress_modules(model.model.layers, device=device)
+            base |= {"device_bytes": held.device_bytes, "dense_bytes": held.dense_bytes}
+        for n in (1, tokens):
+            t = best_seconds(lambda n=n: forward(n), repeat, sync)
+            row = {**base, "what": mode, "tokens": n, "seconds": t, "tokens_per_s": n / t}
+            if held is not None:
+                row["bit_exact"] = bool(torch.equal(forward(n), dense[n]))
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     return rows
 
 
@@ -319,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", help="a .tpz of bf16 tensors to load onto the device (made by --make-model)")
     p.add_argument("--make-model", help="write the first --layers SmolLM2 layers here and exit")
     p.add_argument("--layers", type=int, default=4, help="layers --make-model stores")
+    p.add_argument("--tokens", type=int, default=256, help="prompt length of the layer-by-layer forward")
     p.add_argument(
         "--model-layers", type=int, default=30, help="--model's layers repeated to this depth (0: as stored)"
     )
@@ -340,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = entropy_rows(args) + bf16_rows(args) if args.mib > 0 else []
     if args.model:
         sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
-        rows += model_rows(args.model, args.model_layers, args.device, args.repeat, sync)
+        rows += model_rows(args.model, args.model_layers, args.device, args.repeat, sync, args.tokens)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
