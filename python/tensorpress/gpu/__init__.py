@@ -23,6 +23,7 @@ tensor([0, 1, 2, 3], device='cuda:0', dtype=torch.uint8)
 
 from __future__ import annotations
 
+from tensorpress.gpu import layerwise
 from tensorpress.gpu.decoder import BACKENDS, DeviceStream, decode, upload
 from tensorpress.gpu.planes import dequantize_blockwise, merge_planes, unpack_codes
 from tensorpress.gpu.tensors import decode_blockwise, decode_planes
@@ -34,6 +35,7 @@ __all__ = [
     "decode_blockwise",
     "decode_planes",
     "dequantize_blockwise",
+    "layerwise",
     "merge_planes",
     "unpack_codes",
     "upload",
