@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=16, help="times each speed stream is decoded in one session")
     p.add_argument("--json", help="also write every row to this file")
     args = p.parse_args(argv)
+    ROWS.clear()
     try:
         import PyNvVideoCodec as nvc  # noqa: N813 (the library's own docs use this name)
     except Exception as exc:  # the wheel probes the driver on import (RuntimeError, OSError)

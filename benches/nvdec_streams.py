@@ -89,7 +89,13 @@ def weight_frames(bit_depth: int, side: int, n: int) -> list[np.ndarray]:
     return list(codes.reshape(n, side, side))
 
 
-def make(path: str, speed_side: int = 1024, speed_frames: int = 2) -> list[dict[str, Any]]:
+def make(
+    path: str,
+    check_cases: list[tuple[str, int, str, int, int]] = CHECK_CASES,
+    speed_cases: list[tuple[str, int]] = SPEED_CASES,
+    speed_side: int = 1024,
+    speed_frames: int = 2,
+) -> list[dict[str, Any]]:
     from tensorpress.video import backends
 
     pyav = backends.PyAVBackend()
@@ -112,9 +118,9 @@ def make(path: str, speed_side: int = 1024, speed_frames: int = 2) -> list[dict[
         cases.append(meta)
         print(json.dumps(meta), flush=True)
 
-    for i, (codec, bd, chroma, h, w) in enumerate(CHECK_CASES):
+    for i, (codec, bd, chroma, h, w) in enumerate(check_cases):
         add(f"{codec}_{bd}b_{chroma}_{h}x{w}", codec, bd, chroma, gaussian_frames(bd, h, w, 3, i), "check")
-    for codec, bd in SPEED_CASES:
+    for codec, bd in speed_cases:
         frames = weight_frames(bd, speed_side, speed_frames)
         add(f"speed_{codec}_{bd}b", codec, bd, "420", frames, "speed")
     arrays["cases"] = np.frombuffer(json.dumps(cases).encode(), np.uint8)

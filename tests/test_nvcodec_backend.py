@@ -6,12 +6,16 @@ the ``gpu``-marked tests at the end, which need no PyAV where CPU-made streams w
 
 from __future__ import annotations
 
+import ctypes
 import enum
+import importlib
 import json
 import os
+import sys
 import types
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -286,6 +290,67 @@ def test_chroma_is_checked() -> None:
     header = vt.header() | {"chroma": "444"}
     with pytest.raises(FormatError, match="chroma"):
         tv.VideoTensor.from_parts(header, vt.payload())
+
+
+# --------------------------------------------------------------------------- the device probe script
+
+
+class _FFmpegNvdec:
+    """A decoder session of the stand-in whose NVDEC is FFmpeg: packets are collected until the
+    end-of-stream packet, then returned as packed NV12/P016 host frames (4:0:0 refused)."""
+
+    def __init__(self, av: Any, name: str) -> None:
+        self.av, self.cc, self.data = av, av.CodecContext.create(name, "r"), []
+        self.frames: list[_Frame] = []
+
+    def Decode(self, pkt: Any) -> list[_Frame]:  # noqa: N802
+        if pkt.bsl:
+            self.data.append(ctypes.string_at(pkt.bsl_data, pkt.bsl))
+            return []
+        decoded = [f for d in self.data for f in self.cc.decode(self.av.Packet(d))]
+        for vf in decoded + list(self.cc.decode(None)):
+            if vf.format.name.startswith("gray"):
+                raise PyNvVCExceptionUnsupported("no 4:0:0 decode")
+            bits = vf.format.components[0].bits
+            dtype = np.uint16 if bits > 8 else np.uint8
+            plane = np.frombuffer(vf.planes[0], dtype).reshape(vf.height, -1)[:, : vf.width]
+            luma = (plane << (16 - bits)).astype(np.uint16) if bits > 8 else plane
+            chroma = np.full(vf.height * vf.width // 2, 7, dtype)
+            self.frames.append(_Frame(np.concatenate([luma.reshape(-1), chroma]).view(np.uint8)))
+        return self.frames
+
+
+def test_nvdec_check_script_runs_against_a_stand_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: types.SimpleNamespace
+) -> None:
+    """benches/nvdec_check.py, the prepared device probe, end to end on streams made by
+    benches/nvdec_streams.py, with an NVDEC that is FFmpeg: what it reports must be right before
+    the one device session that runs it."""
+    av = pytest.importorskip("av")
+    names = {"HEVC": "hevc", "H264": "h264"}
+
+    def create_decoder(gpuid: int = 0, codec: Any = None, usedevicememory: bool = True) -> _FFmpegNvdec:
+        if codec.name not in names:
+            raise PyNvVCExceptionUnsupported(f"no {codec.name} decode on this GPU")
+        return _FFmpegNvdec(av, names[codec.name])
+
+    fake.CreateDecoder, fake.__version__ = create_decoder, "stand-in"
+    monkeypatch.setitem(sys.modules, "PyNvVideoCodec", fake)
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benches"))
+    streams, check = importlib.import_module("nvdec_streams"), importlib.import_module("nvdec_check")
+    path, out = str(tmp_path / "streams.npz"), tmp_path / "rows.json"
+    cases = [("hevc", 8, "420", 64, 96), ("hevc", 10, "420", 64, 96), ("hevc", 8, "400", 64, 96)]
+    streams.make(path, cases, [("h264", 8)], speed_side=64, speed_frames=1)
+    assert check.main([path, "--repeat", "2", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    exact = {(r["case"], r["decoder"]): r for r in rows if r["kind"] == "bit-exact"}
+    for case in ("hevc_8b_420_64x96", "hevc_10b_420_64x96"):
+        assert exact[case, "raw-nvdec"]["ok"] is True and exact[case, "tensorpress-nvcodec"]["ok"] is True
+    refused = exact["hevc_8b_400_64x96", "tensorpress-nvcodec"]
+    assert refused["ok"] is False and "BackendUnavailableError" in refused["error"]
+    (speed,) = [r for r in rows if r["kind"] == "nvdec-speed"]
+    assert speed["bit_exact"] is True and speed["frames"] == 2 and speed["frames_per_s"] > 0
+    assert [r["supported"] for r in rows if r["kind"] == "decoder-caps" and r["codec"] == "AV1"] == [0] * 4
 
 
 # --------------------------------------------------------------------------- GPU (the real library)
