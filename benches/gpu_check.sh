@@ -78,7 +78,7 @@ step "decode throughput and model load"
 if [ "$CUDA" = 1 ]; then
     model=()
     [ -f "$CARRY/smollm2_layers.tpz" ] && model=(--model "$CARRY/smollm2_layers.tpz")
-    timeout 180 "$PYTHON" benches/gpu_decode.py --mib 256 "${model[@]}" --json "$OUT/gpu_decode.json"
+    timeout 180 "$PYTHON" benches/gpu_decode.py --mib 256 ${model[@]+"${model[@]}"} --json "$OUT/gpu_decode.json"
     echo "gpu_decode exit $?"
 else
     echo "no CUDA device: the benchmark's code path only, interpreted on the CPU, on 32 KiB"
@@ -86,4 +86,4 @@ else
         --codecs huffman --lane-groups 32 --repeat 1 --json "$OUT/gpu_decode.json"
     echo "gpu_decode exit $?"
 fi
-step "done"
+step "done in ${SECONDS} s"
