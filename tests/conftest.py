@@ -12,10 +12,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 @pytest.fixture(scope="session")
 def minilm() -> dict[str, np.ndarray]:
-    """Real fp32 MiniLM-L6-v2 weights by name."""
+    """Real fp32 MiniLM-L6-v2 weights by name (the test skips where the package is not installed,
+    as on a GPU machine that has only what was carried to it)."""
     from tensorpress import samples
+    from tensorpress.errors import BackendUnavailableError
 
-    return samples.minilm_weights()
+    try:
+        return samples.minilm_weights()
+    except BackendUnavailableError as exc:
+        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="session")

@@ -556,3 +556,35 @@ def test_tp_load_to_cuda_decodes_lossless_tensors_on_the_device(
     assert sorted(calls) == [(48, 80), (64, 64)]
     for k, v in w.items():
         assert got[k].cpu().view(torch.uint8).numpy().tobytes() == v.tobytes(), k
+
+
+def test_layerwise_decodes_each_layer_just_before_it_runs() -> None:
+    """Weights held compressed on the device: a layer's parameters exist only while it runs, and
+    the outputs (and the weights given back) are bit-identical to the dense model's."""
+    from tensorpress.gpu import layerwise
+
+    torch.manual_seed(0)
+    first, last = torch.nn.Linear(24, 40), torch.nn.Linear(40, 8)
+    model = torch.nn.Sequential(first, torch.nn.GELU(), last).to(torch.bfloat16).to(DEVICE)
+    dense = {n: p.detach().clone() for n, p in model.named_parameters()}
+    x = torch.randn(5, 24, dtype=torch.bfloat16, device=DEVICE)
+    with torch.no_grad():
+        want = model(x)
+    held = layerwise.compress_modules([first, last], device=DEVICE)
+    assert all(p.numel() == 0 for p in model.parameters())
+    assert held.dense_bytes == sum(t.numel() * 2 for t in dense.values()) and held.device_bytes > 0
+    sizes: list[list[int]] = []  # hooks run in order: this one after the decode of `last`
+    spy = last.register_forward_pre_hook(lambda m, a: sizes.append([p.numel() for p in model.parameters()]))
+    with torch.no_grad():
+        got = model(x)
+    spy.remove()
+    assert torch.equal(got, want)
+    assert sizes == [[0, 0, 40 * 8, 8]]  # `first` already freed, `last` decoded
+    assert all(p.numel() == 0 for p in model.parameters())
+    held.remove()
+    for name, p in model.named_parameters():
+        assert torch.equal(p.view(torch.int16), dense[name].view(torch.int16))
+    with torch.no_grad():
+        assert torch.equal(model(x), want)
+    with pytest.raises(InvalidArgumentError):
+        layerwise.compress_modules([object()], device=DEVICE)

@@ -667,37 +667,11 @@ def test_import_without_av_is_lazy() -> None:
     assert res.stdout.strip() == "OK", res.stderr
 
 
-# --------------------------------------------------------------------------- GPU (NVDEC / NVENC)
+# ------------------------------------------------ GPU (NVENC here; NVDEC in test_nvcodec_backend.py)
 
 
 def _nv_caps() -> backends.Capability:
     return backends.capabilities()["nvcodec"]
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize(("codec", "bit_depth"), [("hevc", 8), ("hevc", 10), ("h264", 8), ("av1", 8)])
-def test_nvdec_decodes_cpu_streams(codec: str, bit_depth: int) -> None:
-    """NVDEC itself (no fallback) on CPU-made 4:2:0 streams of 256x320 frames (above NVDEC's
-    minimum), bit for bit against FFmpeg."""
-    cap = _nv_caps()
-    if codec not in cap.decode:
-        pytest.skip(f"no NVDEC {codec} here: {cap.reason}")
-    rng = np.random.default_rng(bit_depth)
-    frames = [
-        np.clip(
-            rng.normal(2 ** (bit_depth - 1), 2 ** (bit_depth - 3), (256, 320)), 0, 2**bit_depth - 1
-        ).astype(np.uint16)
-        for _ in range(3)
-    ]
-    opts = backends.EncodeOptions(codec, bit_depth, qp=25, chroma="420")
-    packets = backends.PyAVBackend().encode(frames, opts)
-    nvdec = backends.get_backend("nvcodec", "decode", codec)
-    assert nvdec.name == "nvcodec"
-    got = nvdec.decode(packets, codec, bit_depth, 256, 320)
-    want = backends.PyAVBackend().decode(packets, codec, bit_depth, 256, 320)
-    assert len(got) == len(want) == 3
-    for a, b in zip(got, want, strict=True):
-        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.gpu

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -319,6 +320,7 @@ def _validate_header(h: dict[str, Any], payload: bytes) -> None:
     need(is_int(h.get("seed")) and 0 <= h["seed"] <= _MAX_SEED, "seed")
     need(h.get("scale_dtype") in ("float16", "float32"), "scale_dtype")
     need(h.get("encoder") is None or isinstance(h.get("encoder"), str), "encoder")
+    need(h.get("chroma", "400") in ("400", "420"), "chroma")
     lay: Any = h.get("layout")
     keys = ("rows", "cols", "frame_h", "frame_w", "tiles_r", "tiles_c", "wrap")
     need(isinstance(lay, dict) and set(lay) == set(keys), "layout keys")
@@ -402,6 +404,7 @@ def encode(
     threads: int | None = None,
     tolerance: float = TARGET_TOLERANCE,
     col_scale: Any = None,
+    chroma: str = "400",
 ) -> VideoTensor:
     """Code a float tensor (numpy or torch; fp32/fp16/bf16/fp64; any shape) with a video codec.
 
@@ -424,8 +427,14 @@ def encode(
             error shrinks by ``s_j`` (AWQ-style; see :func:`column_scales`). Stored as float16
             (2 bytes per column, counted in ``bits_per_value``); the rounded values are used both
             ways, so scaling adds no error of its own beyond float32 rounding.
+        chroma: ``"400"`` (luma only, smallest; FFmpeg decodes it, NVDEC cannot) or ``"420"``
+            (constant neutral 4:2:0 chroma, which NVDEC decodes; HEVC/H.264 only, AV1 and NVENC
+            streams are always 4:2:0). Recorded in the header so that decoding picks a backend
+            that can read the stream.
     """
     _check_args(codec, bit_depth, qp, bits_per_value, lossless)
+    if chroma not in ("400", "420"):
+        raise InvalidArgumentError(f"chroma must be '400' or '420', got {chroma!r}")
     if not 0 <= tolerance < 1:
         raise InvalidArgumentError(f"tolerance must be in [0, 1), got {tolerance!r}")
     arr, src = _to_numpy(tensor)
@@ -445,7 +454,9 @@ def encode(
     tables = quant.scale.tobytes() + quant.offset.tobytes() + (b"" if cs is None else cs.tobytes())
 
     def build(qp_: int | None) -> VideoTensor:
-        opts = EncodeOptions(codec, bit_depth, qp_ if qp_ is not None else 0, qp_ is None, preset, threads)
+        opts = EncodeOptions(
+            codec, bit_depth, qp_ if qp_ is not None else 0, qp_ is None, preset, threads, chroma
+        )
         packets = eng.encode(frames, opts) if frames else []
         if len(packets) != layout.n_frames:
             packets = [b"".join(packets)] + [b""] * (layout.n_frames - 1)
@@ -468,6 +479,8 @@ def encode(
             "layout": layout.to_dict(),
             "encoder": eng.name,
         }
+        if chroma == "420" and codec != "av1" and eng.name == "pyav":
+            header["chroma"] = "420"  # absent: 4:0:0, unless AV1 or NVENC made it (always 4:2:0)
         return VideoTensor(header, sizes + tables + b"".join(packets))
 
     if lossless:
@@ -535,6 +548,14 @@ def _bisect(build: Any, codec: str, target: float, tolerance: float) -> VideoTen
     return cache[good]
 
 
+def _chroma_of(header: dict[str, Any]) -> str:
+    """The chroma format of a stored bitstream: AV1 and NVENC streams are always 4:2:0, PyAV's
+    HEVC/H.264 streams 4:0:0 unless the header says ``"chroma": "420"``."""
+    if header["codec"] == "av1" or header.get("encoder") == "nvcodec":
+        return "420"
+    return str(header.get("chroma", "400"))
+
+
 def decode(
     obj: VideoTensor | bytes | bytearray | memoryview,
     backend: str = "auto",
@@ -545,7 +566,9 @@ def decode(
     """Rebuild the tensor: numpy in → numpy out, torch in → torch out (or ``as_kind``); a torch
     tensor goes to ``device``, else its recorded device when this machine has it, else the CPU
     (with a warning); original dtype and shape. ``obj`` may also be :meth:`VideoTensor.to_bytes`
-    output."""
+    output. ``backend="auto"`` decodes 4:2:0 streams (see :func:`encode`'s ``chroma``) with NVDEC
+    when this GPU can, falling back to PyAV with a warning if NVDEC fails, and 4:0:0 streams
+    with PyAV."""
     base.check_as_kind(as_kind)
     vt = obj if isinstance(obj, VideoTensor) else VideoTensor.from_bytes(obj)
     h = vt._header
@@ -560,15 +583,17 @@ def decode(
         mat = np.zeros((rows, cols), dtype=np.float32)
     else:
         args = (packets, vt.codec, vt.bit_depth, layout.frame_h, layout.frame_w)
+        if backend == "auto" and _chroma_of(h) == "400":
+            backend = "pyav"  # NVDEC has no 4:0:0 profile: do not try it and fall back
         eng = get_backend(backend, "decode", vt.codec)
         try:
             frames = eng.decode(*args)
             if len(frames) != layout.n_frames:
                 raise CorruptDataError(f"expected {layout.n_frames} frames, decoded {len(frames)}")
-        except TensorpressError:
+        except TensorpressError as exc:
             if backend != "auto" or eng.name == "pyav":
                 raise
-            # NVDEC may lack a profile the CPU encoder used (e.g. 4:0:0 luma-only): FFmpeg decodes it
+            warnings.warn(f"NVDEC could not decode this tensor ({exc}); decoding with PyAV", stacklevel=2)
             frames = get_backend("pyav", "decode", vt.codec).decode(*args)
         q = pipeline.from_frames(frames, layout)
         mat = pipeline.dequantize_rows(q, scale, offset)

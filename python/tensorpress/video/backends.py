@@ -284,7 +284,7 @@ def _nv_error(nvc: Any, exc: Exception, what: str) -> TensorpressError:
     else while decoding is treated as bad data."""
     unsupported = getattr(nvc, "PyNvVCExceptionUnsupported", None)
     if isinstance(unsupported, type) and isinstance(exc, unsupported):
-        return BackendUnavailableError(f"{what}: unsupported here: {exc}", extra="gpu")
+        return BackendUnavailableError(f"{what}: unsupported here: {exc}")  # installed, but this GPU cannot
     return CorruptDataError(f"{what}: {exc}")
 
 
@@ -314,6 +314,56 @@ def _packet_bytes(result: Any) -> bytes:
 NVENC_AV1_QP_SCALE = 4
 
 
+class _CudaPlane:
+    """One plane of a frame in device memory, described by the CUDA array interface."""
+
+    def __init__(self, ptr: int, shape: tuple[int, ...], strides: tuple[int, ...]) -> None:
+        self.__cuda_array_interface__ = {
+            "shape": shape,
+            "strides": strides,
+            "typestr": "|u2",
+            "data": (ptr, False),
+            "version": 3,
+        }
+
+
+class _DeviceP010:
+    """A P010 frame (luma, then interleaved chroma, 10 bits in the high bits of 16) in device
+    memory, in the form PyNvVideoCodec's encoder takes GPU input: ``cuda()`` returns one array
+    interface per plane, laid out as NVIDIA's encode samples lay out theirs. 10-bit input from a
+    host buffer misplaces the chroma, so 10-bit frames go through this."""
+
+    def __init__(self, surface: np.ndarray, device: str) -> None:
+        torch = _import_torch()
+        height, width = surface.shape[0] * 2 // 3, surface.shape[1]
+        try:  # the buffer stays referenced here while the encoder reads it
+            self.buf = torch.from_numpy(surface).to(device)
+        except (RuntimeError, AssertionError) as exc:  # torch built without CUDA, or no such device
+            raise BackendUnavailableError(f"cannot place a 10-bit frame on {device}: {exc}") from exc
+        ptr = int(self.buf.data_ptr())
+        self.planes = [
+            _CudaPlane(ptr, (height, width, 1), (width * 2, 2, 1)),
+            _CudaPlane(ptr + height * width * 2, (height // 2, width // 2, 2), (width * 2, 2, 1)),
+        ]
+
+    def cuda(self) -> list[_CudaPlane]:
+        return self.planes
+
+
+def _import_torch() -> Any:
+    try:
+        import torch
+    except ImportError:
+        raise BackendUnavailableError(
+            "10-bit NVENC input must be in GPU memory, which needs torch", extra="gpu"
+        ) from None
+    return torch
+
+
+def _surface_device(gpu_id: int) -> str:
+    return f"cuda:{gpu_id}"
+
+
 class NvCodecBackend:
     """NVENC encode (NV12/P010 with neutral chroma) and NVDEC decode through PyNvVideoCodec
     (2.2.4 or later: earlier releases decode on GPU 0 only or export 10-bit frames wrongly).
@@ -322,7 +372,8 @@ class NvCodecBackend:
     driver (encoder/decoder caps), and ``backend="auto"`` then encodes on the CPU and decodes here.
     NVDEC reads 4:2:0 streams (Main/Main10 profiles), not the 4:0:0 ones PyAV writes by default:
     encode with ``EncodeOptions(chroma="420")`` for streams NVDEC must read. Decoded frames are
-    copied to host memory by the library (no torch needed). NVDEC conceals some bitstream errors
+    copied to host memory by the library (no torch needed). NVENC takes 8-bit frames from host
+    memory and 10-bit ones from device memory (through torch). NVDEC conceals some bitstream errors
     instead of failing; the container's payload checksum is what guarantees the bytes.
     """
 
@@ -360,25 +411,25 @@ class NvCodecBackend:
             kwargs["use_ivf_container"] = 0  # raw OBUs, as SVT-AV1 and the decoders expect
         if opts.lossless:
             kwargs["tuning_info"] = "lossless"
+        host_input = opts.bit_depth == 8
         try:
-            enc = self.nvc.CreateEncoder(width, height, fmt, True, **kwargs)
+            enc = self.nvc.CreateEncoder(width, height, fmt, host_input, **kwargs)
         except Exception as exc:
-            raise BackendUnavailableError(
-                f"NVENC cannot encode {opts.codec} here: {exc}", extra="gpu"
-            ) from exc
+            raise BackendUnavailableError(f"NVENC cannot encode {opts.codec} here: {exc}") from exc
         out: list[bytes] = []
         neutral = 1 << (opts.bit_depth - 1)
+        surf: Any
         try:
             for f in frames:
                 if opts.bit_depth == 8:
                     surf = np.empty((height * 3 // 2, width), dtype=np.uint8)
                     surf[:height] = f
                     surf[height:] = neutral
-                else:  # P010: 10 significant bits in the high bits of 16
+                else:  # P010: 10 significant bits in the high bits of 16, from device memory
                     surf16 = np.empty((height * 3 // 2, width), dtype=np.uint16)
                     surf16[:height] = f.astype(np.uint16) << 6
                     surf16[height:] = neutral << 6
-                    surf = surf16.view(np.uint8)
+                    surf = _DeviceP010(surf16, _surface_device(self.gpu_id))
                 data = _packet_bytes(enc.Encode(surf))
                 if data:
                     out.append(data)
@@ -402,12 +453,11 @@ class NvCodecBackend:
         if limits and (width < limits[0] or height < limits[1]):
             raise BackendUnavailableError(
                 f"NVDEC decodes {codec} frames of at least {limits[0]}x{limits[1]}, not {width}x{height}",
-                extra="gpu",
             )
         try:
             dec = nvc.CreateDecoder(gpuid=self.gpu_id, codec=self._codec_id(codec), usedevicememory=False)
         except Exception as exc:
-            raise BackendUnavailableError(f"NVDEC cannot decode {codec} here: {exc}", extra="gpu") from exc
+            raise BackendUnavailableError(f"NVDEC cannot decode {codec} here: {exc}") from exc
         wide = bit_depth > 8
         luma_bytes = height * width * (2 if wide else 1)
         out: list[np.ndarray] = []
@@ -533,7 +583,9 @@ def get_backend(name: str, role: str, codec: str) -> Backend:
                 cap.reason
                 or f"NVIDIA {'NVENC' if role == 'encode' else 'NVDEC'} cannot {role} {codec} on this GPU"
             )
-            raise BackendUnavailableError(f"nvcodec backend unavailable: {why}", extra="gpu")
+            # the install hint only where the library itself is missing or unusable
+            extra = "gpu" if cap.reason else None
+            raise BackendUnavailableError(f"nvcodec backend unavailable: {why}", extra=extra)
     return PyAVBackend()
 
 
