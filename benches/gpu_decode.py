@@ -221,6 +221,9 @@ def gpu_load(path: str, device: str) -> dict[str, Any]:
         out = {}
         for name in f:
             obj = f.compressed(name)
+            if obj.transform == "verbatim":  # stored as its bytes: uploaded as they are
+                out[name] = obj.decode(as_kind="torch", device=device)
+                continue
             streams = [p.blob for p in obj.planes]
             out[name] = tg.decode_planes(streams, obj.transform, obj.dtype, obj.shape, device=device)
         return out
@@ -279,7 +282,7 @@ def model_rows(
             "safetensors load_file(device=device)": lambda: safetensors.torch.load_file(
                 st_path, device=device
             ),
-            "tp.load(device=device) (CPU decode, then upload)": lambda: tp.load(
+            "tp.load(device=device) (lossless tensors decoded on the device)": lambda: tp.load(
                 path, as_kind="torch", device=device
             ),
             "tensorpress.gpu.decode_planes per tensor (compressed upload, GPU decode)": lambda: gpu_load(

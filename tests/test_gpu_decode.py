@@ -570,7 +570,8 @@ def test_layerwise_decodes_each_layer_just_before_it_runs() -> None:
     x = torch.randn(5, 24, dtype=torch.bfloat16, device=DEVICE)
     with torch.no_grad():
         want = model(x)
-    held = layerwise.compress_modules([first, last], device=DEVICE)
+    # A forced codec holds every parameter compressed (with "auto" these tiny ones stay dense).
+    held = layerwise.compress_modules([first, last], device=DEVICE, codec="huffman")
     assert all(p.numel() == 0 for p in model.parameters())
     assert held.dense_bytes == sum(t.numel() * 2 for t in dense.values()) and held.device_bytes > 0
     sizes: list[list[int]] = []  # hooks run in order: this one after the decode of `last`
@@ -586,5 +587,10 @@ def test_layerwise_decodes_each_layer_just_before_it_runs() -> None:
         assert torch.equal(p.view(torch.int16), dense[name].view(torch.int16))
     with torch.no_grad():
         assert torch.equal(model(x), want)
+    auto = layerwise.compress_modules([first, last], device=DEVICE)
+    assert [p.numel() for p in model.parameters()] == [0, 40, 0, 8]  # the verbatim biases stay dense
+    with torch.no_grad():
+        assert torch.equal(model(x), want)
+    auto.remove()
     with pytest.raises(InvalidArgumentError):
         layerwise.compress_modules([object()], device=DEVICE)

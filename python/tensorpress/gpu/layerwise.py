@@ -87,7 +87,8 @@ class LayerwiseModel:
 def compress_modules(modules: Iterable[Any], *, device: Any = "cuda", codec: str = "auto") -> LayerwiseModel:
     """Keep the floating-point parameters of ``modules`` (e.g. a transformer's decoder layers)
     compressed on ``device`` and decode each module's just before it runs. A parameter shared by
-    several modules is held once, by the first; non-float parameters are left as they are."""
+    several modules is held once, by the first; non-float parameters, and those that coding
+    would not make smaller (a bias or norm vector stored ``verbatim``), are left as they are."""
     torch = import_torch()
     dev = resolve_device(device)
     held = LayerwiseModel(dev)
@@ -101,6 +102,8 @@ def compress_modules(modules: Iterable[Any], *, device: Any = "cuda", codec: str
                 continue
             seen.add(id(param))
             ct = lossless.compress(param.detach().cpu(), codec)
+            if ct.transform == lossless.VERBATIM:
+                continue  # coding would not make it smaller (a bias, a norm): it stays dense
             count = param.numel()
             plane_len = lossless.plane_length(ct.transform, count)
             streams = [upload(p.blob, device=dev, max_size=plane_len) for p in ct.planes]
