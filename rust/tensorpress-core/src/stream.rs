@@ -22,7 +22,7 @@
 //! codec, then as mode 1. Symbol i of the chunk is in lane i mod L. Every lane is consumed to its
 //! last byte (padding bits are zero).
 
-use crate::bits::{put_strided, BitWriter, MAX_STRIDED_CODE_LEN};
+use crate::bits::{put_lanes, BitWriter, MAX_STRIDED_CODE_LEN};
 use crate::codes::exp_golomb::ExpGolombTable;
 use crate::codes::huffman::{HuffmanTable, MAX_HUFFMAN_LEN};
 use crate::codes::qlc::{QlcTable, DLC_PREFIX_BITS, QLC_PREFIX_BITS};
@@ -424,17 +424,13 @@ pub(crate) fn encode_chunk(
             *e = u64::from(code) | u64::from(len) << 32;
         }
         let (mut out, jump_at) = coded_chunk_prefix(own_table, n_lanes, chunk.len() + MAX_TABLE_BYTES + 64);
-        for lane in 0..n_lanes {
-            let at = out.len();
-            if !put_strided(&mut out, chunk, lane, n_lanes, &table) {
-                let sym = chunk.iter().skip(lane).step_by(n_lanes).find(|&&s| codes.len[usize::from(s)] == 0);
-                return Err(Error::invalid(format!("code table has no code for byte {}", sym.copied().unwrap_or(0))));
-            }
-            let lane_len = (out.len() - at) as u32;
-            out[jump_at + 4 * lane..jump_at + 4 * lane + 4].copy_from_slice(&lane_len.to_le_bytes());
-            if out.len() > chunk.len() {
-                return Ok(raw());
-            }
+        let mut lane_lens = [0u32; MAX_LANES];
+        if !put_lanes(Kernel::Auto, &mut out, chunk, n_lanes, &table, &mut lane_lens) {
+            let sym = chunk.iter().find(|&&s| codes.len[usize::from(s)] == 0);
+            return Err(Error::invalid(format!("code table has no code for byte {}", sym.copied().unwrap_or(0))));
+        }
+        for (lane, len) in lane_lens.iter().take(n_lanes).enumerate() {
+            out[jump_at + 4 * lane..jump_at + 4 * lane + 4].copy_from_slice(&len.to_le_bytes());
         }
         return Ok(if out.len() <= chunk.len() { out } else { raw() });
     }
