@@ -163,11 +163,21 @@ fn limit_lengths(lengths: &mut [u8; 256], hist: &Histogram, present: &[usize], m
     while kraft > capacity {
         // Lengthen the rare symbol with the longest code still below the limit: it frees the
         // least Kraft budget per unit of cost, which converges without overshooting much.
-        let Some(&s) =
-            by_rarity.iter().filter(|&&s| lengths[s] < max_len).max_by_key(|&&s| (lengths[s], Reverse(hist[s])))
-        else {
-            break;
-        };
+        // The last symbol in rarity order maximising (length, Reverse(count)) — what
+        // `max_by_key` picks — found with a plain scan: this loop runs once per lengthening
+        // step, and the tuple-keyed iterator chain cost more than the rest of the fit.
+        let mut pick: Option<(usize, u8, u64)> = None;
+        for &s in &by_rarity {
+            let (len, count) = (lengths[s], hist[s]);
+            let better = match pick {
+                None => true,
+                Some((_, best_len, best_count)) => len > best_len || (len == best_len && count <= best_count),
+            };
+            if len < max_len && better {
+                pick = Some((s, len, count));
+            }
+        }
+        let Some((s, _, _)) = pick else { break };
         kraft -= unit(lengths[s]) - unit(lengths[s] + 1);
         lengths[s] += 1;
     }
