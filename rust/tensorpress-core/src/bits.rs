@@ -184,6 +184,11 @@ thread_local! {
     static PACK_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Largest packer scratch a thread keeps between calls (default chunks need about 400 KiB;
+/// 16 MiB chunks of 24-bit codes would pin 48 MiB per pool thread).
+#[cfg(target_arch = "x86_64")]
+const KEPT_SCRATCH_BYTES: usize = 4 << 20;
+
 /// [`put_lanes`] through the AVX-512 packer: whole blocks in SIMD, each lane's rest (fewer
 /// than 128 / `n_lanes` symbols) continued from its state with the scalar step.
 #[cfg(target_arch = "x86_64")]
@@ -244,15 +249,17 @@ fn put_lanes_packed(
             unsafe { lane_dst.add(pos).write(acc as u8) };
             state.pos[lane] = (pos + usize::from(bits > 0)) as u64;
         }
-        if !ok {
-            return false;
+        if ok {
+            for (lane, len) in lane_lens.iter_mut().enumerate().take(n_lanes) {
+                let n = state.pos[lane] as usize;
+                out.extend_from_slice(&scratch[lane * region..lane * region + n]);
+                *len = n as u32;
+            }
         }
-        for (lane, len) in lane_lens.iter_mut().enumerate().take(n_lanes) {
-            let n = state.pos[lane] as usize;
-            out.extend_from_slice(&scratch[lane * region..lane * region + n]);
-            *len = n as u32;
+        if scratch.len() > KEPT_SCRATCH_BYTES {
+            *scratch = Vec::new();
         }
-        true
+        ok
     })
 }
 
