@@ -259,7 +259,8 @@ fn encode_fitted(input: &[u8], opts: &EncodeOptions, compact: bool) -> Result<(C
     }
     let table = CodeTable::fit(opts.codec, &hist)?;
     let codes = table.encode_table();
-    if workers(opts.threads) == 1 {
+    // One chunk gains nothing from a second worker.
+    if workers(opts.threads) == 1 || hists.len() == 1 {
         if let Some(blob) = encode_in_place(input, &table, codes.as_ref(), &hists, opts, compact)? {
             return Ok((table.codec(), blob));
         }
@@ -307,9 +308,16 @@ fn encode_in_place(
     let mut out = Vec::with_capacity(header_len + chunks_bound);
     out.resize(header_len, 0);
     let mut saved = 0usize;
+    // A lone chunk's histogram is the stream's: its own table would be the stream's table plus
+    // its bytes, never smaller, so the trial fit is skipped (same bytes, one fit less).
+    let try_own = n_chunks > 1;
     for (i, (chunk, hist)) in input.chunks(opts.chunk_size).zip(hists).enumerate() {
         let at = out.len();
-        encode_chunk_fitted_into(&mut out, chunk, table, codes, hist, opts.lanes)?;
+        if try_own {
+            encode_chunk_fitted_into(&mut out, chunk, table, codes, hist, opts.lanes)?;
+        } else {
+            encode_chunk_into(&mut out, chunk, codes, opts.lanes, None)?;
+        }
         let stored = &out[at..];
         if matches!(stored[0], MODE_CODED | MODE_OWN_TABLE) {
             saved += 1 + chunk.len() - stored.len();
