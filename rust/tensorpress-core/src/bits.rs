@@ -207,8 +207,10 @@ fn put_lanes_packed(
     let region = (per_lane * max_len).div_ceil(8) + 16;
     let tables = pack::ByteTables::new(table);
     PACK_SCRATCH.with_borrow_mut(|scratch| {
-        if scratch.len() < region * n_lanes {
-            *scratch = vec![0u8; region * n_lanes];
+        // Used as raw capacity (length 0): no zeroing, and only the bytes the packer wrote are
+        // ever read back.
+        if scratch.capacity() < region * n_lanes {
+            *scratch = Vec::with_capacity(region * n_lanes);
         }
         let dst = scratch.as_mut_ptr();
         // SAFETY: the CPU was checked; blocks · BLOCK ≤ symbols.len(); each lane region holds
@@ -252,11 +254,14 @@ fn put_lanes_packed(
         if ok {
             for (lane, len) in lane_lens.iter_mut().enumerate().take(n_lanes) {
                 let n = state.pos[lane] as usize;
-                out.extend_from_slice(&scratch[lane * region..lane * region + n]);
+                // SAFETY: the packer and the tail wrote every byte of [0, n) of the lane's
+                // region (each 8-byte store starts where the previous one's whole bytes end,
+                // and the last byte is written explicitly); n < region.
+                out.extend_from_slice(unsafe { std::slice::from_raw_parts(dst.add(lane * region), n) });
                 *len = n as u32;
             }
         }
-        if scratch.len() > KEPT_SCRATCH_BYTES {
+        if scratch.capacity() > KEPT_SCRATCH_BYTES {
             *scratch = Vec::new();
         }
         ok
