@@ -1,6 +1,10 @@
 //! LSB-first bit I/O. A code of `len` bits is stored starting at the lowest unused bit of the
 //! lowest unfinished byte; readers peek 64 bits little-endian and mask.
 
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::pack_avx512 as pack;
+use crate::kernels::Kernel;
+
 /// Appends LSB-first codes to a byte buffer. Caller-sized: `with_capacity_bits` must be given
 /// an upper bound of the bits that will be written.
 #[derive(Debug)]
@@ -138,6 +142,132 @@ fn put_strided_k<const K: usize>(
     flags & (1 << 31) == 0
 }
 
+/// Appends the bitstreams of all `n_lanes` lanes of `symbols` (symbol i in lane i mod
+/// `n_lanes`) to `out`, lane 0 first, each exactly as [`put_strided`] writes it, and stores
+/// each lane's byte length in `lane_lens[..n_lanes]`. `table` as for [`put_strided`].
+///
+/// `kernel` picks the writer: [`Kernel::Avx512Vbmi`] (and [`Kernel::Auto`] where the CPU has
+/// AVX-512 VBMI) runs the lane-parallel packer for 8, 16 or 32 lanes; every other choice, and
+/// lane counts the packer does not take, run the scalar reference. Output never depends on it.
+/// Returns `false` if some symbol has no code (`out` then holds garbage past its old length).
+pub fn put_lanes(
+    kernel: Kernel,
+    out: &mut Vec<u8>,
+    symbols: &[u8],
+    n_lanes: usize,
+    table: &[u64; 256],
+    lane_lens: &mut [u32],
+) -> bool {
+    assert!((1..=32).contains(&n_lanes) && lane_lens.len() >= n_lanes);
+    #[cfg(target_arch = "x86_64")]
+    if matches!(kernel, Kernel::Auto | Kernel::Avx512Vbmi)
+        && matches!(n_lanes, 8 | 16 | 32)
+        && symbols.len() >= pack::BLOCK
+        && pack::supported()
+    {
+        return put_lanes_packed(out, symbols, n_lanes, table, lane_lens);
+    }
+    let _ = kernel;
+    for (lane, len) in lane_lens.iter_mut().enumerate().take(n_lanes) {
+        let at = out.len();
+        if !put_strided(out, symbols, lane, n_lanes, table) {
+            return false;
+        }
+        *len = (out.len() - at) as u32;
+    }
+    true
+}
+
+#[cfg(target_arch = "x86_64")]
+thread_local! {
+    /// Lane regions of the packer, reused across chunks (no page faults per chunk).
+    static PACK_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Largest packer scratch a thread keeps between calls (default chunks need about 400 KiB;
+/// 16 MiB chunks of 24-bit codes would pin 48 MiB per pool thread).
+#[cfg(target_arch = "x86_64")]
+const KEPT_SCRATCH_BYTES: usize = 4 << 20;
+
+/// [`put_lanes`] through the AVX-512 packer: whole blocks in SIMD, each lane's rest (fewer
+/// than 128 / `n_lanes` symbols) continued from its state with the scalar step.
+#[cfg(target_arch = "x86_64")]
+fn put_lanes_packed(
+    out: &mut Vec<u8>,
+    symbols: &[u8],
+    n_lanes: usize,
+    table: &[u64; 256],
+    lane_lens: &mut [u32],
+) -> bool {
+    let max_len = table.iter().map(|e| e >> 32).max().unwrap_or(0);
+    assert!(max_len <= u64::from(pack::MAX_CODE_LEN));
+    let max_len = max_len as usize;
+    let blocks = symbols.len() / pack::BLOCK;
+    let per_lane = symbols.len().div_ceil(n_lanes);
+    let region = (per_lane * max_len).div_ceil(8) + 16;
+    let tables = pack::ByteTables::new(table);
+    PACK_SCRATCH.with_borrow_mut(|scratch| {
+        // Used as raw capacity (length 0): no zeroing, and only the bytes the packer wrote are
+        // ever read back.
+        if scratch.capacity() < region * n_lanes {
+            *scratch = Vec::with_capacity(region * n_lanes);
+        }
+        let dst = scratch.as_mut_ptr();
+        // SAFETY: the CPU was checked; blocks · BLOCK ≤ symbols.len(); each lane region holds
+        // its per_lane · max_len bits plus 16 bytes; (G, K, WIDE) follow from max_len as
+        // `pack` requires.
+        let (mut state, mut ok) = unsafe {
+            // n_lanes is 8, 16 or 32 (checked by the caller).
+            match (n_lanes / 8, max_len) {
+                (1, 0..=14) => pack::pack::<1, 4, false>(symbols, blocks, &tables, dst, region),
+                (1, 15..=16) => pack::pack::<1, 2, false>(symbols, blocks, &tables, dst, region),
+                (1, _) => pack::pack::<1, 2, true>(symbols, blocks, &tables, dst, region),
+                (2, 0..=14) => pack::pack::<2, 4, false>(symbols, blocks, &tables, dst, region),
+                (2, 15..=16) => pack::pack::<2, 2, false>(symbols, blocks, &tables, dst, region),
+                (2, _) => pack::pack::<2, 2, true>(symbols, blocks, &tables, dst, region),
+                (4, 0..=14) => pack::pack::<4, 4, false>(symbols, blocks, &tables, dst, region),
+                (4, 15..=16) => pack::pack::<4, 2, false>(symbols, blocks, &tables, dst, region),
+                _ => pack::pack::<4, 2, true>(symbols, blocks, &tables, dst, region),
+            }
+        };
+        for lane in 0..n_lanes {
+            let (mut acc, mut bits, mut pos) = (state.acc[lane], state.bits[lane] as u32, state.pos[lane] as usize);
+            // SAFETY: the lane's region starts inside the scratch buffer.
+            let lane_dst = unsafe { dst.add(lane * region) };
+            for &s in symbols.iter().skip(blocks * pack::BLOCK + lane).step_by(n_lanes) {
+                let e = table[usize::from(s)];
+                ok &= e >> 32 != 0;
+                acc |= (e & 0xffff_ffff) << bits;
+                bits += (e >> 32) as u32;
+                // SAFETY: pos ≤ (bits written so far) / 8 ≤ region − 16.
+                unsafe { lane_dst.add(pos).cast::<u64>().write_unaligned(acc.to_le()) };
+                let whole = bits >> 3;
+                pos += whole as usize;
+                // bits ≤ 7 + 24, so whole ≤ 3 and the shift stays below 64.
+                acc >>= whole * 8;
+                bits &= 7;
+            }
+            // SAFETY: as above.
+            unsafe { lane_dst.add(pos).write(acc as u8) };
+            state.pos[lane] = (pos + usize::from(bits > 0)) as u64;
+        }
+        if ok {
+            for (lane, len) in lane_lens.iter_mut().enumerate().take(n_lanes) {
+                let n = state.pos[lane] as usize;
+                // SAFETY: the packer and the tail wrote every byte of [0, n) of the lane's
+                // region (each 8-byte store starts where the previous one's whole bytes end,
+                // and the last byte is written explicitly); n < region.
+                out.extend_from_slice(unsafe { std::slice::from_raw_parts(dst.add(lane * region), n) });
+                *len = n as u32;
+            }
+        }
+        if scratch.capacity() > KEPT_SCRATCH_BYTES {
+            *scratch = Vec::new();
+        }
+        ok
+    })
+}
+
 /// Reads 64 bits starting at bit `pos` of `data`, with zero bits past the end. Safe for any
 /// `pos`; used by the scalar reference and by the checked tails of fast kernels.
 #[inline(always)]
@@ -198,6 +328,57 @@ mod tests {
         }
         table[usize::from(symbols[2])] = 0;
         assert!(!put_strided(&mut Vec::new(), &symbols, 0, 1, &table));
+    }
+
+    /// Every kernel's `put_lanes` writes the reference's bytes (one `put_strided` per lane), for
+    /// code lengths on both sides of each packer variant's limits, lane counts the packer takes
+    /// and those it leaves to the reference, and lengths around its 128-byte blocks.
+    #[test]
+    fn put_lanes_matches_reference_on_every_kernel() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut kernels = Kernel::available();
+        kernels.push(Kernel::Auto);
+        for max_len in [1u64, 5, 12, 14, 15, 16, 17, 24] {
+            let mut table = [0u64; 256];
+            for (s, e) in table.iter_mut().enumerate() {
+                let len = if s == 7 { max_len } else { 1 + next() % max_len };
+                *e = (next() & ((1 << len) - 1)) | len << 32;
+            }
+            let symbols: Vec<u8> = (0..5000).map(|_| (next() % 97) as u8 ^ ((next() % 2) as u8 * 0x80)).collect();
+            for n_lanes in [1usize, 3, 8, 16, 24, 32] {
+                for n in [0usize, 1, 127, 128, 129, 1000, 4099] {
+                    let mut reference = vec![0x55];
+                    let mut lens = Vec::new();
+                    for lane in 0..n_lanes {
+                        let at = reference.len();
+                        assert!(put_strided(&mut reference, &symbols[..n], lane, n_lanes, &table));
+                        lens.push((reference.len() - at) as u32);
+                    }
+                    for &kernel in &kernels {
+                        let mut out = vec![0x55];
+                        let mut got = [0u32; 32];
+                        assert!(put_lanes(kernel, &mut out, &symbols[..n], n_lanes, &table, &mut got));
+                        let what = format!("{kernel:?} max_len={max_len} lanes={n_lanes} n={n}");
+                        assert_eq!(out, reference, "{what}");
+                        assert_eq!(&got[..n_lanes], &lens[..], "{what}");
+                    }
+                }
+            }
+            // A symbol without a code fails on every kernel, wherever it sits.
+            for at in [0usize, 200, 4990] {
+                let mut holes = table;
+                holes[usize::from(symbols[at])] = 0;
+                for &kernel in &kernels {
+                    assert!(!put_lanes(kernel, &mut Vec::new(), &symbols, 32, &holes, &mut [0; 32]), "{kernel:?} {at}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -10,7 +10,6 @@ use super::{EncodeTable, SimdTables, SymbolDecoder};
 use crate::error::{Error, Result};
 use crate::histogram::Histogram;
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 
 /// Longest code the encoder emits and the decoder accepts.
 pub const MAX_HUFFMAN_LEN: u8 = 12;
@@ -127,20 +126,43 @@ impl HuffmanTable {
 }
 
 /// Unrestricted Huffman code lengths (tree depths) for the present symbols.
+///
+/// Merges the two lightest nodes, ties broken by node index (leaves 0..n in symbol order, then
+/// internal nodes in creation order). Merged weights never decrease, so the internal nodes
+/// queue up already sorted and two queues (sorted leaves, internal nodes in creation order)
+/// yield each step's minimum: the same merges as a binary heap, without its per-pop cost.
 fn huffman_depths(hist: &Histogram, present: &[usize]) -> Vec<u32> {
-    // Nodes 0..n are leaves; internal nodes appended; parent links give depths.
     let n = present.len();
+    let mut leaves: Vec<(u64, usize)> = present.iter().enumerate().map(|(i, &s)| (hist[s], i)).collect();
+    leaves.sort_unstable();
+    let mut internal: Vec<(u64, usize)> = Vec::with_capacity(n - 1);
+    let (mut next_leaf, mut next_internal) = (0, 0);
     let mut parent = vec![usize::MAX; 2 * n - 1];
-    let mut heap: BinaryHeap<Reverse<(u64, usize)>> =
-        present.iter().enumerate().map(|(i, &s)| Reverse((hist[s], i))).collect();
-    let mut next = n;
-    while heap.len() > 1 {
-        let Reverse((w1, a)) = heap.pop().unwrap_or(Reverse((0, 0)));
-        let Reverse((w2, b)) = heap.pop().unwrap_or(Reverse((0, 0)));
-        parent[a] = next;
-        parent[b] = next;
-        heap.push(Reverse((w1 + w2, next)));
-        next += 1;
+    for node in n..2 * n - 1 {
+        let mut pair = [(0u64, 0usize); 2];
+        for taken in &mut pair {
+            let leaf = leaves.get(next_leaf).copied();
+            let merged = internal.get(next_internal).copied();
+            *taken = match (leaf, merged) {
+                (Some(l), Some(m)) if m < l => {
+                    next_internal += 1;
+                    m
+                }
+                (Some(l), _) => {
+                    next_leaf += 1;
+                    l
+                }
+                (None, Some(m)) => {
+                    next_internal += 1;
+                    m
+                }
+                // n − 1 merges of 2n − 1 nodes never run out.
+                (None, None) => unreachable!("Huffman merge ran out of nodes"),
+            };
+        }
+        parent[pair[0].1] = node;
+        parent[pair[1].1] = node;
+        internal.push((pair[0].0 + pair[1].0, node));
     }
     // Parents always have larger indices, so one backward pass computes depths.
     let mut depth = vec![0u32; 2 * n - 1];
@@ -163,11 +185,21 @@ fn limit_lengths(lengths: &mut [u8; 256], hist: &Histogram, present: &[usize], m
     while kraft > capacity {
         // Lengthen the rare symbol with the longest code still below the limit: it frees the
         // least Kraft budget per unit of cost, which converges without overshooting much.
-        let Some(&s) =
-            by_rarity.iter().filter(|&&s| lengths[s] < max_len).max_by_key(|&&s| (lengths[s], Reverse(hist[s])))
-        else {
-            break;
-        };
+        // The last symbol in rarity order maximising (length, Reverse(count)) — what
+        // `max_by_key` picks — found with a plain scan: this loop runs once per lengthening
+        // step, and the tuple-keyed iterator chain cost more than the rest of the fit.
+        let mut pick: Option<(usize, u8, u64)> = None;
+        for &s in &by_rarity {
+            let (len, count) = (lengths[s], hist[s]);
+            let better = match pick {
+                None => true,
+                Some((_, best_len, best_count)) => len > best_len || (len == best_len && count <= best_count),
+            };
+            if len < max_len && better {
+                pick = Some((s, len, count));
+            }
+        }
+        let Some((s, _, _)) = pick else { break };
         kraft -= unit(lengths[s]) - unit(lengths[s] + 1);
         lengths[s] += 1;
     }
@@ -213,6 +245,55 @@ mod tests {
 
     fn kraft_ok(t: &HuffmanTable) -> bool {
         t.lengths().iter().filter(|&&l| l > 0).map(|&l| 1u32 << (12 - l)).sum::<u32>() <= 4096
+    }
+
+    /// The heap formulation the two-queue merge replaces: pop the two smallest (weight, node).
+    fn heap_depths(hist: &Histogram, present: &[usize]) -> Vec<u32> {
+        use std::collections::BinaryHeap;
+        let n = present.len();
+        let mut parent = vec![usize::MAX; 2 * n - 1];
+        let mut heap: BinaryHeap<Reverse<(u64, usize)>> =
+            present.iter().enumerate().map(|(i, &s)| Reverse((hist[s], i))).collect();
+        let mut next = n;
+        while heap.len() > 1 {
+            let Reverse((w1, a)) = heap.pop().unwrap();
+            let Reverse((w2, b)) = heap.pop().unwrap();
+            parent[a] = next;
+            parent[b] = next;
+            heap.push(Reverse((w1 + w2, next)));
+            next += 1;
+        }
+        let mut depth = vec![0u32; 2 * n - 1];
+        for i in (0..2 * n - 2).rev() {
+            depth[i] = depth[parent[i]] + 1;
+        }
+        depth.truncate(n);
+        depth
+    }
+
+    #[test]
+    fn two_queue_depths_equal_heap_depths() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for case in 0..2000 {
+            let mut h = [0u64; 256];
+            let symbols = 2 + case % 255;
+            // Few distinct weights make ties (and tie-breaking) the common case.
+            let spread = [2u64, 5, 40, 1 << 20][case % 4];
+            for c in h.iter_mut().take(symbols) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *c = 1 + x % spread;
+            }
+            if case % 3 == 0 {
+                h.swap(0, symbols / 2);
+                h[symbols / 3] = 0;
+            }
+            let present: Vec<usize> = (0..256).filter(|&s| h[s] > 0).collect();
+            if present.len() >= 2 {
+                assert_eq!(huffman_depths(&h, &present), heap_depths(&h, &present), "case {case}");
+            }
+        }
     }
 
     #[test]

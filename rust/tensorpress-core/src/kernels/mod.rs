@@ -7,6 +7,8 @@ pub mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
 pub mod interleaved;
+#[cfg(target_arch = "x86_64")]
+pub mod pack_avx512;
 pub mod scalar;
 
 use crate::codes::SymbolDecoder;
