@@ -166,6 +166,14 @@ def bench_bct_ablation(r: Runner) -> None:
         "W4A8 block64, 8-bit embedding, clip search": bct.BCTConfig(
             4, 8, 64, embedding_bits=8, weight_clip_search=True
         ),
+        # Asymmetric (min-max, float16 offset) weight blocks: the grid of SmolLM2's own Q4_1 blocks.
+        "W4A8 block32, zero point": bct.BCTConfig(4, 8, 32, weight_zero_point=True),
+        "W4A8 block32, zero point, 8-bit embedding": bct.BCTConfig(
+            4, 8, 32, embedding_bits=8, weight_zero_point=True
+        ),
+        "W4A8 block64, zero point, 8-bit embedding": bct.BCTConfig(
+            4, 8, 64, embedding_bits=8, weight_zero_point=True
+        ),
     }
     for name, cfg in configs.items():
         if not _selected(r, name):

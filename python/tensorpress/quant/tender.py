@@ -38,6 +38,9 @@ from torch import nn
 
 from tensorpress.errors import InvalidArgumentError
 
+BIAS_ESTIMATES = ("midrange", "sequence_midrange", "mean")
+"""How calibration sets the channel bias (see :class:`TenderConfig`)."""
+
 
 @dataclass(frozen=True)
 class TenderConfig:
@@ -76,8 +79,13 @@ class TenderConfig:
     dynamic: bool = False
     headroom: float = 1.0
     token_scale: bool = False
+    bias_estimate: str = "midrange"
 
     def __post_init__(self) -> None:
+        if self.bias_estimate not in BIAS_ESTIMATES:
+            raise InvalidArgumentError(
+                f"bias_estimate must be one of {BIAS_ESTIMATES}, got {self.bias_estimate!r}"
+            )
         if not isinstance(self.headroom, (int, float)) or not 1.0 <= self.headroom <= 256.0:
             raise InvalidArgumentError(f"headroom must be a number in [1, 256], got {self.headroom!r}")
         for name in ("bits", "weight_bits"):
@@ -246,6 +254,11 @@ class TenderLinear(nn.Module):
         self.integer = False
         self._lo: list[torch.Tensor] = []
         self._hi: list[torch.Tensor] = []
+        # Per chunk position: sums of per-sequence midranges and of all values, and their counts.
+        self._mid_sum: list[torch.Tensor] = []
+        self._value_sum: list[torch.Tensor] = []
+        self._sequences: list[int] = []
+        self._values: list[int] = []
         self.register_buffer("chunk_bias", torch.zeros(0, self.in_features))
         self.register_buffer("chunk_tmax", torch.zeros(0))
         self.register_buffer("chunk_group", torch.zeros(0, self.in_features, dtype=torch.long))
@@ -255,26 +268,46 @@ class TenderLinear(nn.Module):
         rows = x.detach().reshape(-1, x.shape[-2], x.shape[-1]).to(torch.float32)
         seq = rows.shape[1]
         for k, start in enumerate(range(0, seq, self.config.chunk_size)):
-            part = rows[:, start : start + self.config.chunk_size].reshape(-1, rows.shape[-1])
-            lo, hi = part.amin(0), part.amax(0)
+            part = rows[:, start : start + self.config.chunk_size]
+            seq_lo, seq_hi = part.amin(1), part.amax(1)  # (sequences, C)
+            lo, hi, mid = seq_lo.amin(0), seq_hi.amax(0), ((seq_lo + seq_hi) / 2).sum(0)
+            total = part.sum((0, 1), dtype=torch.float64)
             if k < len(self._lo):
                 self._lo[k] = torch.minimum(self._lo[k], lo)
                 self._hi[k] = torch.maximum(self._hi[k], hi)
+                self._mid_sum[k] = self._mid_sum[k] + mid
+                self._value_sum[k] = self._value_sum[k] + total
+                self._sequences[k] += part.shape[0]
+                self._values[k] += part.shape[0] * part.shape[1]
             else:
                 self._lo.append(lo)
                 self._hi.append(hi)
+                self._mid_sum.append(mid)
+                self._value_sum.append(total)
+                self._sequences.append(part.shape[0])
+                self._values.append(part.shape[0] * part.shape[1])
 
     def finalize(self) -> None:
         """Fix per-chunk-position bias, ``TMax`` and group indices from the calibration data."""
         if not self._lo:
             raise InvalidArgumentError("TenderLinear.finalize() before any calibration data was seen")
         lo, hi = torch.stack(self._lo), torch.stack(self._hi)
-        bias = (hi + lo) / 2 if self.config.subtract_bias else torch.zeros_like(lo)
+        if not self.config.subtract_bias:
+            bias = torch.zeros_like(lo)
+        elif self.config.bias_estimate == "sequence_midrange":
+            bias = torch.stack(self._mid_sum) / torch.tensor(self._sequences, dtype=torch.float32)[:, None]
+        elif self.config.bias_estimate == "mean":
+            counts = torch.tensor(self._values, dtype=torch.float64)[:, None]
+            bias = (torch.stack(self._value_sum) / counts).to(torch.float32)
+        else:
+            bias = (hi + lo) / 2
+        # Abs-max around the chosen bias over everything calibration saw: nothing it saw clips.
         absmax = torch.maximum(hi - bias, bias - lo) * self.config.headroom
         tmax = absmax.amax(-1)
         self.chunk_bias, self.chunk_tmax = bias, tmax
         self.chunk_group = assign_groups(absmax, tmax, self.config.groups)
-        self._lo, self._hi = [], []
+        self._lo, self._hi, self._mid_sum, self._value_sum = [], [], [], []
+        self._sequences, self._values = [], []
         self.mode = "quantized"
 
     # -- run
