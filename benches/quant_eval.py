@@ -193,7 +193,16 @@ def bench_tender(r: Runner) -> None:
         "Tender INT8 G8 calibrated, headroom 4": tender.TenderConfig(8, 8, 8, headroom=4.0),
         "Tender INT8 G12 calibrated": tender.TenderConfig(8, 8, 12),
         "Tender INT8 G16 calibrated": tender.TenderConfig(8, 8, 16),
-        "Tender INT8 G8 calibrated, token scale": tender.TenderConfig(8, 8, 8, token_scale=True),
+        "Tender INT8 G8 calibrated, token scale": tender.TenderConfig(8, 8, 8, token_scale=True),  # mean bias
+        "Tender INT8 G8 calibrated, token scale, midrange bias": tender.TenderConfig(
+            8, 8, 8, token_scale=True, bias_estimate="midrange"
+        ),
+        "Tender INT8 G8 calibrated, token scale, sequence-midrange bias": tender.TenderConfig(
+            8, 8, 8, token_scale=True, bias_estimate="sequence_midrange"
+        ),
+        "Tender INT8 G8 calibrated, sequence-midrange bias": tender.TenderConfig(
+            8, 8, 8, bias_estimate="sequence_midrange"
+        ),
         "Tender INT4 G8 calibrated, token scale": tender.TenderConfig(4, 8, 8, token_scale=True),
         "Tender INT8 G8 dynamic": tender.TenderConfig(8, 8, 8, dynamic=True),
         "per-tensor INT8 calibrated": tender.TenderConfig(8, 8, 1, subtract_bias=False),

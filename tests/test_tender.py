@@ -108,6 +108,9 @@ def test_bias_estimates():
     x = torch.randn(3, 32, 8, generator=g)
     x[0] += 10.0
     x[2, 5, 3] = -40.0  # one outlier moves the overall range, not the mean of midranges much
+    assert tender.TenderConfig().bias_estimate_used == "midrange"
+    assert tender.TenderConfig(token_scale=True).bias_estimate_used == "mean"
+    assert tender.TenderConfig(token_scale=True, bias_estimate="midrange").bias_estimate_used == "midrange"
     for estimate in tender.BIAS_ESTIMATES:
         layer = tender.TenderLinear(lin, tender.TenderConfig(groups=4, chunk_size=32, bias_estimate=estimate))
         layer(x[:2])  # two calls: the statistics accumulate over calls
