@@ -110,6 +110,10 @@ def bench_bct(r: Runner) -> None:
         "BCT W4A8 block64": bct.BCTConfig(4, 8, 64),
         "per-tensor W4A8": bct.BCTConfig(4, 8, None, act_block_size=None),
         "BCT W4A8 block32": bct.BCTConfig(4, 8, 32),
+        "BCT W4A8 block32, zero point": bct.BCTConfig(4, 8, 32, weight_zero_point=True),
+        "BCT W4A8 block32, zero point, 8-bit embedding": bct.BCTConfig(
+            4, 8, 32, embedding_bits=8, weight_zero_point=True
+        ),
     }
     for name, cfg in configs.items():
         if not _selected(r, name):
