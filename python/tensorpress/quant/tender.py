@@ -76,8 +76,8 @@ class TenderConfig:
     ``s_0,t · w_scale_r`` (an outer product, as in per-token activation quantization). The run-time
     cost is one abs-max per token; the offline part (which channel goes to which group) is what
     calibration still decides. On SmolLM2 INT8 (16 evaluation windows, 8 calibration windows) it
-    took the calibrated perplexity increase from +8.4 % to +2.1 %, and to +0.69 % (as good as
-    dynamic statistics) with the mean bias and 64 calibration windows (benches/RESULTS.md §10.4);
+    took the calibrated perplexity increase from +8.4 % to +2.1 %, and to +0.50 % (dynamic
+    statistics: +0.69 %) with the mean bias and 256 calibration windows (benches/RESULTS.md §10.4);
     it is off by default so that ``calibrated`` keeps meaning fully static scales.
 
     ``bias_estimate`` is how calibration sets the channel bias ``b_c`` of a chunk position:
