@@ -248,3 +248,28 @@ def test_smollm2_8bit_one_window():
     assert report.original_bits == 32 * params_before
     q = ev.perplexity(model, tok, texts, seq_len=64, max_windows=1)
     assert math.isfinite(q) and abs(q / base - 1) < 0.10
+
+
+def test_zero_point_codes_saved_and_offsets_required():
+    from tensorpress import recipes
+    from tensorpress.errors import FormatError
+
+    def small_model() -> torch.nn.Sequential:
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8))
+
+    cfg = bct.BCTConfig(4, 8, 32, weight_zero_point=True)
+    model = small_model()
+    bct.quantize_model(model, cfg)
+    recipe, state = recipes.capture(model)
+    assert "0.weight" + recipes.OFFSETS_SUFFIX in state
+    assert "0.weight" + recipes.OFFSETS_SUFFIX in recipes.bct_state_names(recipe)
+    rebuilt = small_model()
+    recipes.finish(rebuilt, recipe, dict(state), "test")
+    assert torch.equal(rebuilt[0].weight, model[0].weight)  # offsets restored: the same weights
+    missing = {k: v for k, v in state.items() if not k.endswith(recipes.OFFSETS_SUFFIX)}
+    with pytest.raises(FormatError, match="offsets"):
+        recipes.finish(small_model(), recipe, missing, "test")
+    wrong = dict(state, **{"0.weight" + recipes.OFFSETS_SUFFIX: torch.zeros(3)})
+    with pytest.raises(FormatError, match="offsets"):
+        recipes.finish(small_model(), recipe, wrong, "test")
