@@ -110,6 +110,10 @@ def bench_bct(r: Runner) -> None:
         "BCT W4A8 block64": bct.BCTConfig(4, 8, 64),
         "per-tensor W4A8": bct.BCTConfig(4, 8, None, act_block_size=None),
         "BCT W4A8 block32": bct.BCTConfig(4, 8, 32),
+        "BCT W4A8 block32, zero point": bct.BCTConfig(4, 8, 32, weight_zero_point=True),
+        "BCT W4A8 block32, zero point, 8-bit embedding": bct.BCTConfig(
+            4, 8, 32, embedding_bits=8, weight_zero_point=True
+        ),
     }
     for name, cfg in configs.items():
         if not _selected(r, name):
@@ -166,6 +170,14 @@ def bench_bct_ablation(r: Runner) -> None:
         "W4A8 block64, 8-bit embedding, clip search": bct.BCTConfig(
             4, 8, 64, embedding_bits=8, weight_clip_search=True
         ),
+        # Asymmetric (min-max, float16 offset) weight blocks: the grid of SmolLM2's own Q4_1 blocks.
+        "W4A8 block32, zero point": bct.BCTConfig(4, 8, 32, weight_zero_point=True),
+        "W4A8 block32, zero point, 8-bit embedding": bct.BCTConfig(
+            4, 8, 32, embedding_bits=8, weight_zero_point=True
+        ),
+        "W4A8 block64, zero point, 8-bit embedding": bct.BCTConfig(
+            4, 8, 64, embedding_bits=8, weight_zero_point=True
+        ),
     }
     for name, cfg in configs.items():
         if not _selected(r, name):
@@ -185,7 +197,16 @@ def bench_tender(r: Runner) -> None:
         "Tender INT8 G8 calibrated, headroom 4": tender.TenderConfig(8, 8, 8, headroom=4.0),
         "Tender INT8 G12 calibrated": tender.TenderConfig(8, 8, 12),
         "Tender INT8 G16 calibrated": tender.TenderConfig(8, 8, 16),
-        "Tender INT8 G8 calibrated, token scale": tender.TenderConfig(8, 8, 8, token_scale=True),
+        "Tender INT8 G8 calibrated, token scale": tender.TenderConfig(8, 8, 8, token_scale=True),  # mean bias
+        "Tender INT8 G8 calibrated, token scale, midrange bias": tender.TenderConfig(
+            8, 8, 8, token_scale=True, bias_estimate="midrange"
+        ),
+        "Tender INT8 G8 calibrated, token scale, sequence-midrange bias": tender.TenderConfig(
+            8, 8, 8, token_scale=True, bias_estimate="sequence_midrange"
+        ),
+        "Tender INT8 G8 calibrated, sequence-midrange bias": tender.TenderConfig(
+            8, 8, 8, bias_estimate="sequence_midrange"
+        ),
         "Tender INT4 G8 calibrated, token scale": tender.TenderConfig(4, 8, 8, token_scale=True),
         "Tender INT8 G8 dynamic": tender.TenderConfig(8, 8, 8, dynamic=True),
         "per-tensor INT8 calibrated": tender.TenderConfig(8, 8, 1, subtract_bias=False),

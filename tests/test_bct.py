@@ -99,6 +99,57 @@ def test_clip_search_never_worse_and_same_storage(bits):
         assert float(err_clip.sum()) < 0.95 * float(err_plain.sum())
 
 
+@pytest.mark.parametrize("bits", [3, 4, 8])
+@pytest.mark.parametrize("block", [32, 45, None])
+@pytest.mark.parametrize("fmt", ["fp16", "pow2"])
+def test_asymmetric_roundtrip_error_bound_and_storage(bits, block, fmt):
+    g = torch.Generator().manual_seed(bits * 100 + (block or 0))
+    x = torch.randn(6, 100, generator=g) * torch.logspace(-2, 1, 100) + 0.3  # offset, not centred
+    q = blockwise.quantize_asymmetric(x, bits, block, fmt)
+    assert q.unsigned and q.offsets is not None and q.offsets.shape == q.scales.shape
+    assert int(q.codes.min()) >= 0 and int(q.codes.max()) <= (1 << bits) - 1
+    assert torch.equal(q.offsets, q.offsets.half().float())  # what is stored: float16
+    xd = q.dequantize()
+    if block is None:
+        n_blocks, scale = 1, q.scales.reshape(1, 1).expand(6, 100)
+    else:
+        n_blocks = 6 * math.ceil(100 / block)
+        scale = q.scales.reshape(6, -1, 1).expand(6, n_blocks // 6, block).reshape(6, -1)[:, :100]
+    # Half a step, plus the float16 rounding of the offset (half an fp16 ulp of the minimum).
+    slack = float(x.abs().amax()) * 2.0**-11 + 1e-7
+    assert bool(((xd - x).abs() <= scale / 2 * (1 + 1e-6) + slack).all())
+    assert q.storage_bits() == 600 * bits + n_blocks * (blockwise.OFFSET_BITS + blockwise.SCALE_BITS[fmt])
+
+
+def test_asymmetric_reproduces_a_q4_1_grid_exactly():
+    # GGUF Q4_1: per block of 32, float16 d and m, values d·q + m with q in 0..15. A block holding
+    # both q = 0 and q = 15 is reproduced bit for bit, which the symmetric grid cannot do.
+    g = torch.Generator().manual_seed(7)
+    d = (torch.rand(8, 4, generator=g) * 0.1 + 0.01).half().float()
+    m = (torch.randn(8, 4, generator=g) * 0.1).half().float()
+    codes = torch.randint(0, 16, (8, 4, 32), generator=g)
+    codes[..., 0], codes[..., 1] = 0, 15
+    w = (codes * d[..., None] + m[..., None]).reshape(8, 128)
+    assert torch.equal(blockwise.quantize_asymmetric(w, 4, 32).dequantize(), w)
+    assert float((blockwise.quantize(w, 4, 32).dequantize() - w).abs().max()) > 0
+
+
+def test_weight_zero_point_in_bct():
+    with pytest.raises(InvalidArgumentError):
+        bct.BCTConfig(4, 8, 32, weight_zero_point=True, weight_clip_search=True)
+
+    def small_model() -> torch.nn.Sequential:
+        return torch.nn.Sequential(torch.nn.Embedding(16, 64), torch.nn.Linear(64, 64, bias=True))
+
+    sym = bct.quantize_model(small_model(), bct.BCTConfig(4, 8, 32))
+    model = small_model()
+    report = bct.quantize_model(model, bct.BCTConfig(4, 8, 32, weight_zero_point=True))
+    assert model[1].qweight.offsets is not None and model[0].qweight.offsets is not None
+    assert model[1].qbias is not None and model[1].qbias.offsets is None  # params stay symmetric
+    extra = 16 * (model[0].qweight.n_blocks + model[1].qweight.n_blocks)  # one float16 offset per block
+    assert report.quantized_bits == sym.quantized_bits + extra
+
+
 def test_embedding_bits_apply_to_tied_head():
     emb = torch.nn.Embedding(16, 64)
     head = torch.nn.Linear(64, 16, bias=False)
@@ -197,3 +248,28 @@ def test_smollm2_8bit_one_window():
     assert report.original_bits == 32 * params_before
     q = ev.perplexity(model, tok, texts, seq_len=64, max_windows=1)
     assert math.isfinite(q) and abs(q / base - 1) < 0.10
+
+
+def test_zero_point_codes_saved_and_offsets_required():
+    from tensorpress import recipes
+    from tensorpress.errors import FormatError
+
+    def small_model() -> torch.nn.Sequential:
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8))
+
+    cfg = bct.BCTConfig(4, 8, 32, weight_zero_point=True)
+    model = small_model()
+    bct.quantize_model(model, cfg)
+    recipe, state = recipes.capture(model)
+    assert "0.weight" + recipes.OFFSETS_SUFFIX in state
+    assert "0.weight" + recipes.OFFSETS_SUFFIX in recipes.bct_state_names(recipe)
+    rebuilt = small_model()
+    recipes.finish(rebuilt, recipe, dict(state), "test")
+    assert torch.equal(rebuilt[0].weight, model[0].weight)  # offsets restored: the same weights
+    missing = {k: v for k, v in state.items() if not k.endswith(recipes.OFFSETS_SUFFIX)}
+    with pytest.raises(FormatError, match="offsets"):
+        recipes.finish(small_model(), recipe, missing, "test")
+    wrong = dict(state, **{"0.weight" + recipes.OFFSETS_SUFFIX: torch.zeros(3)})
+    with pytest.raises(FormatError, match="offsets"):
+        recipes.finish(small_model(), recipe, wrong, "test")

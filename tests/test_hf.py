@@ -83,11 +83,13 @@ def test_keep_patterns_stay_lossless(tmp_path: Path) -> None:
     assert not torch.equal(back[lossy], state[lossy])
 
 
-def test_bct_w8a8_saved_as_is(tmp_path: Path, minilm: tuple[Any, Any], texts: list[str]) -> None:
+@pytest.mark.parametrize("zero_point", [False, True], ids=["w8a8", "w4a8-zero-point"])
+def test_bct_saved_as_is(tmp_path: Path, minilm: tuple[Any, Any], texts: list[str], zero_point: bool) -> None:
     from tensorpress.quant import bct
 
     model, tok = evaluation.load_minilm()
-    bct.quantize_model(model, bct.BCTConfig(weight_bits=8, act_bits=8))
+    config = bct.BCTConfig(4, 8, 32, weight_zero_point=True) if zero_point else bct.BCTConfig()
+    bct.quantize_model(model, config)
     tp.save_pretrained(model, tmp_path / "bct", tokenizer=tok)
     back = tp.from_pretrained(tmp_path / "bct")
     assert any(isinstance(m, bct.BCTLinear) for m in back.modules())

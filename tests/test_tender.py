@@ -98,14 +98,45 @@ def test_bias_compensation_is_exact():
     assert (y - exact).abs().max() < (nob(x) - exact).abs().max()
 
 
+def test_bias_estimates():
+    # Sequences with different offsets and one outlier: "sequence_midrange" averages the
+    # sequences' midranges (the paper's calibration), "midrange" takes the midpoint of the overall
+    # min and max, "mean" the mean value; every estimate keeps TMax and the groups wide enough that
+    # nothing calibration saw clips.
+    g = torch.Generator().manual_seed(12)
+    lin = torch.nn.Linear(8, 4, bias=False)
+    x = torch.randn(3, 32, 8, generator=g)
+    x[0] += 10.0
+    x[2, 5, 3] = -40.0  # one outlier moves the overall range, not the mean of midranges much
+    assert tender.TenderConfig().bias_estimate_used == "midrange"
+    assert tender.TenderConfig(token_scale=True).bias_estimate_used == "mean"
+    assert tender.TenderConfig(token_scale=True, bias_estimate="midrange").bias_estimate_used == "midrange"
+    for estimate in tender.BIAS_ESTIMATES:
+        layer = tender.TenderLinear(lin, tender.TenderConfig(groups=4, chunk_size=32, bias_estimate=estimate))
+        layer(x[:2])  # two calls: the statistics accumulate over calls
+        layer(x[2:])
+        layer.finalize()
+        lo, hi = x.amin(1), x.amax(1)
+        want = {
+            "sequence_midrange": ((lo + hi) / 2).mean(0),
+            "midrange": (lo.amin(0) + hi.amax(0)) / 2,
+            "mean": x.mean((0, 1)),
+        }[estimate]
+        torch.testing.assert_close(layer.chunk_bias[0], want)
+        centered = (x - layer.chunk_bias[0]).abs().amax((0, 1))
+        assert float(centered.max()) == pytest.approx(float(layer.chunk_tmax[0]))
+        thresholds = layer.chunk_tmax[0] * torch.exp2(layer.chunk_group[0].float() - 3)
+        assert bool((centered <= thresholds * (1 + 1e-6)).all())
+
+
 def test_integer_and_fast_paths_agree():
     g = torch.Generator().manual_seed(2)
     lin = torch.nn.Linear(48, 24, bias=False)
     x = torch.randn(2, 40, 48, generator=g) * torch.logspace(-1, 1.5, 48)
-    for dynamic in (False, True):
-        layer = tender.TenderLinear(
-            lin, tender.TenderConfig(bits=8, groups=4, chunk_size=16, dynamic=dynamic)
-        )
+    cases = [(False, estimate) for estimate in tender.BIAS_ESTIMATES] + [(True, "midrange")]
+    for dynamic, estimate in cases:
+        cfg = tender.TenderConfig(bits=8, groups=4, chunk_size=16, dynamic=dynamic, bias_estimate=estimate)
+        layer = tender.TenderLinear(lin, cfg)
         layer(x)
         if not dynamic:
             layer.finalize()
@@ -183,6 +214,7 @@ def test_token_scale_integer_path_agrees_and_beats_static_on_unseen_ranges():
         {"weight_bits": 3.5},
         {"headroom": 0.5},
         {"headroom": float("nan")},
+        {"bias_estimate": "median"},
     ],
 )
 def test_invalid_config(kwargs):

@@ -9,7 +9,8 @@ returns the tensors to store:
 - ``tender``: every :class:`~tensorpress.quant.tender.TenderLinear`, its config and mode; the
   calibrated chunk statistics are ordinary buffers.
 - ``bct``: the :class:`~tensorpress.quant.bct.BCTConfig` and, per quantized parameter, its
-  integer codes and block scales (stored as ``<name>.bct_codes`` / ``<name>.bct_scales``), so the
+  integer codes and block scales (stored as ``<name>.bct_codes`` / ``<name>.bct_scales``, plus
+  ``<name>.bct_offsets`` for asymmetric blocks), so the
   rebuilt model dequantizes exactly the same weights (requantizing dequantized weights would not
   be exact: float16 scales round up).
 
@@ -26,6 +27,7 @@ from tensorpress.errors import FormatError
 
 CODES_SUFFIX = ".bct_codes"
 SCALES_SUFFIX = ".bct_scales"
+OFFSETS_SUFFIX = ".bct_offsets"
 
 
 def _nn() -> Any:
@@ -113,9 +115,12 @@ def capture(model: Any) -> tuple[dict[str, Any], dict[str, Any]]:
                 "block_size": q.block_size,
                 "scale_format": q.scale_format,
                 "unsigned": q.unsigned,
+                "offsets": q.offsets is not None,
             }
             state[name + CODES_SUFFIX] = q.codes
             state[name + SCALES_SUFFIX] = q.scales
+            if q.offsets is not None:
+                state[name + OFFSETS_SUFFIX] = q.offsets
         for key in [k for k in state if k.endswith(".weight_codes")]:
             if key.removesuffix("_codes") in quantized:
                 del state[key]  # the same codes, stored under the parameter's name
@@ -213,6 +218,9 @@ def finish(model: Any, recipe: Mapping[str, Any], state: dict[str, Any], where: 
         shape = tuple(_field(meta, "shape", list, where))
         if tuple(codes.shape) != shape:
             raise FormatError(f"{where}: BCT codes of {name!r} have shape {tuple(codes.shape)}, not {shape}")
+        offsets = state.get(name + OFFSETS_SUFFIX) if meta.get("offsets") else None
+        if meta.get("offsets") and (offsets is None or tuple(offsets.shape) != tuple(scales.shape)):
+            raise FormatError(f"{where}: BCT offsets of {name!r} are missing or do not match its scales")
         by_name[name] = QuantizedTensor(
             codes=codes,
             scales=scales,
@@ -221,6 +229,7 @@ def finish(model: Any, recipe: Mapping[str, Any], state: dict[str, Any], where: 
             block_size=meta.get("block_size"),
             scale_format=_field(meta, "scale_format", str, where),
             unsigned=bool(meta.get("unsigned", False)),
+            offsets=offsets,
         )
     for name, meta in entries.items():
         if "alias" in meta:
@@ -234,8 +243,10 @@ def finish(model: Any, recipe: Mapping[str, Any], state: dict[str, Any], where: 
             by_id[id(p)] = by_name[name]
 
     class _Stored(bct._QuantParams):
-        def get(self, p: torch.Tensor, bits: int, clip_search: bool = False) -> QuantizedTensor:
-            # The stored codes are the result of whatever search made them: clip_search is moot.
+        def get(
+            self, p: torch.Tensor, bits: int, clip_search: bool = False, zero_point: bool = False
+        ) -> QuantizedTensor:
+            # The stored codes (and offsets) are the result of whatever search made them.
             q = by_id.get(id(p))
             if q is None or q.bits != bits:
                 raise FormatError(f"{where}: a BCT parameter of the model has no stored {bits}-bit codes")
@@ -248,7 +259,8 @@ def bct_state_names(recipe: Mapping[str, Any]) -> set[str]:
     """Names of the stored tensors consumed by the BCT recipe (not model parameters)."""
     spec = recipe.get("bct") or {}
     entries = dict(spec.get("tensors") or {})
-    return {n + s for n, m in entries.items() if "alias" not in m for s in (CODES_SUFFIX, SCALES_SUFFIX)}
+    names = {n + s for n, m in entries.items() if "alias" not in m for s in (CODES_SUFFIX, SCALES_SUFFIX)}
+    return names | {n + OFFSETS_SUFFIX for n, m in entries.items() if "alias" not in m and m.get("offsets")}
 
 
 def bct_parameter_names(recipe: Mapping[str, Any]) -> set[str]:
@@ -259,6 +271,7 @@ def bct_parameter_names(recipe: Mapping[str, Any]) -> set[str]:
 
 __all__ = [
     "CODES_SUFFIX",
+    "OFFSETS_SUFFIX",
     "SCALES_SUFFIX",
     "bct_parameter_names",
     "bct_state_names",

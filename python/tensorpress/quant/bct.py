@@ -42,6 +42,11 @@ the arithmetic is what an integer pipeline computes, simulated on CPU with float
   ``weight_clip_search`` each weight block's scale is the MSE-best clipped abs-max
   (:func:`quantize_clip_search`, same storage). Both exist for 4-bit weights (their effect on
   SmolLM2 is measured by ``--sections bct_ablation`` of ``benches/quant_eval.py``).
+- ``weight_zero_point`` gives weight (and embedding) blocks an asymmetric min–max grid
+  (:func:`~tensorpress.quant.blockwise.quantize_asymmetric`: ``2^b`` levels, a float16 offset per
+  block, +16 bits per block). It is the grid of GGUF Q4_1 and of GPTQ/HQQ's asymmetric groups, and
+  the 4-bit recipe: SmolLM2's decoder weights *are* Q4_1 blocks of 32, which the symmetric grid
+  cannot represent (the W4A8 loss in benches/RESULTS.md §10.5) and the asymmetric one reproduces.
 - Biases and norm gains/biases (< 0.2 % of the parameters) use ``param_bits`` (default 8), not
   ``weight_bits``: at 4 bits a norm gain error moves every activation of the layer.
 - Non-linear ops: GELU on ``[-8, 8]``, SiLU on ``[-16, 16]``, tanh on ``[-8, 8]``, each a table of
@@ -72,6 +77,7 @@ from tensorpress.quant.blockwise import (
     fake_quantize,
     qmax_for,
     quantize,
+    quantize_asymmetric,
 )
 from tensorpress.quant.blockwise import _scales as _block_scales  # storage-rounded scales
 
@@ -96,8 +102,11 @@ class BCTConfig:
     residual_block_size: int | None = -1
     embedding_bits: int | None = None
     weight_clip_search: bool = False
+    weight_zero_point: bool = False
 
     def __post_init__(self) -> None:
+        if self.weight_zero_point and self.weight_clip_search:
+            raise InvalidArgumentError("weight_zero_point and weight_clip_search do not combine")
         for bits in (self.weight_bits, self.act_bits, self.param_bits, self.embedding_bits_used):
             check_quant_args(bits, self.block_size, self.scale_format)
         check_quant_args(self.act_bits, self.act_block, self.scale_format)
@@ -240,11 +249,15 @@ class _QuantParams:
         self.config = config
         self.by_id: dict[int, QuantizedTensor] = {}
 
-    def get(self, p: torch.Tensor, bits: int, clip_search: bool = False) -> QuantizedTensor:
+    def get(
+        self, p: torch.Tensor, bits: int, clip_search: bool = False, zero_point: bool = False
+    ) -> QuantizedTensor:
         key = id(p)
         if key not in self.by_id:
             cfg = self.config
-            if clip_search and cfg.block_size is not None and p.dim() >= 1:
+            if zero_point:
+                self.by_id[key] = quantize_asymmetric(p, bits, cfg.block_size, cfg.scale_format)
+            elif clip_search and cfg.block_size is not None and p.dim() >= 1:
                 self.by_id[key] = quantize_clip_search(p, bits, cfg.block_size, cfg.scale_format)
             else:
                 self.by_id[key] = quantize(p, bits, cfg.block_size, cfg.scale_format)
@@ -298,7 +311,9 @@ class BCTLinear(nn.Module):
         super().__init__()
         self.config = config
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.qweight = params.get(linear.weight, config.weight_bits, config.weight_clip_search)
+        self.qweight = params.get(
+            linear.weight, config.weight_bits, config.weight_clip_search, config.weight_zero_point
+        )
         self.qbias = None if linear.bias is None else params.get(linear.bias, config.param_bits)
         self.register_buffer("weight_codes", self.qweight.codes, persistent=True)
         self.register_buffer("weight", self.qweight.dequantize(), persistent=False)
@@ -323,7 +338,9 @@ class BCTEmbedding(nn.Module):
     def __init__(self, emb: nn.Embedding, config: BCTConfig, params: _QuantParams) -> None:
         super().__init__()
         self.padding_idx = emb.padding_idx
-        self.qweight = params.get(emb.weight, config.embedding_bits_used, config.weight_clip_search)
+        self.qweight = params.get(
+            emb.weight, config.embedding_bits_used, config.weight_clip_search, config.weight_zero_point
+        )
         self.register_buffer("weight_codes", self.qweight.codes, persistent=True)
         self.register_buffer("weight", self.qweight.dequantize(), persistent=False)
 

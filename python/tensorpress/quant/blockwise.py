@@ -14,6 +14,11 @@ Scale formats (stored cost per block is counted by :func:`storage_bits`):
   an int8 exponent; requantization is then a shift. Costs up to 1 bit of resolution per block.
 
 An all-zero block gets scale 1 (its codes are 0 either way).
+
+Asymmetric blocks (:func:`quantize_asymmetric`, for weights): codes ``[0, 2^bits-1]`` on the grid
+``offset + s·q`` from the block minimum to its maximum (``s = (max-min)/(2^bits-1)``), the offset
+stored as float16 (:data:`OFFSET_BITS` more per block). This is the grid of GGUF's Q4_1/Q5_1 and of
+GPTQ/HQQ's asymmetric groups: 2^bits levels where the symmetric grid has 2^bits - 1 around zero.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from tensorpress.errors import InvalidArgumentError
 ScaleFormat = Literal["fp16", "pow2"]
 SCALE_BITS: dict[str, int] = {"fp16": 16, "pow2": 8}
 _FP16_MAX = 65504.0
+OFFSET_BITS = 16
+"""Stored bits of an asymmetric block's offset (float16)."""
 
 
 def check_quant_args(bits: int, block_size: int | None, scale_format: str) -> None:
@@ -84,11 +91,15 @@ class QuantizedTensor:
     block_size: int | None
     scale_format: str
     unsigned: bool = False
+    offsets: torch.Tensor | None = None  # per block (asymmetric codes), same shape as ``scales``
 
     def dequantize(self) -> torch.Tensor:
-        """``codes * scale`` per block, in float32, with the original shape."""
+        """``codes * scale (+ offset)`` per block, in float32, with the original shape."""
         blocks, pad = _blocks(self.codes.to(torch.float32), self.block_size)
-        out = (blocks * self.scales.unsqueeze(-1)).reshape(*self.codes.shape[:-1], -1)
+        values = blocks * self.scales.unsqueeze(-1)
+        if self.offsets is not None:
+            values = values + self.offsets.unsqueeze(-1)
+        out = values.reshape(*self.codes.shape[:-1], -1)
         if pad:
             out = out[..., : self.shape[-1]]
         return out.reshape(self.shape)
@@ -99,8 +110,9 @@ class QuantizedTensor:
         return self.scales.numel()
 
     def storage_bits(self) -> int:
-        """Packed size in bits: ``bits`` per value plus one stored scale per block."""
-        return storage_bits(math.prod(self.shape), self.bits, self.block_size, self.scale_format, self.shape)
+        """Packed size in bits: ``bits`` per value plus one stored scale (and offset) per block."""
+        bits = storage_bits(math.prod(self.shape), self.bits, self.block_size, self.scale_format, self.shape)
+        return bits if self.offsets is None else bits + OFFSET_BITS * self.n_blocks
 
 
 def storage_bits(
@@ -149,6 +161,44 @@ def quantize(
     )
 
 
+def quantize_asymmetric(
+    x: torch.Tensor, bits: int, block_size: int | None = 32, scale_format: str = "fp16"
+) -> QuantizedTensor:
+    """Blockwise min–max quantization: ``q = clamp(round((x - offset) / s), 0, 2^bits - 1)`` with
+    ``offset`` = the block minimum (float16) and ``s = (max - offset) / (2^bits - 1)``."""
+    check_quant_args(bits, block_size, scale_format)
+    qmax = qmax_for(bits, unsigned=True)
+    xf = x.detach().to(torch.float32)
+    blocks, pad = _blocks(xf, block_size)
+    if pad and block_size is not None:
+        # Zero padding would widen the last block's range: repeat its last real value instead.
+        blocks = blocks.reshape(*blocks.shape[:-2], -1)
+        last = xf.shape[-1]
+        blocks[..., last:] = blocks[..., last - 1 : last]
+        blocks = blocks.reshape(*blocks.shape[:-1], -1, block_size)
+    offset = blocks.amin(-1).clamp(-_FP16_MAX, _FP16_MAX).to(torch.float16).to(torch.float32)
+    span = (blocks.amax(-1) - offset).clamp_min(0.0)
+    if scale_format == "fp16":  # nearest float16 (codes are clamped, so rounding down is harmless)
+        scale = (span / qmax).clamp(max=_FP16_MAX).to(torch.float16).to(torch.float32)
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    else:
+        scale = _scales(span, qmax, scale_format)
+    codes = torch.clamp(torch.round((blocks - offset.unsqueeze(-1)) / scale.unsqueeze(-1)), 0, qmax)
+    codes = codes.reshape(*blocks.shape[:-2], -1)
+    if block_size is not None and codes.shape[-1] != xf.shape[-1]:
+        codes = codes[..., : xf.shape[-1]]
+    return QuantizedTensor(
+        codes=codes.reshape(xf.shape).to(torch.uint8 if bits <= 8 else torch.int32),
+        scales=scale,
+        shape=tuple(xf.shape),
+        bits=bits,
+        block_size=block_size,
+        scale_format=scale_format,
+        unsigned=True,
+        offsets=offset,
+    )
+
+
 def fake_quantize(
     x: torch.Tensor,
     bits: int,
@@ -173,6 +223,7 @@ def fake_quantize(
 
 
 __all__ = [
+    "OFFSET_BITS",
     "SCALE_BITS",
     "QuantizedTensor",
     "ScaleFormat",
@@ -180,5 +231,6 @@ __all__ = [
     "fake_quantize",
     "qmax_for",
     "quantize",
+    "quantize_asymmetric",
     "storage_bits",
 ]

@@ -21,10 +21,19 @@ the biases, ``TMax`` and the group index of every channel; at run time values be
 threshold saturate. ``groups=1, subtract_bias=False`` is the per-tensor static INT-b baseline.
 
 **Choices the paper leaves open** (ours): chunk positions past the last calibrated one reuse the
-last calibrated parameters; the calibrated bias/abs-max of a chunk position are the min/max over all
-calibration sequences; the LM head is left in float by default (``skip``), as in the paper's
-evaluation; the fast forward path dequantizes (``s_g(c) · q``) and uses a float matmul, which
-:func:`shift_accumulate_matmul` and the tests prove equal to the integer pipeline.
+last calibrated parameters; the calibrated abs-max of a chunk position is taken over all
+calibration sequences, around a bias chosen by ``TenderConfig.bias_estimate`` (the authors' code
+averages per-sequence midranges: ``"sequence_midrange"``); the LM head is left in float by default
+(``skip``), as in the paper's evaluation; the fast forward path dequantizes (``s_g(c) · q``) and
+uses a float matmul, which :func:`shift_accumulate_matmul` and the tests prove equal to the integer
+pipeline.
+
+**Where we differ from the authors' code, on purpose:** it adds the bias back as ``b · Wᵀ`` with
+the *float* weight; we add ``b · Ŵᵀ``. With the float weight the output error of channel ``c`` is
+``(x - b_c)(ŵ - w)`` instead of ``x (ŵ - w)``: on a massive-activation channel (``b_c`` in the
+hundreds, ordinary tokens near 0) that multiplies the weight's quantization error by hundreds in
+every ordinary token — SmolLM2 INT8 perplexity went from +2.1 % to +395 % (benches/RESULTS.md
+§10.4). Per-token ``TMax`` (``TenderConfig.token_scale``) is our addition too.
 """
 
 from __future__ import annotations
@@ -37,6 +46,9 @@ import torch
 from torch import nn
 
 from tensorpress.errors import InvalidArgumentError
+
+BIAS_ESTIMATES = ("midrange", "sequence_midrange", "mean")
+"""How calibration sets the channel bias (see :class:`TenderConfig`)."""
 
 
 @dataclass(frozen=True)
@@ -63,9 +75,23 @@ class TenderConfig:
     two, so the shift-accumulate matmul is unchanged; the single final rescale becomes
     ``s_0,t · w_scale_r`` (an outer product, as in per-token activation quantization). The run-time
     cost is one abs-max per token; the offline part (which channel goes to which group) is what
-    calibration still decides. On SmolLM2 INT8 (16 windows, 8 calibration windows) it took the
-    calibrated perplexity increase from +8.4 % to +2.1 % (benches/RESULTS.md §10.4); it is off by
-    default so that ``calibrated`` keeps meaning fully static scales.
+    calibration still decides. On SmolLM2 INT8 (16 evaluation windows, 8 calibration windows) it
+    took the calibrated perplexity increase from +8.4 % to +2.1 %, and to +0.50 % (dynamic
+    statistics: +0.69 %) with the mean bias and 256 calibration windows (benches/RESULTS.md §10.4);
+    it is off by default so that ``calibrated`` keeps meaning fully static scales.
+
+    ``bias_estimate`` is how calibration sets the channel bias ``b_c`` of a chunk position:
+    ``"midrange"``, the midpoint of the smallest and largest value any calibration sequence had
+    (the tightest symmetric range: best for a static ``TMax``); ``"sequence_midrange"``, the
+    mean over calibration sequences of each sequence's midrange (the paper's calibration);
+    ``"mean"``, the channel's mean value. ``None`` (default) picks ``"mean"`` with
+    ``token_scale`` and ``"midrange"`` without. Why: a massive-activation channel (one token at
+    hundreds, the rest near 0) has its midrange far from every ordinary token, so with per-token
+    scales each ordinary token would carry ``|x - b|`` of hundreds in that channel and a coarse
+    ``TMax_t``; the mean keeps ordinary tokens near 0 there (SmolLM2 INT8, 8 calibration windows,
+    token scales: +2.08 % midrange, +1.88 % sequence midrange, +1.27 % mean). Without token
+    scales the spread around the bias sets one static ``TMax``, and the midrange minimizes it
+    (sequence midrange: +19.5 % against +8.4 %).
     """
 
     bits: int = 8
@@ -76,8 +102,13 @@ class TenderConfig:
     dynamic: bool = False
     headroom: float = 1.0
     token_scale: bool = False
+    bias_estimate: str | None = None
 
     def __post_init__(self) -> None:
+        if self.bias_estimate is not None and self.bias_estimate not in BIAS_ESTIMATES:
+            raise InvalidArgumentError(
+                f"bias_estimate must be one of {BIAS_ESTIMATES}, got {self.bias_estimate!r}"
+            )
         if not isinstance(self.headroom, (int, float)) or not 1.0 <= self.headroom <= 256.0:
             raise InvalidArgumentError(f"headroom must be a number in [1, 256], got {self.headroom!r}")
         for name in ("bits", "weight_bits"):
@@ -88,6 +119,13 @@ class TenderConfig:
             raise InvalidArgumentError(f"groups must be an int in [1, 16], got {self.groups!r}")
         if not isinstance(self.chunk_size, int) or self.chunk_size < 1:
             raise InvalidArgumentError(f"chunk_size must be a positive int, got {self.chunk_size!r}")
+
+    @property
+    def bias_estimate_used(self) -> str:
+        """``bias_estimate``, or its default: ``"mean"`` with ``token_scale``, else ``"midrange"``."""
+        if self.bias_estimate is not None:
+            return self.bias_estimate
+        return "mean" if self.token_scale else "midrange"
 
     @property
     def qmax(self) -> int:
@@ -246,6 +284,11 @@ class TenderLinear(nn.Module):
         self.integer = False
         self._lo: list[torch.Tensor] = []
         self._hi: list[torch.Tensor] = []
+        # Per chunk position: sums of per-sequence midranges and of all values, and their counts.
+        self._mid_sum: list[torch.Tensor] = []
+        self._value_sum: list[torch.Tensor] = []
+        self._sequences: list[int] = []
+        self._values: list[int] = []
         self.register_buffer("chunk_bias", torch.zeros(0, self.in_features))
         self.register_buffer("chunk_tmax", torch.zeros(0))
         self.register_buffer("chunk_group", torch.zeros(0, self.in_features, dtype=torch.long))
@@ -255,26 +298,46 @@ class TenderLinear(nn.Module):
         rows = x.detach().reshape(-1, x.shape[-2], x.shape[-1]).to(torch.float32)
         seq = rows.shape[1]
         for k, start in enumerate(range(0, seq, self.config.chunk_size)):
-            part = rows[:, start : start + self.config.chunk_size].reshape(-1, rows.shape[-1])
-            lo, hi = part.amin(0), part.amax(0)
+            part = rows[:, start : start + self.config.chunk_size]
+            seq_lo, seq_hi = part.amin(1), part.amax(1)  # (sequences, C)
+            lo, hi, mid = seq_lo.amin(0), seq_hi.amax(0), ((seq_lo + seq_hi) / 2).sum(0)
+            total = part.sum((0, 1), dtype=torch.float64)
             if k < len(self._lo):
                 self._lo[k] = torch.minimum(self._lo[k], lo)
                 self._hi[k] = torch.maximum(self._hi[k], hi)
+                self._mid_sum[k] = self._mid_sum[k] + mid
+                self._value_sum[k] = self._value_sum[k] + total
+                self._sequences[k] += part.shape[0]
+                self._values[k] += part.shape[0] * part.shape[1]
             else:
                 self._lo.append(lo)
                 self._hi.append(hi)
+                self._mid_sum.append(mid)
+                self._value_sum.append(total)
+                self._sequences.append(part.shape[0])
+                self._values.append(part.shape[0] * part.shape[1])
 
     def finalize(self) -> None:
         """Fix per-chunk-position bias, ``TMax`` and group indices from the calibration data."""
         if not self._lo:
             raise InvalidArgumentError("TenderLinear.finalize() before any calibration data was seen")
         lo, hi = torch.stack(self._lo), torch.stack(self._hi)
-        bias = (hi + lo) / 2 if self.config.subtract_bias else torch.zeros_like(lo)
+        if not self.config.subtract_bias:
+            bias = torch.zeros_like(lo)
+        elif self.config.bias_estimate_used == "sequence_midrange":
+            bias = torch.stack(self._mid_sum) / torch.tensor(self._sequences, dtype=torch.float32)[:, None]
+        elif self.config.bias_estimate_used == "mean":
+            counts = torch.tensor(self._values, dtype=torch.float64)[:, None]
+            bias = (torch.stack(self._value_sum) / counts).to(torch.float32)
+        else:
+            bias = (hi + lo) / 2
+        # Abs-max around the chosen bias over everything calibration saw: nothing it saw clips.
         absmax = torch.maximum(hi - bias, bias - lo) * self.config.headroom
         tmax = absmax.amax(-1)
         self.chunk_bias, self.chunk_tmax = bias, tmax
         self.chunk_group = assign_groups(absmax, tmax, self.config.groups)
-        self._lo, self._hi = [], []
+        self._lo, self._hi, self._mid_sum, self._value_sum = [], [], [], []
+        self._sequences, self._values = [], []
         self.mode = "quantized"
 
     # -- run
