@@ -216,3 +216,21 @@ def test_borrowed_planes_outlive_close_and_load_owns_its_results(tmp_path: Path)
     tp.save({"x": np.zeros_like(x), "y": x[:3]}, path)
     assert loaded["x"].tobytes() == x.tobytes() and loaded["y"].tobytes() == (x[:3] * 2).tobytes()
     assert tp.load(path, mmap=False)["x"].tobytes() == np.zeros_like(x).tobytes()
+
+
+def test_loaded_tensors_share_one_aligned_allocation_without_overlap(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    w = {
+        "a": rng.normal(size=(33, 7)).astype(ml_dtypes.bfloat16),
+        "b": np.arange(5, dtype=np.int64),
+        "c": np.zeros((0, 3), np.float32),
+        "d": (rng.normal(size=(9,)) * 10).astype(ml_dtypes.float8_e4m3fn),
+        "e": rng.normal(size=(40, 40)).astype(np.float32),
+    }
+    tp.save(w, tmp_path / "m.tpz")
+    got = tp.load(tmp_path / "m.tpz")
+    assert_same(got, w)
+    for name, arr in got.items():
+        assert arr.flags.writeable and arr.ctypes.data % container.ALIGNMENT == 0, name
+    got["a"][...] = 0  # writing one tensor leaves its neighbours alone
+    assert got["b"].tobytes() == w["b"].tobytes() and got["e"].tobytes() == w["e"].tobytes()

@@ -479,6 +479,24 @@ def load(
         return _decode_all(stored, targets, as_kind, device, threads)
 
 
+def _arena_arrays(stored: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Empty output arrays for ``stored``, carved (64-byte aligned) out of one allocation.
+
+    One large allocation gets transparent huge pages (numpy asks for them above 4 MB), where a
+    model's many tensors of 0.2–2 MB would each be fresh 4 KiB-page mappings: page faults then
+    cost as much as decoding. The arrays share that memory, which is freed once none of them is
+    referenced any more (as the tensors of a memory-mapped safetensors file share its mapping)."""
+    sizes = {name: int(obj.decoded_nbytes) for name, obj in stored.items()}
+    arena = np.empty(sum(align(n) for n in sizes.values()) + ALIGNMENT, np.uint8)
+    at = -arena.ctypes.data % ALIGNMENT
+    out = {}
+    for name, obj in stored.items():
+        view = arena[at : at + sizes[name]].view(tensors.dtype_from_name(obj.dtype))
+        out[name] = view.reshape(obj.shape)
+        at += align(sizes[name])
+    return out
+
+
 def _decode_into(obj: Any, out: Any, threads: int | None) -> Any:
     """Decode ``obj`` into the caller's ``out``: in place for lossless tensors, else decoded and
     copied (other methods produce their values in their own buffers)."""
@@ -510,17 +528,19 @@ def _decode_all(
     still loads on every core), straight into their output arrays; those bound for a CUDA device
     are decoded there (only their compressed bytes are uploaded)."""
     items = []
-    fresh: dict[str, np.ndarray] = {}
-    for name, obj in stored.items():
-        if not isinstance(obj, lossless.CompressedTensor):
-            continue
-        if name not in targets and base.gpu_decode_target(obj.kind, obj.device, as_kind, device):
-            continue  # decoded on its device below
+    cpu_bound = {
+        name: obj
+        for name, obj in stored.items()
+        if isinstance(obj, lossless.CompressedTensor)
+        and (name in targets or not base.gpu_decode_target(obj.kind, obj.device, as_kind, device))
+    }
+    fresh = _arena_arrays({name: obj for name, obj in cpu_bound.items() if name not in targets})
+    for name, obj in cpu_bound.items():
         if name in targets:
             obj.check_out(targets[name])
             dst = targets[name]
         else:
-            dst = fresh[name] = np.empty(obj.shape, tensors.dtype_from_name(obj.dtype))
+            dst = fresh[name]
         if obj.transform == lossless.VERBATIM:
             obj.decode(out=dst)  # a copy of its bytes
         else:
