@@ -231,6 +231,6 @@ def test_loaded_tensors_share_one_aligned_allocation_without_overlap(tmp_path: P
     got = tp.load(tmp_path / "m.tpz")
     assert_same(got, w)
     for name, arr in got.items():
-        assert arr.flags.writeable and arr.ctypes.data % container.ALIGNMENT == 0, name
+        assert arr.flags.writeable and (arr.size == 0 or arr.ctypes.data % container.ALIGNMENT == 0), name
     got["a"][...] = 0  # writing one tensor leaves its neighbours alone
     assert got["b"].tobytes() == w["b"].tobytes() and got["e"].tobytes() == w["e"].tobytes()
