@@ -449,6 +449,10 @@ def load(
     otherwise; torch tensors go to ``device``, or to their recorded device when this machine has
     it (else to the CPU, with a warning). ``max_size`` bounds the decoded bytes of all tensors
     together and is checked against every header before anything is decoded.
+
+    The lossless tensors decoded on the CPU (those not given in ``out``) share one allocation,
+    carved into 64-byte aligned arrays: it is freed once none of them is referenced, as the
+    tensors of a memory-mapped safetensors file share its mapping. Copy a tensor to keep it alone.
     """
     path = Path(path)
     base.check_as_kind(as_kind)
