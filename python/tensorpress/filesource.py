@@ -60,8 +60,7 @@ class FileSource:
 
     def read(self, start: int, end: int) -> bytes:
         """Bytes [start, end) clipped to the file, after checking that the file is unchanged."""
-        self.check_unchanged()
-        start, end = max(0, min(start, self.size)), max(0, min(end, self.size))
+        start, end = self._span(start, end)
         if end <= start:
             return b""
         if self._map is not None:
@@ -78,9 +77,13 @@ class FileSource:
         only for work done at once, as ``tp.load`` does."""
         if self._map is None:
             return self.read(start, end)
-        self.check_unchanged()
-        start, end = max(0, min(start, self.size)), max(0, min(end, self.size))
+        start, end = self._span(start, end)
         return memoryview(self._map)[start : max(start, end)]
+
+    def _span(self, start: int, end: int) -> tuple[int, int]:
+        """[start, end) clipped to the file, after checking that the file is unchanged."""
+        self.check_unchanged()
+        return max(0, min(start, self.size)), max(0, min(end, self.size))
 
     def __getitem__(self, key: slice) -> bytes:
         if not isinstance(key, slice) or key.step not in (None, 1):

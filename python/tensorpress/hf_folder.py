@@ -113,7 +113,7 @@ def tpz_shards(folder: Path) -> tuple[list[Path], dict[str, Path] | None]:
     if single.is_file():
         return [member(folder, TPZ_WEIGHTS, str(folder))], None
     hint = ""
-    if (folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file():
+    if (folder / SAFETENSORS_WEIGHTS).is_file() or (folder / SAFETENSORS_INDEX).is_file():
         hint = (
             "; it holds uncompressed safetensors weights: load it with transformers, or compress it "
             "first with tensorpress.save_pretrained(folder, out_dir) / `tensorpress compress folder out_dir`"

@@ -393,10 +393,8 @@ def compress(
             tensors (:func:`auto_lanes`).
         threads, chunk_size: passed to :func:`tensorpress.entropy.encode`.
     """
-    one_codec = codec if isinstance(codec, str) else None
-    per_plane = None if isinstance(codec, str) else list(codec)
-    for c in per_plane or [str(codec)]:
-        if c not in entropy.CODECS and (c != "auto" or per_plane is not None):
+    for c in [codec] if isinstance(codec, str) else codec:
+        if c not in entropy.CODECS and (c != "auto" or not isinstance(codec, str)):
             known = ", ".join(entropy.CODECS)
             raise InvalidArgumentError(f"unknown codec {c!r}; use 'auto' or one of {known}")
     arr, kind, device = to_numpy(tensor)
@@ -405,15 +403,15 @@ def compress(
     flat = np.ascontiguousarray(arr).reshape(-1)
     if lanes is None:
         lanes = auto_lanes(plane_length(transform, flat.size))
-    if per_plane is not None:
+    if not isinstance(codec, str):  # a plan: one codec per plane
         split = split_planes(flat, transform)
-        if len(per_plane) != len(split):
+        if len(codec) != len(split):
             raise InvalidArgumentError(
-                f"{len(per_plane)} plane codecs for a {name} tensor of {len(split)} planes"
+                f"{len(codec)} plane codecs for a {name} tensor of {len(split)} planes"
             )
         streams = [
             PlaneStream(c, entropy.encode(p, c, threads, lanes=lanes, chunk_size=chunk_size))
-            for p, c in zip(split, per_plane, strict=True)
+            for p, c in zip(split, codec, strict=True)
         ]
         return _verbatim_if_smaller(
             CompressedTensor(name, tuple(arr.shape), transform, streams, kind, device), flat
@@ -421,11 +419,10 @@ def compress(
     # Split + code in one pass per chunk (the planes are never materialised whole); each plane
     # is the stream entropy.encode(split_planes(...)[k], compact=True) would give, its codec
     # chosen as choose_codec does, and never larger than the plane stored raw.
-    assert one_codec is not None
     coded = entropy.encode_planes(
         flat,
         transform,
-        one_codec,
+        codec,
         threads,
         candidates=AUTO_CANDIDATES,
         min_saving=MIN_SAVING,
