@@ -529,7 +529,8 @@ fn split_lanes(body: &[u8], n_lanes: usize) -> Result<[&[u8]; MAX_LANES]> {
 mod tests {
     use super::*;
 
-    fn sample(n: usize) -> Vec<u8> {
+    /// Skewed pseudo-random bytes (also used by the encode side's tests).
+    pub(super) fn sample(n: usize) -> Vec<u8> {
         let mut x = 0x12345678u32;
         (0..n)
             .map(|_| {

@@ -355,18 +355,7 @@ fn encode_chunk_into(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sample(n: usize) -> Vec<u8> {
-        let mut x = 0x12345678u32;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                f64::from(x % 1000).sqrt() as u8
-            })
-            .collect()
-    }
+    use crate::stream::tests::sample;
 
     /// The one-worker path codes chunks straight into the output; its bytes must equal the
     /// per-chunk buffers assembled by `finish_stream` (the multi-worker path), compact included.
