@@ -32,6 +32,7 @@ from tensorpress.atomic import atomic_write
 from tensorpress.errors import ChecksumError, CorruptDataError, FormatError, InvalidArgumentError
 from tensorpress.filesource import FileSource
 from tensorpress.methods import base, lossless
+from tensorpress.ordered import map_in_order
 
 MAGIC = b"\x89TPZ\r\n\x1a\n"
 MAJOR_VERSION = 1
@@ -173,19 +174,14 @@ def _encode_all(items: list[tuple[str, Any]], codec: str, threads: int | None) -
     if workers <= 1:
         yield from ((name, _encode_one(value, codec, threads)) for name, value in items)
         return
-    from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tensorpress-save") as pool:
-        # At most 2 x workers tensors in flight: encoded payloads are held until written anyway,
-        # but the sources of a lazily produced mapping are not all pulled into memory at once.
-        pending: list[tuple[str, Any]] = []
-        for name, value in items:
-            pending.append((name, pool.submit(_encode_one, value, codec, threads)))
-            if len(pending) >= 2 * workers:
-                done_name, future = pending.pop(0)
-                yield done_name, future.result()
-        for name, future in pending:
-            yield name, future.result()
+    def encode(item: tuple[str, Any]) -> tuple[str, Any]:
+        return item[0], _encode_one(item[1], codec, threads)
+
+    # At most 2 x workers tensors in flight: encoded payloads are held until written anyway,
+    # but the sources of a lazily produced mapping are not all pulled into memory at once.
+    with map_in_order(encode, items, workers=workers, ahead=2 * workers, name="tensorpress-save") as encoded:
+        yield from encoded
 
 
 def _progress(items: Any, enabled: bool, what: str, total: int | None = None) -> Any:

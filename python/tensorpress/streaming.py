@@ -31,9 +31,7 @@ import hashlib
 import json
 import os
 import sys
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -43,6 +41,7 @@ from tensorpress.errors import FormatError, InvalidArgumentError, RankFailedErro
 from tensorpress.hf import RECIPE_KEY
 from tensorpress.journal import JOURNAL_DIR, Journal, fingerprint
 from tensorpress.models import ALIASES_KEY, CONSTRAINT_KEY, PLANS_KEY
+from tensorpress.ordered import map_in_order
 from tensorpress.safetensors_stream import SourceTensor, folder_tensors, read_tensor
 
 #: Default largest output shard, in *source* bytes (output sizes are unknown until compressed).
@@ -373,26 +372,15 @@ def _run_shards(
     overall, per_shard = _bars(bars, total_bytes, done_bytes)
     jobs = [(s, t) for s in todo for t in s.tensors]
 
-    def work(t: SourceTensor) -> tuple[Any, Any]:
-        return encoder(t.name, read_tensor(t, as_torch=False))
+    def work(job: tuple[OutputShard, SourceTensor]) -> tuple[Any, Any]:
+        return encoder(job[1].name, read_tensor(job[1], as_torch=False))
 
-    pending: deque[tuple[OutputShard, SourceTensor, Future[tuple[Any, Any]]]] = deque()
     writer: ShardWriter | None = None
     plans: dict[str, Any] = {}
     count = 0
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tensorpress-stream") as pool:
-        it = iter(jobs)
+    with map_in_order(work, jobs, workers=workers, ahead=workers + 1, name="tensorpress-stream") as results:
         try:
-            while True:
-                while len(pending) < workers + 1:
-                    nxt = next(it, None)
-                    if nxt is None:
-                        break
-                    pending.append((nxt[0], nxt[1], pool.submit(work, nxt[1])))
-                if not pending:
-                    break
-                shard, t, fut = pending.popleft()
-                encoded, plan_ = fut.result()
+            for (shard, t), (encoded, plan_) in zip(jobs, results, strict=True):
                 if writer is None:
                     writer = ShardWriter(out / shard.file)
                     plans, count = {}, 0
@@ -416,8 +404,6 @@ def _run_shards(
                     say(f"finished {shard.file} ({count} tensors, {size / 1e6:.1f} MB)")
                     writer = None
         except BaseException:
-            for _, _, fut in pending:
-                fut.cancel()
             if writer is not None:
                 writer.abort()
             raise
