@@ -148,10 +148,14 @@ proptest! {
         bad[info.header_len - 4..info.header_len].copy_from_slice(&hcrc.to_le_bytes());
         check_all_agree(&bad)?;
         let reference = decode_with(&bad, Kernel::Scalar);
-        if cut {
-            // Lane 0 runs past its shortened end or lane 1 is left with a byte unread.
+        let any_flip = flipped.iter().any(|&(_, i)| bad[i] != blob[i]);
+        if cut && !any_flip {
+            // Lane 0 runs past its shortened end or lane 1 is left with a byte unread. With a
+            // flipped bit as well, lane 0 may need fewer bits and lane 1 may parse its extra byte:
+            // the CRCs were re-sealed, so such a stream is only required to decode like the
+            // reference (checked above).
             prop_assert!(reference.is_err(), "moving a lane boundary was accepted");
-        } else if flipped_inside {
+        } else if !cut && flipped_inside {
             prop_assert!(
                 reference.as_deref() != Ok(&data[..]),
                 "a flipped code bit decoded to the original bytes"
