@@ -97,6 +97,36 @@ def test_fused_equals_split_merge_reference(
     assert out.tobytes() == expected.tobytes()
 
 
+@fast
+@given(
+    name=st.sampled_from(sorted(DTYPES)),
+    count=st.integers(0, 5_000),
+    seed=st.integers(0, 2**32 - 1),
+    picks=st.lists(st.sampled_from(entropy.CODECS), min_size=8, max_size=8),
+)
+def test_per_plane_codecs_join_into_one_payload(name: str, count: int, seed: int, picks: list[str]) -> None:
+    """A plan's codec list gives each plane the stream its codec gives alone (compact), end to
+    end in one bytes object; the per-plane form slices the same bytes."""
+    dtype, transform = DTYPES[name]
+    data = elements(dtype, count, seed, 1)
+    reference = reference_split(data, transform)
+    wanted = picks[: len(reference)]
+    codecs, lengths, joined = entropy.encode_planes_joined(data, transform, wanted, chunk_size=1024)
+    assert isinstance(joined, bytes) and sum(lengths) == len(joined)
+    at = 0
+    for codec, length, ref, plane_codec in zip(wanted, lengths, reference, codecs, strict=True):
+        alone = entropy.encode(ref, codec, chunk_size=1024, compact=True)
+        assert joined[at : at + length] == alone
+        assert plane_codec == entropy.info(alone)["codec"]
+        at += length
+    per_plane = entropy.encode_planes(data, transform, wanted, chunk_size=1024)
+    assert b"".join(blob for _, blob in per_plane) == joined
+    with pytest.raises(InvalidArgumentError, match="codecs for the"):
+        entropy.encode_planes_joined(data, transform, [*wanted, "qlc"])
+    with pytest.raises(InvalidArgumentError):
+        entropy.encode_planes_joined(data, transform, ["zstd"] * len(wanted))
+
+
 def test_decode_into_torch_cpu_tensor_in_place() -> None:
     torch = pytest.importorskip("torch")
     w = torch.randn(300, 77).to(torch.bfloat16)

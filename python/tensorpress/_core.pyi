@@ -43,7 +43,8 @@ def encode_planes(
     lanes: int = 32,
     chunk_size: int = 262144,
     threads: int | None = None,
-) -> list[tuple[str, bytes]]: ...
+    plane_codecs: list[str] | None = None,
+) -> tuple[list[str], list[int], bytes]: ...
 def decode_planes_into(
     blobs: Sequence[Buffer],
     transform: str,

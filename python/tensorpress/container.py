@@ -165,6 +165,10 @@ def _save_safetensors(tensors_by_name: Mapping[str, Any], path: Path, meta: dict
     safetensors_io.save_file(arrays, path, meta)
 
 
+#: While ``save`` codes several tensors at once, one smaller than this is coded on one thread.
+SOLO_ENCODE_BYTES = 8 << 20
+
+
 def _encode_all(items: list[tuple[str, Any]], codec: str, threads: int | None) -> Iterator[tuple[str, Any]]:
     """``(name, stored tensor)`` in order. Tensors are encoded two or more at a time (the Rust
     encoder releases the GIL) so that models of many small tensors, each one or two chunks,
@@ -176,7 +180,11 @@ def _encode_all(items: list[tuple[str, Any]], codec: str, threads: int | None) -
         return
 
     def encode(item: tuple[str, Any]) -> tuple[str, Any]:
-        return item[0], _encode_one(item[1], codec, threads)
+        # Tensors run side by side already: a small one is coded on its own thread alone, which
+        # spares the pool's hand-offs; a large one also spreads its chunks over the pool.
+        small = getattr(item[1], "nbytes", None)
+        alone = isinstance(small, int) and small < SOLO_ENCODE_BYTES
+        return item[0], _encode_one(item[1], codec, 1 if alone else threads)
 
     # At most 2 x workers tensors in flight: encoded payloads are held until written anyway,
     # but the sources of a lazily produced mapping are not all pulled into memory at once.

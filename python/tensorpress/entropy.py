@@ -229,7 +229,7 @@ def _check_transform(transform: str) -> None:
 def encode_planes(
     data: Any,
     transform: str,
-    codec: str = "auto",
+    codec: str | list[str] | tuple[str, ...] = "auto",
     threads: int | None = None,
     *,
     width: int | None = None,
@@ -244,17 +244,50 @@ def encode_planes(
     Args:
         data: numpy array (any fixed-size dtype; for ``nibbles`` one 4-bit value per byte).
         transform: one of :data:`TRANSFORMS`.
-        codec: one codec for every plane, or ``"auto"``: per plane the candidate with the
-            smallest predicted stream, or ``"raw"`` unless it saves ``min_saving`` of it.
+        codec: one codec for every plane, a list of one codec per plane, or ``"auto"``: per
+            plane the candidate with the smallest predicted stream, or ``"raw"`` unless it
+            saves ``min_saving`` of it.
         width: element bytes (default: ``data``'s itemsize; 1 for ``nibbles``).
 
     Returns:
         ``(codec, stream)`` per plane, in plane order; the codec is the stream's own (``"raw"``
         when coding would not make it smaller). Each stream equals :func:`encode` of the plane.
     """
+    codecs, lengths, joined = encode_planes_joined(
+        data,
+        transform,
+        codec,
+        threads,
+        width=width,
+        candidates=candidates,
+        min_saving=min_saving,
+        lanes=lanes,
+        chunk_size=chunk_size,
+    )
+    ends = np.cumsum([0, *lengths]).tolist()
+    return [(c, joined[a:b]) for c, a, b in zip(codecs, ends[:-1], ends[1:], strict=True)]
+
+
+def encode_planes_joined(
+    data: Any,
+    transform: str,
+    codec: str | list[str] | tuple[str, ...] = "auto",
+    threads: int | None = None,
+    *,
+    width: int | None = None,
+    candidates: tuple[str, ...] = ("qlc", "huffman", "expgolomb-rank"),
+    min_saving: float = 0.01,
+    lanes: int = DEFAULT_LANES,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> tuple[list[str], list[int], bytes]:
+    """:func:`encode_planes` with the streams end to end in one ``bytes`` (each coded byte is
+    copied once, straight into it): ``(codec per plane, stream length per plane, streams)``."""
     _check_transform(transform)
-    if codec != "auto":
+    plane_codecs = None if isinstance(codec, str) else list(codec)
+    if isinstance(codec, str) and codec != "auto":
         _check_codec(codec)
+    for c in plane_codecs or []:
+        _check_codec(c)
     for c in candidates:
         _check_codec(c)
     view = as_byte_view(data)
@@ -265,12 +298,13 @@ def encode_planes(
         view,
         transform,
         width,
-        codec,
+        codec if isinstance(codec, str) else "auto",
         list(candidates),
         float(min_saving),
         _check_size("lanes", lanes, 1),
         _check_size("chunk_size", chunk_size, 1),
         check_threads(threads),
+        plane_codecs,
     )
 
 
@@ -379,6 +413,7 @@ __all__ = [
     "decoded_size",
     "encode",
     "encode_planes",
+    "encode_planes_joined",
     "info",
     "kernels",
     "pool_threads",

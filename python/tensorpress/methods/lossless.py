@@ -24,7 +24,7 @@ stored ``verbatim``: its little-endian element bytes as they are, one plane of c
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -165,6 +165,9 @@ class CompressedTensor:
     kind: str = "numpy"
     device: str | None = None
     method: ClassVar[str] = METHOD
+    #: The planes' streams end to end, where they were coded into one buffer (the planes are
+    #: views of it): :meth:`payload` returns it instead of joining a copy.
+    joined: bytes | None = field(default=None, compare=False)
 
     @property
     def numel(self) -> int:
@@ -223,6 +226,8 @@ class CompressedTensor:
         }
 
     def payload(self) -> bytes:
+        if self.joined is not None:
+            return self.joined
         return b"".join(p.blob for p in self.planes)
 
     @classmethod
@@ -403,23 +408,15 @@ def compress(
     flat = np.ascontiguousarray(arr).reshape(-1)
     if lanes is None:
         lanes = auto_lanes(plane_length(transform, flat.size))
-    if not isinstance(codec, str):  # a plan: one codec per plane
-        split = split_planes(flat, transform)
-        if len(codec) != len(split):
-            raise InvalidArgumentError(
-                f"{len(codec)} plane codecs for a {name} tensor of {len(split)} planes"
-            )
-        streams = [
-            PlaneStream(c, entropy.encode(p, c, threads, lanes=lanes, chunk_size=chunk_size))
-            for p, c in zip(split, codec, strict=True)
-        ]
-        return _verbatim_if_smaller(
-            CompressedTensor(name, tuple(arr.shape), transform, streams, kind, device), flat
+    if not isinstance(codec, str) and len(codec) != plane_count(transform, arr.dtype):
+        raise InvalidArgumentError(
+            f"{len(codec)} plane codecs for a {name} tensor of {plane_count(transform, arr.dtype)} planes"
         )
-    # Split + code in one pass per chunk (the planes are never materialised whole); each plane
-    # is the stream entropy.encode(split_planes(...)[k], compact=True) would give, its codec
-    # chosen as choose_codec does, and never larger than the plane stored raw.
-    coded = entropy.encode_planes(
+    # Split + code in one pass per chunk (the planes are never materialised whole), every
+    # stream written once into one buffer that the planes view. Each plane is the stream
+    # entropy.encode(split_planes(...)[k], compact=True) would give, its codec the plan's, the
+    # given one, or (auto) chosen as choose_codec does; never larger than the plane stored raw.
+    codecs, lengths, joined = entropy.encode_planes_joined(
         flat,
         transform,
         codec,
@@ -429,17 +426,21 @@ def compress(
         lanes=lanes,
         chunk_size=chunk_size,
     )
-    streams = [PlaneStream(c, blob) for c, blob in coded]
-    stored = CompressedTensor(name, tuple(arr.shape), transform, streams, kind, device)
-    return _verbatim_if_smaller(stored, flat) if codec == "auto" else stored
+    view = memoryview(joined)
+    ends = np.cumsum([0, *lengths]).tolist()
+    streams = [PlaneStream(c, view[a:b]) for c, a, b in zip(codecs, ends[:-1], ends[1:], strict=True)]
+    stored = CompressedTensor(name, tuple(arr.shape), transform, streams, kind, device, joined)
+    return stored if codec != "auto" and isinstance(codec, str) else _verbatim_if_smaller(stored, flat)
 
 
 def _verbatim_if_smaller(stored: CompressedTensor, flat: np.ndarray) -> CompressedTensor:
     """``stored``, or the tensor ``verbatim`` when its streams are not smaller than its bytes."""
     if stored.transform == "nibbles" or stored.nbytes < flat.nbytes:
         return stored
-    stored.planes, stored.transform = [PlaneStream(STORED, flat.view(np.uint8).tobytes())], VERBATIM
-    return stored
+    raw = flat.view(np.uint8).tobytes()
+    return CompressedTensor(
+        stored.dtype, stored.shape, VERBATIM, [PlaneStream(STORED, raw)], stored.kind, stored.device, raw
+    )
 
 
 __all__ = [

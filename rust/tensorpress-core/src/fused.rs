@@ -12,7 +12,7 @@ use crate::kernels::Kernel;
 use crate::planes::{Transform, MAX_ELEMENT_BYTES};
 use crate::stream::{
     boxed_decoder, chunk_view, decode_chunk_checked, encode_chunk_fitted, finish_stream, parse_header,
-    raw_stream_bound, ChunkDecoder, CodeTable, Codec, DecodeOptions, EncodeOptions, StreamInfo,
+    raw_stream_bound, ChunkDecoder, CodeTable, Codec, DecodeOptions, EncodeOptions, StreamInfo, StreamParts,
     CHUNK_INDEX_ENTRY_BYTES, FIXED_HEADER_BYTES,
 };
 use crate::threads::{map_pieces, try_for_each_piece, validate_threads};
@@ -201,6 +201,8 @@ fn decode_unaligned(tensor: &Checked<'_>, out: &mut [u8], opts: &DecodeOptions) 
 pub enum PlaneCodecs {
     /// The same codec for every plane.
     Fixed(Codec),
+    /// One codec per plane, in plane order (a planner's choice).
+    PerPlane(Vec<Codec>),
     /// Per plane, the candidate with the smallest predicted stream, or raw unless it saves at
     /// least `min_saving_permille` thousandths of the raw stream.
     Auto { candidates: Vec<Codec>, min_saving_permille: u32 },
@@ -219,9 +221,16 @@ fn predicted_size(table: &CodeTable, hist: &Histogram, n: usize, opts: &EncodeOp
     Some((FIXED_HEADER_BYTES + 4 + table_bytes.len()) as u64 + chunks * per_chunk + bits / 8)
 }
 
-fn choose_table(codecs: &PlaneCodecs, hist: &Histogram, n: usize, opts: &EncodeOptions) -> Result<CodeTable> {
+fn choose_table(
+    codecs: &PlaneCodecs,
+    plane: usize,
+    hist: &Histogram,
+    n: usize,
+    opts: &EncodeOptions,
+) -> Result<CodeTable> {
     match codecs {
         PlaneCodecs::Fixed(c) => CodeTable::fit(*c, hist),
+        PlaneCodecs::PerPlane(list) => CodeTable::fit(list[plane], hist),
         PlaneCodecs::Auto { candidates, min_saving_permille } => {
             if n == 0 {
                 return Ok(CodeTable::Raw);
@@ -255,10 +264,31 @@ pub fn encode_planes(
     codecs: &PlaneCodecs,
     opts: &EncodeOptions,
 ) -> Result<Vec<(Codec, Vec<u8>)>> {
+    Ok(encode_planes_parts(input, transform, codecs, opts)?.into_iter().map(|(c, p)| (c, p.into_vec())).collect())
+}
+
+/// [`encode_planes`], each stream left in its [`StreamParts`] for the caller to copy once into
+/// its final buffer.
+pub fn encode_planes_parts(
+    input: &[u8],
+    transform: Transform,
+    codecs: &PlaneCodecs,
+    opts: &EncodeOptions,
+) -> Result<Vec<(Codec, StreamParts)>> {
     opts.validate()?;
     let count = transform.count_of(input.len())?;
     let n = transform.plane_len(count);
     let k_planes = transform.planes();
+    if let PlaneCodecs::PerPlane(list) = codecs {
+        if list.len() != k_planes {
+            return Err(Error::invalid(format!(
+                "{} codecs for the {} planes of {}",
+                list.len(),
+                k_planes,
+                transform.name()
+            )));
+        }
+    }
     let cs = opts.chunk_size;
     let n_chunks = n.div_ceil(cs);
     let split_chunk = |i: usize, scratch: &mut [&mut [u8]]| {
@@ -280,7 +310,7 @@ pub fn encode_planes(
             for h in &hists {
                 merge(&mut total, &h[k]);
             }
-            tables.push(choose_table(codecs, &total, n, opts)?);
+            tables.push(choose_table(codecs, k, &total, n, opts)?);
         }
         let codes: Vec<Option<EncodeTable>> = tables.iter().map(CodeTable::encode_table).collect();
         // Pass 2: per chunk, split again and code every plane.

@@ -106,24 +106,11 @@ impl Transform {
         match self {
             Transform::Bf16Exponent => {
                 let [e, sm] = planes else { unreachable!("two planes") };
-                // Indexed over pre-cut slices of one length: LLVM vectorizes this form.
-                let n = (src.len() / 2).min(e.len()).min(sm.len());
-                let (src, e, sm) = (&src[..2 * n], &mut e[..n], &mut sm[..n]);
-                for i in 0..n {
-                    let u = u16::from_le_bytes([src[2 * i], src[2 * i + 1]]);
-                    e[i] = (u >> 7) as u8;
-                    sm[i] = (((u >> 8) & 0x80) | (u & 0x7F)) as u8;
-                }
+                split_bf16(src, e, sm);
             }
             Transform::Fp32Exponent => {
                 let [e, st, m1, m0] = planes else { unreachable!("four planes") };
-                let dst = e.iter_mut().zip(st.iter_mut()).zip(m1.iter_mut().zip(m0.iter_mut()));
-                for (x, ((e, st), (m1, m0))) in src.chunks_exact(4).zip(dst) {
-                    *e = (x[3] << 1) | (x[2] >> 7);
-                    *st = (x[3] & 0x80) | (x[2] & 0x7F);
-                    *m1 = x[1];
-                    *m0 = x[0];
-                }
+                split_fp32(src, e, st, m1, m0);
             }
             Transform::Nibbles => {
                 let plane = &mut *planes[0];
@@ -137,6 +124,10 @@ impl Transform {
                 }
             }
             Transform::BytePlanes(1) => planes[0][..src.len()].copy_from_slice(src),
+            Transform::BytePlanes(2) => {
+                let [hi, lo] = planes else { unreachable!("two planes") };
+                split_pairs(src, hi, lo);
+            }
             Transform::BytePlanes(w) => {
                 for (i, x) in src.chunks_exact(w).enumerate() {
                     for (k, plane) in planes.iter_mut().enumerate() {
@@ -153,23 +144,11 @@ impl Transform {
         match self {
             Transform::Bf16Exponent => {
                 let [e, sm] = planes else { unreachable!("two planes") };
-                let n = (dst.len() / 2).min(e.len()).min(sm.len());
-                let (dst, e, sm) = (&mut dst[..2 * n], &e[..n], &sm[..n]);
-                for i in 0..n {
-                    let (e, sm) = (u16::from(e[i]), u16::from(sm[i]));
-                    let u = ((sm & 0x80) << 8) | (e << 7) | (sm & 0x7F);
-                    dst[2 * i..2 * i + 2].copy_from_slice(&u.to_le_bytes());
-                }
+                merge_bf16(e, sm, dst);
             }
             Transform::Fp32Exponent => {
                 let [e, st, m1, m0] = planes else { unreachable!("four planes") };
-                let src = e.iter().zip(st.iter()).zip(m1.iter().zip(m0.iter()));
-                for (x, ((&e, &st), (&m1, &m0))) in dst.chunks_exact_mut(4).zip(src) {
-                    x[0] = m0;
-                    x[1] = m1;
-                    x[2] = (e << 7) | (st & 0x7F);
-                    x[3] = (st & 0x80) | (e >> 1);
-                }
+                merge_fp32(e, st, m1, m0, dst);
             }
             Transform::Nibbles => {
                 let plane = planes[0];
@@ -187,6 +166,10 @@ impl Transform {
                 let n = dst.len();
                 dst.copy_from_slice(&planes[0][..n]);
             }
+            Transform::BytePlanes(2) => {
+                let [hi, lo] = planes else { unreachable!("two planes") };
+                merge_pairs(hi, lo, dst);
+            }
             Transform::BytePlanes(w) => {
                 for (i, x) in dst.chunks_exact_mut(w).enumerate() {
                     for (k, plane) in planes.iter().enumerate() {
@@ -194,6 +177,121 @@ impl Transform {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Defines `fn $name` from a plain loop `$body`, compiled three times (AVX-512BW, AVX2 and the
+/// baseline) and dispatched on the CPU at run time: the crate builds for baseline x86-64, where
+/// LLVM vectorizes these byte shuffles with SSE2 only, at a third of the wider paths' speed.
+/// All three are the same source, so they agree by construction (tests pin them anyway).
+macro_rules! multiversioned {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
+        $(#[$doc])*
+        #[allow(clippy::too_many_arguments)]
+        fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512bw")]
+                unsafe fn avx512($($arg: $ty),*) {
+                    body($($arg),*)
+                }
+                #[target_feature(enable = "avx2")]
+                unsafe fn avx2($($arg: $ty),*) {
+                    body($($arg),*)
+                }
+                if is_x86_feature_detected!("avx512bw") {
+                    // SAFETY: the CPU has AVX-512F/BW (checked just above).
+                    return unsafe { avx512($($arg),*) };
+                }
+                if is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2 (checked just above).
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+
+// The loops index pre-cut slices of one length: the form LLVM vectorizes.
+
+multiversioned! {
+    /// bf16 elements → [exponent, sign·mantissa(7)].
+    fn split_bf16(src: &[u8], e: &mut [u8], sm: &mut [u8]) {
+        let n = (src.len() / 2).min(e.len()).min(sm.len());
+        let (src, e, sm) = (&src[..2 * n], &mut e[..n], &mut sm[..n]);
+        for i in 0..n {
+            let u = u16::from_le_bytes([src[2 * i], src[2 * i + 1]]);
+            e[i] = (u >> 7) as u8;
+            sm[i] = (((u >> 8) & 0x80) | (u & 0x7F)) as u8;
+        }
+    }
+}
+
+multiversioned! {
+    /// Inverse of [`split_bf16`].
+    fn merge_bf16(e: &[u8], sm: &[u8], dst: &mut [u8]) {
+        let n = (dst.len() / 2).min(e.len()).min(sm.len());
+        let (dst, e, sm) = (&mut dst[..2 * n], &e[..n], &sm[..n]);
+        for i in 0..n {
+            let (e, sm) = (u16::from(e[i]), u16::from(sm[i]));
+            let u = ((sm & 0x80) << 8) | (e << 7) | (sm & 0x7F);
+            dst[2 * i..2 * i + 2].copy_from_slice(&u.to_le_bytes());
+        }
+    }
+}
+
+multiversioned! {
+    /// fp32 elements → [exponent, sign·mantissa bits 22–16, bits 15–8, bits 7–0].
+    fn split_fp32(src: &[u8], e: &mut [u8], st: &mut [u8], m1: &mut [u8], m0: &mut [u8]) {
+        let n = (src.len() / 4).min(e.len()).min(st.len()).min(m1.len()).min(m0.len());
+        let (src, e, st, m1, m0) = (&src[..4 * n], &mut e[..n], &mut st[..n], &mut m1[..n], &mut m0[..n]);
+        for i in 0..n {
+            let u = u32::from_le_bytes([src[4 * i], src[4 * i + 1], src[4 * i + 2], src[4 * i + 3]]);
+            e[i] = (u >> 23) as u8;
+            st[i] = (((u >> 24) & 0x80) | ((u >> 16) & 0x7F)) as u8;
+            m1[i] = (u >> 8) as u8;
+            m0[i] = u as u8;
+        }
+    }
+}
+
+multiversioned! {
+    /// Inverse of [`split_fp32`].
+    fn merge_fp32(e: &[u8], st: &[u8], m1: &[u8], m0: &[u8], dst: &mut [u8]) {
+        let n = (dst.len() / 4).min(e.len()).min(st.len()).min(m1.len()).min(m0.len());
+        let (dst, e, st, m1, m0) = (&mut dst[..4 * n], &e[..n], &st[..n], &m1[..n], &m0[..n]);
+        for i in 0..n {
+            let (e, st) = (u32::from(e[i]), u32::from(st[i]));
+            let u = ((st & 0x80) << 24) | (e << 23) | ((st & 0x7F) << 16) | (u32::from(m1[i]) << 8) | u32::from(m0[i]);
+            dst[4 * i..4 * i + 4].copy_from_slice(&u.to_le_bytes());
+        }
+    }
+}
+
+multiversioned! {
+    /// 2-byte little-endian elements → [high bytes, low bytes].
+    fn split_pairs(src: &[u8], hi: &mut [u8], lo: &mut [u8]) {
+        let n = (src.len() / 2).min(hi.len()).min(lo.len());
+        let (src, hi, lo) = (&src[..2 * n], &mut hi[..n], &mut lo[..n]);
+        for i in 0..n {
+            lo[i] = src[2 * i];
+            hi[i] = src[2 * i + 1];
+        }
+    }
+}
+
+multiversioned! {
+    /// Inverse of [`split_pairs`].
+    fn merge_pairs(hi: &[u8], lo: &[u8], dst: &mut [u8]) {
+        let n = (dst.len() / 2).min(hi.len()).min(lo.len());
+        let (dst, hi, lo) = (&mut dst[..2 * n], &hi[..n], &lo[..n]);
+        for i in 0..n {
+            dst[2 * i] = lo[i];
+            dst[2 * i + 1] = hi[i];
         }
     }
 }

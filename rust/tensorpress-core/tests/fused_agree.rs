@@ -5,7 +5,7 @@
 
 use proptest::prelude::*;
 use tensorpress_core::error::Error;
-use tensorpress_core::fused::{decode_planes_into, encode_planes, PlaneCodecs};
+use tensorpress_core::fused::{decode_planes_into, encode_planes, encode_planes_parts, PlaneCodecs};
 use tensorpress_core::planes::Transform;
 use tensorpress_core::stream::{decode, encode, encode_compact, raw_stream_bound, Codec, DecodeOptions, EncodeOptions};
 use tensorpress_core::Kernel;
@@ -109,6 +109,26 @@ proptest! {
         let mut out = vec![0u8; data.len()];
         decode_planes_into(&views, t, &mut out, &DecodeOptions::default()).unwrap();
         prop_assert_eq!(out, data);
+    }
+
+    #[test]
+    fn per_plane_codecs_equal_each_plane_coded_alone(
+        (t, data) in strategy(),
+        picks in prop::collection::vec(codec(), 8),
+        threads in 1usize..=3,
+    ) {
+        let opts = EncodeOptions { chunk_size: 2048, threads: Some(threads), ..Default::default() };
+        let list: Vec<Codec> = picks[..t.planes()].to_vec();
+        let parts = encode_planes_parts(&data, t, &PlaneCodecs::PerPlane(list.clone()), &opts).unwrap();
+        for ((plane, codec), (used, stream)) in reference_planes(t, &data).iter().zip(&list).zip(&parts) {
+            let alone = encode_compact(plane, &EncodeOptions { codec: *codec, ..opts }).unwrap();
+            let mut written = vec![0u8; stream.len()];
+            stream.write_into(&mut written);
+            prop_assert_eq!((*used, written), alone);
+        }
+        // A list of the wrong length is refused, not indexed out of bounds.
+        let short = PlaneCodecs::PerPlane(picks[..t.planes() - 1].to_vec());
+        prop_assert!(encode_planes_parts(&data, t, &short, &opts).is_err());
     }
 
     #[test]

@@ -147,10 +147,11 @@ fn encode_options(codec: Codec, lanes: i64, chunk_size: i64, threads: Option<i64
 
 /// Splits a tensor's element bytes into the planes of `transform` and codes each plane, one
 /// pass per chunk. `codec` is one codec for every plane, or "auto": per plane the smallest of
-/// `candidates`, or raw unless it saves `min_saving` of the raw size. Returns (codec, stream)
-/// per plane.
+/// `candidates`, or raw unless it saves `min_saving` of the raw size; `plane_codecs` (one per
+/// plane) overrides it. Returns the codec and stream length of each plane and the streams end
+/// to end in one `bytes`, written straight from the coded chunks (one copy, GIL released).
 #[pyfunction]
-#[pyo3(signature = (data, transform, width, codec="auto", candidates=vec![], min_saving=0.01, lanes=stream::DEFAULT_LANES as i64, chunk_size=stream::DEFAULT_CHUNK_SIZE as i64, threads=None))]
+#[pyo3(signature = (data, transform, width, codec="auto", candidates=vec![], min_saving=0.01, lanes=stream::DEFAULT_LANES as i64, chunk_size=stream::DEFAULT_CHUNK_SIZE as i64, threads=None, plane_codecs=None))]
 #[allow(clippy::too_many_arguments)] // mirrors the Python signature
 fn encode_planes<'py>(
     py: Python<'py>,
@@ -163,27 +164,40 @@ fn encode_planes<'py>(
     lanes: i64,
     chunk_size: i64,
     threads: Option<i64>,
-) -> PyResult<Vec<(&'static str, Bound<'py, PyBytes>)>> {
+    plane_codecs: Option<Vec<String>>,
+) -> PyResult<(Vec<&'static str>, Vec<usize>, Bound<'py, PyBytes>)> {
     let transform = Transform::from_name(transform, size_arg("width", width)?).map_err(|e| to_py_err(py, &e))?;
-    let codecs = if codec == "auto" {
-        let candidates = candidates
-            .iter()
-            .map(|c| Codec::from_name(c))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| to_py_err(py, &e))?;
+    let names = |list: &[String]| {
+        list.iter().map(|c| Codec::from_name(c)).collect::<Result<Vec<_>, _>>().map_err(|e| to_py_err(py, &e))
+    };
+    let codecs = if let Some(list) = plane_codecs {
+        PlaneCodecs::PerPlane(names(&list)?)
+    } else if codec == "auto" {
         if !(0.0..=1.0).contains(&min_saving) {
             return Err(invalid(&format!("min_saving must be within [0, 1], got {min_saving}")));
         }
-        PlaneCodecs::Auto { candidates, min_saving_permille: (min_saving * 1000.0).round() as u32 }
+        PlaneCodecs::Auto { candidates: names(&candidates)?, min_saving_permille: (min_saving * 1000.0).round() as u32 }
     } else {
         PlaneCodecs::Fixed(Codec::from_name(codec).map_err(|e| to_py_err(py, &e))?)
     };
     let opts = encode_options(Codec::Raw, lanes, chunk_size, threads)?;
     let input = SharedBytes::of(&data)?;
     let planes = py
-        .detach(move || fused::encode_planes(input.as_slice(), transform, &codecs, &opts))
+        .detach(move || fused::encode_planes_parts(input.as_slice(), transform, &codecs, &opts))
         .map_err(|e| to_py_err(py, &e))?;
-    Ok(planes.into_iter().map(|(c, blob)| (c.name(), PyBytes::new(py, &blob))).collect())
+    let lengths: Vec<usize> = planes.iter().map(|(_, p)| p.len()).collect();
+    let joined = PyBytes::new_with(py, lengths.iter().sum(), |buf| {
+        py.detach(|| {
+            let mut rest = buf;
+            for (_, parts) in &planes {
+                let (dst, tail) = rest.split_at_mut(parts.len());
+                parts.write_into(dst);
+                rest = tail;
+            }
+        });
+        Ok(())
+    })?;
+    Ok((planes.iter().map(|(c, _)| c.name()).collect(), lengths, joined))
 }
 
 /// Decodes the plane streams of one tensor and merges them into `out` (the tensor's bytes,

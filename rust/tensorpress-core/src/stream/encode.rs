@@ -62,10 +62,11 @@ fn encode_fitted(input: &[u8], opts: &EncodeOptions, compact: bool) -> Result<(C
     })
     .into_iter()
     .collect::<Result<Vec<_>>>()?;
-    Ok(finish_stream(input.len(), &table, opts, chunks, compact, |i| {
+    let (codec, parts) = finish_stream(input.len(), &table, opts, chunks, compact, |i| {
         let start = i * opts.chunk_size;
         input[start..input.len().min(start + opts.chunk_size)].to_vec()
-    }))
+    });
+    Ok((codec, parts.into_vec()))
 }
 
 /// The stream written by one worker: the header's size is known before any chunk is coded, so
@@ -196,7 +197,8 @@ pub fn encode_with_table(input: &[u8], table: &CodeTable, opts: &EncodeOptions) 
         let start = i * opts.chunk_size;
         input[start..input.len().min(start + opts.chunk_size)].to_vec()
     })
-    .1)
+    .1
+    .into_vec())
 }
 
 /// Bytes of the raw-codec stream of `n` bytes in chunks of `chunk_size` when no chunk is
@@ -207,7 +209,50 @@ pub fn raw_stream_bound(n: usize, chunk_size: usize) -> usize {
     FIXED_HEADER_BYTES + 4 + chunks * (CHUNK_INDEX_ENTRY_BYTES + 1) + n
 }
 
-/// Assembles the stream, or (with `compact`) the raw-codec stream of the same bytes when the
+/// A finished stream in pieces: `head` (fixed header, table, chunk index and header CRC), then
+/// `chunks` in order. Written end to end they are the stream; a caller that owns the final
+/// buffer (a Python `bytes`, a file) copies each byte once instead of twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamParts {
+    pub head: Vec<u8>,
+    pub chunks: Vec<Vec<u8>>,
+}
+
+impl StreamParts {
+    /// Bytes of the whole stream.
+    pub fn len(&self) -> usize {
+        self.head.len() + self.chunks.iter().map(Vec::len).sum::<usize>()
+    }
+
+    /// Never true: a stream always has its header.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes the stream into `out`, which must be exactly [`StreamParts::len`] bytes long.
+    pub fn write_into(&self, out: &mut [u8]) {
+        assert_eq!(out.len(), self.len(), "StreamParts::write_into needs a buffer of the stream's length");
+        let (head, mut rest) = out.split_at_mut(self.head.len());
+        head.copy_from_slice(&self.head);
+        for chunk in &self.chunks {
+            let (dst, tail) = rest.split_at_mut(chunk.len());
+            dst.copy_from_slice(chunk);
+            rest = tail;
+        }
+    }
+
+    /// The stream as one buffer.
+    pub fn into_vec(self) -> Vec<u8> {
+        let mut out = self.head;
+        out.reserve_exact(self.chunks.iter().map(Vec::len).sum());
+        for chunk in &self.chunks {
+            out.extend_from_slice(chunk);
+        }
+        out
+    }
+}
+
+/// Finishes the stream, or (with `compact`) the raw-codec stream of the same bytes when the
 /// table costs more than coding saves. `raw_chunk(i)` returns the decoded bytes of chunk `i`
 /// (only called for coded chunks, only in that case).
 pub(crate) fn finish_stream(
@@ -217,7 +262,7 @@ pub(crate) fn finish_stream(
     mut chunks: Vec<Vec<u8>>,
     compact: bool,
     raw_chunk: impl Fn(usize) -> Vec<u8>,
-) -> (Codec, Vec<u8>) {
+) -> (Codec, StreamParts) {
     let mut table_bytes = Vec::with_capacity(MAX_TABLE_BYTES);
     table.serialize(&mut table_bytes);
     let is_coded = |c: &Vec<u8>| matches!(c.first(), Some(&MODE_CODED | &MODE_OWN_TABLE));
@@ -228,7 +273,8 @@ pub(crate) fn finish_stream(
         .map(|(i, c)| (1 + (input_len - i * opts.chunk_size).min(opts.chunk_size)) - c.len())
         .sum();
     if !compact || table_bytes.is_empty() || saved > table_bytes.len() {
-        return (table.codec(), assemble(input_len, table.codec(), &table_bytes, opts, &chunks));
+        let head = stream_head(input_len, table.codec(), &table_bytes, opts, &chunks);
+        return (table.codec(), StreamParts { head, chunks });
     }
     for (i, c) in chunks.iter_mut().enumerate() {
         if is_coded(c) {
@@ -238,13 +284,20 @@ pub(crate) fn finish_stream(
             *c = raw;
         }
     }
-    (Codec::Raw, assemble(input_len, Codec::Raw, &[], opts, &chunks))
+    let head = stream_head(input_len, Codec::Raw, &[], opts, &chunks);
+    (Codec::Raw, StreamParts { head, chunks })
 }
 
-/// Header, chunk index and header CRC, then the chunks.
-fn assemble(input_len: usize, codec: Codec, table_bytes: &[u8], opts: &EncodeOptions, chunks: &[Vec<u8>]) -> Vec<u8> {
+/// Header, chunk index and header CRC: everything before the chunks.
+fn stream_head(
+    input_len: usize,
+    codec: Codec,
+    table_bytes: &[u8],
+    opts: &EncodeOptions,
+    chunks: &[Vec<u8>],
+) -> Vec<u8> {
     let header_len = FIXED_HEADER_BYTES + table_bytes.len() + chunks.len() * CHUNK_INDEX_ENTRY_BYTES + 4;
-    let mut out = Vec::with_capacity(header_len + chunks.iter().map(Vec::len).sum::<usize>());
+    let mut out = Vec::with_capacity(header_len);
     out.resize(FIXED_HEADER_BYTES + table_bytes.len(), 0);
     write_header_prefix(&mut out, input_len, codec, table_bytes, opts);
     for chunk in chunks {
@@ -253,9 +306,6 @@ fn assemble(input_len: usize, codec: Codec, table_bytes: &[u8], opts: &EncodeOpt
     }
     let crc = crc32c::crc32c(&out);
     out.extend_from_slice(&crc.to_le_bytes());
-    for chunk in chunks {
-        out.extend_from_slice(chunk);
-    }
     out
 }
 
@@ -380,9 +430,13 @@ mod tests {
                         .zip(&hists)
                         .map(|(c, h)| encode_chunk_fitted(c, &table, codes.as_ref(), h, lanes).unwrap())
                         .collect();
-                    let (codec_used, assembled) = finish_stream(data.len(), &table, &opts, chunks, compact, |i| {
+                    let (codec_used, parts) = finish_stream(data.len(), &table, &opts, chunks, compact, |i| {
                         data[i * opts.chunk_size..data.len().min((i + 1) * opts.chunk_size)].to_vec()
                     });
+                    let mut written = vec![0u8; parts.len()];
+                    parts.write_into(&mut written);
+                    let assembled = parts.into_vec();
+                    assert_eq!(written, assembled);
                     let what = format!("{codec:?} lanes={lanes} compact={compact} n={}", data.len());
                     match encode_in_place(data, &table, codes.as_ref(), &hists, &opts, compact).unwrap() {
                         Some(blob) => assert!(blob == assembled && codec_used == codec, "{what}"),
