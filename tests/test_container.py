@@ -40,6 +40,11 @@ def test_golden_file_decodes_to_known_tensors() -> None:
     golden = load_golden_module()
     assert_same(tp.load(GOLDEN / "v1-ok.tpz"), golden.golden_tensors())
     assert_same(tp.load(GOLDEN / "v1-ok-streams.tpz"), golden.golden_tensors())
+    # Version 1.0 (plain JSON header) and 1.1 (zlib header) hold the same document.
+    assert_same(tp.load(GOLDEN / "v1-ok-json-header.tpz"), golden.golden_tensors())
+    plain, packed = ((GOLDEN / n).read_bytes() for n in ("v1-ok-json-header.tpz", "v1-ok.tpz"))
+    assert (plain[12], packed[12]) == (0, container.FLAG_ZLIB_HEADER)
+    assert golden.header_json(plain) == golden.header_json(packed)
     with tp.open(GOLDEN / "v1-ok.tpz") as f:
         assert {f.entry(n)["codec"] for n in ("scalar", "int8", "empty")} == {"stored"}
     with tp.open(GOLDEN / "v1-ok.tpz") as f:
@@ -60,6 +65,8 @@ def test_golden_file_decodes_to_known_tensors() -> None:
         ("future-major", FormatError, "version 2"),
         ("reserved-flag", FormatError, "reserved"),
         ("oversized-header", FormatError, "header length"),
+        ("header-not-zlib", FormatError, "not a valid zlib stream"),
+        ("header-zlib-trailing", FormatError, "after its zlib stream"),
         ("truncated", FormatError, "truncated"),
         ("preamble-crc", ChecksumError, "preamble"),
         ("header-flip", ChecksumError, "header"),
@@ -69,6 +76,36 @@ def test_golden_file_decodes_to_known_tensors() -> None:
 def test_golden_must_fail_files(name: str, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
         tp.load(GOLDEN / f"v1-{name}.tpz")
+
+
+def test_zlib_header_limits_are_format_errors() -> None:
+    """A compressed header is inflated under the header limit (a small stream may not expand
+    into a large allocation) and must be exactly one complete zlib stream."""
+    import zlib
+
+    text = b'{"tensors":[],"metadata":{}}' + b" " * 5000
+    assert container.inflate_header(zlib.compress(text), "h") == text
+    bomb = zlib.compress(b" " * (container.MAX_HEADER_BYTES + 1), 9)
+    assert len(bomb) < 100_000
+    with pytest.raises(FormatError, match="limit"):
+        container.inflate_header(bomb, "h")
+    with pytest.raises(FormatError, match="truncated"):
+        container.inflate_header(zlib.compress(text)[:-6], "h")
+    with pytest.raises(FormatError, match="not a valid zlib"):
+        container.inflate_header(text, "h")
+    with pytest.raises(FormatError, match="after its zlib stream"):
+        container.inflate_header(zlib.compress(text) + b"x", "h")
+
+
+def test_header_is_stored_compressed_only_where_smaller(tmp_path: Path) -> None:
+    many = {f"model.layers.{i}.mlp.down_proj.weight": np.full(3, i, np.float32) for i in range(40)}
+    tp.save(many, tmp_path / "many.tpz")
+    tp.save({}, tmp_path / "none.tpz")
+    for name, flag in (("many.tpz", container.FLAG_ZLIB_HEADER), ("none.tpz", 0)):
+        data = (tmp_path / name).read_bytes()
+        assert int.from_bytes(data[12:16], "little") == flag, name
+        assert int.from_bytes(data[10:12], "little") == container.MINOR_VERSION
+    assert_same(tp.load(tmp_path / "many.tpz"), many)
 
 
 def test_golden_payload_flip_is_caught_on_access_of_that_tensor() -> None:

@@ -18,6 +18,7 @@ import random
 import struct
 import tracemalloc
 import warnings
+import zlib
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -225,8 +226,11 @@ def test_pack_object_bit_flips_never_decode_silently(sources: dict[str, Any]) ->
     assert flips >= 300 and wrong == 0 and caught == flips, (flips, caught, wrong)
 
 
-def _container(header: bytes, region: bytes) -> bytes:
-    head = struct.pack("<8sHHIQI", b"\x89TPZ\r\n\x1a\n", 1, 0, 0, len(header), _core.crc32c(header))
+def _container(text: bytes, region: bytes, *, deflate: bool = False) -> bytes:
+    """A container over ``region`` with header ``text``, plain (1.0) or zlib (1.1, flag bit 0)."""
+    header = zlib.compress(text, 9) if deflate else text
+    minor_flags = (1, 1) if deflate else (0, 0)
+    head = struct.pack("<8sHHIQI", b"\x89TPZ\r\n\x1a\n", 1, *minor_flags, len(header), _core.crc32c(header))
     return head + struct.pack("<I", _core.crc32c(head)) + header + bytes(-(32 + len(header)) % 64) + region
 
 
@@ -237,8 +241,10 @@ def test_hostile_container_header_sweep(sources: dict[str, Any], tmp_path: Any) 
     good = container.save(
         {k: v for k, v in sources.items() if k != "video"}, tmp_path / "ok.tpz"
     ).read_bytes()
-    (h,) = struct.unpack_from("<Q", good, 16)
-    doc = json.loads(good[32 : 32 + h])
+    flags, h = struct.unpack_from("<IQ", good, 12)
+    doc = json.loads(
+        container.inflate_header(good[32 : 32 + h], "ok.tpz") if flags & 1 else good[32 : 32 + h]
+    )
     region = good[-(-(32 + h) // 64) * 64 :]
     rng = random.Random("container-sweep")
     path = tmp_path / "m.tpz"
@@ -251,7 +257,7 @@ def test_hostile_container_header_sweep(sources: dict[str, Any], tmp_path: Any) 
             .encode()
             .replace(json.dumps(DEEP_MARK).encode(), DEEP_TEXT)
         )
-        path.write_bytes(_container(text, region))
+        path.write_bytes(_container(text, region, deflate=i % 2 == 1))
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

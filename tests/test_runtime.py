@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import ml_dtypes
@@ -314,16 +315,23 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _reseal(data: bytearray) -> bytes:
-    """Recompute a .tpz's header and preamble checksums after editing its header in place."""
+def _with_header_text(data: bytes, edit: Callable[[bytes], bytes]) -> bytes:
+    """A .tpz whose JSON header text is ``edit(text)``, stored as before (zlib or plain), its
+    padding and every checksum recomputed; the payloads are unchanged."""
     import struct
+    import zlib
 
     from tensorpress import _core
 
-    header_len = struct.unpack_from("<Q", data, 16)[0]
-    struct.pack_into("<I", data, 24, _core.crc32c(bytes(data[32 : 32 + header_len])))
-    struct.pack_into("<I", data, 28, _core.crc32c(bytes(data[:28])))
-    return bytes(data)
+    flags, header_len = struct.unpack_from("<IQ", data, 12)
+    stored = data[32 : 32 + header_len]
+    text = edit(zlib.decompress(stored) if flags & 1 else stored)
+    header = zlib.compress(text, 9) if flags & 1 else text
+    region = data[-(-(32 + header_len) // 64) * 64 :]
+    head = bytearray(data[:32])
+    struct.pack_into("<QI", head, 16, len(header), _core.crc32c(header))
+    struct.pack_into("<I", head, 28, _core.crc32c(bytes(head[:28])))
+    return bytes(head) + header + bytes(-(32 + len(header)) % 64) + region
 
 
 def test_cli_handles_empty_inputs(tmp_path: Path) -> None:
@@ -351,10 +359,7 @@ def test_cli_decoded_size_budget(tmp_path: Path) -> None:
 def test_lone_surrogate_name_in_a_file_is_a_format_error(tmp_path: Path) -> None:
     path = tmp_path / "s.tpz"
     tp.save({"abcdef": _weights(10)}, path)
-    data = bytearray(path.read_bytes())
-    at = data.index(b'"abcdef"')
-    data[at + 1 : at + 7] = b"\\ud800"  # same length: only the checksums change
-    path.write_bytes(_reseal(data))
+    path.write_bytes(_with_header_text(path.read_bytes(), lambda t: t.replace(b'"abcdef"', b'"\\ud800"')))
     with pytest.raises(FormatError, match="surrogate"):
         tp.open(path)
     result = _cli("inspect", str(path))

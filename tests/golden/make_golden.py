@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import struct
 import sys
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,9 @@ CHUNK_SIZE = 1 << 18
 ALIGN = 64
 
 #: Must-decode files kept as an earlier writer wrote them (not regenerated): ``v1-ok-streams.tpz``
-#: holds ``golden_tensors`` with every tensor as plane streams, written before ``verbatim``.
-FROZEN = frozenset({"v1-ok-streams.tpz"})
+#: holds ``golden_tensors`` with every tensor as plane streams, written before ``verbatim``;
+#: ``v1-ok-json-header.tpz`` is ``v1-ok.tpz`` as version 1.0 wrote it (plain JSON header).
+FROZEN = frozenset({"v1-ok-streams.tpz", "v1-ok-json-header.tpz"})
 
 #: Must-fail golden file -> (error class, fragment of its message).
 MUST_FAIL: dict[str, tuple[str, str]] = {
@@ -50,6 +52,8 @@ MUST_FAIL: dict[str, tuple[str, str]] = {
     "v1-future-major.tpz": ("FormatError", "version 2"),
     "v1-reserved-flag.tpz": ("FormatError", "reserved"),
     "v1-oversized-header.tpz": ("FormatError", "header length"),
+    "v1-header-not-zlib.tpz": ("FormatError", "not a valid zlib stream"),
+    "v1-header-zlib-trailing.tpz": ("FormatError", "after its zlib stream"),
     "v1-truncated.tpz": ("FormatError", "truncated"),
     "v1-preamble-crc.tpz": ("ChecksumError", "preamble"),
     "v1-header-flip.tpz": ("ChecksumError", "header"),
@@ -156,18 +160,29 @@ def golden_own_table_data() -> bytes:
 # --- container surgery (every checksum recomputed) -------------------------------------------
 
 
+def header_json(data: bytes) -> bytes:
+    """The JSON header of a container (inflated where preamble flag bit 0 says it is zlib)."""
+    (flags, h) = struct.unpack_from("<IQ", data, 12)
+    stored = data[32 : 32 + h]
+    return zlib.decompress(stored) if flags & 1 else stored
+
+
 def split(data: bytes) -> tuple[dict[str, Any], bytes]:
     """(header document, payload region from D on) of a container."""
     (h,) = struct.unpack_from("<Q", data, 16)
     start = -(-(32 + h) // ALIGN) * ALIGN
-    return json.loads(data[32 : 32 + h]), data[start:]
+    return json.loads(header_json(data)), data[start:]
 
 
-def build(doc: Any, region: bytes, *, header_text: bytes | None = None, pad: bytes = b"") -> bytes:
-    """A container with header ``doc`` (or raw ``header_text``) over payload ``region``, every
-    CRC recomputed; ``pad`` overrides the start of the header padding."""
+def build(
+    doc: Any, region: bytes, *, header_text: bytes | None = None, pad: bytes = b"", zlib_flag: bool = False
+) -> bytes:
+    """A container with header ``doc`` (or raw ``header_text``, stored as given) over payload
+    ``region``, every CRC recomputed; ``pad`` overrides the start of the header padding. The
+    header is plain JSON (version 1.0) unless ``zlib_flag`` sets preamble flag bit 0."""
     header = header_text if header_text is not None else json.dumps(doc, separators=(",", ":")).encode()
-    head = struct.pack("<8sHHIQI", b"\x89TPZ\r\n\x1a\n", 1, 0, 0, len(header), _core.crc32c(header))
+    version, flags = (1, 1) if zlib_flag else (0, 0)
+    head = struct.pack("<8sHHIQI", b"\x89TPZ\r\n\x1a\n", 1, version, flags, len(header), _core.crc32c(header))
     padding = bytearray(-(32 + len(header)) % ALIGN)
     padding[: len(pad)] = pad
     return head + struct.pack("<I", _core.crc32c(head)) + header + bytes(padding) + region
@@ -242,6 +257,11 @@ def write_container_goldens(out: Path) -> None:
         "future-major": with_preamble(major=2),
         "reserved-flag": with_preamble(flags=1 << 7),
         "oversized-header": with_preamble(header_len=1 << 40),
+        # Flag bit 0 set over a plain JSON header; then a good zlib header with bytes after it.
+        "header-not-zlib": build(doc, region, header_text=_header_text(doc), zlib_flag=True),
+        "header-zlib-trailing": build(
+            doc, region, header_text=zlib.compress(_header_text(doc), 9) + b"\0", zlib_flag=True
+        ),
         "truncated": ok[: len(ok) - 10],
         "preamble-crc": ok[:28] + bytes([ok[28] ^ 1]) + ok[29:],
         "header-flip": ok[:40] + bytes([ok[40] ^ 4]) + ok[41:],
