@@ -186,18 +186,40 @@ fn encode_planes<'py>(
         .detach(move || fused::encode_planes_parts(input.as_slice(), transform, &codecs, &opts))
         .map_err(|e| to_py_err(py, &e))?;
     let lengths: Vec<usize> = planes.iter().map(|(_, p)| p.len()).collect();
-    let joined = PyBytes::new_with(py, lengths.iter().sum(), |buf| {
-        py.detach(|| {
-            let mut rest = buf;
-            for (_, parts) in &planes {
-                let (dst, tail) = rest.split_at_mut(parts.len());
-                parts.write_into(dst);
-                rest = tail;
-            }
-        });
-        Ok(())
+    let joined = bytes_filled_without_gil(py, lengths.iter().sum(), |buf| {
+        let mut rest = buf;
+        for (_, parts) in &planes {
+            let (dst, tail) = rest.split_at_mut(parts.len());
+            parts.write_into(dst);
+            rest = tail;
+        }
     })?;
     Ok((planes.iter().map(|(c, _)| c.name()).collect(), lengths, joined))
+}
+
+/// A new `bytes` of `len` bytes, every one written by `fill` with the GIL released.
+/// `PyBytes::new_with` zeroes the buffer first with the GIL held: for a payload of hundreds of
+/// MB that is a second pass, and its page faults stall every other Python thread (`tp.save`
+/// encodes several tensors at once).
+fn bytes_filled_without_gil<'py>(
+    py: Python<'py>,
+    len: usize,
+    fill: impl FnOnce(&mut [u8]) + Send,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let size = pyo3::ffi::Py_ssize_t::try_from(len).map_err(|_| invalid(&format!("{len} bytes is too large")))?;
+    // SAFETY: a null source asks CPython for an uninitialised bytes object of `size` bytes; it
+    // returns a new reference or null with an exception set, which `from_owned_ptr_or_err` takes.
+    let obj = unsafe { Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), size))? };
+    // SAFETY: `obj` is a bytes object we just created and own alone; its buffer is `len` bytes.
+    let ptr = unsafe { pyo3::ffi::PyBytes_AsString(obj.as_ptr()) }.cast::<u8>();
+    let buf = SharedBytesMut { ptr, len };
+    // No other thread can reach `obj` before we return it, so writing without the GIL is safe;
+    // `fill` writes every byte, so no uninitialised byte is ever seen by Python.
+    py.detach(move || {
+        let mut buf = buf;
+        fill(buf.as_mut_slice());
+    });
+    Ok(obj.cast_into::<PyBytes>()?)
 }
 
 /// Decodes the plane streams of one tensor and merges them into `out` (the tensor's bytes,
