@@ -209,7 +209,8 @@ fn bytes_filled_without_gil<'py>(
     let size = pyo3::ffi::Py_ssize_t::try_from(len).map_err(|_| invalid(&format!("{len} bytes is too large")))?;
     // SAFETY: a null source asks CPython for an uninitialised bytes object of `size` bytes; it
     // returns a new reference or null with an exception set, which `from_owned_ptr_or_err` takes.
-    let obj = unsafe { Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), size))? };
+    let obj =
+        unsafe { Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), size))? };
     // SAFETY: `obj` is a bytes object we just created and own alone; its buffer is `len` bytes.
     let ptr = unsafe { pyo3::ffi::PyBytes_AsString(obj.as_ptr()) }.cast::<u8>();
     let buf = SharedBytesMut { ptr, len };
