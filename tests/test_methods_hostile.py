@@ -64,9 +64,12 @@ def _sources() -> dict[str, Any]:
     m = rng.standard_normal((16, 24)).astype(np.float32)
     pytest.importorskip("av")
     video = pytest.importorskip("tensorpress.video")
+    verbatim = lossless.compress(rng.integers(-128, 128, (5, 7)).astype(np.int8))
+    assert verbatim.transform == lossless.VERBATIM
     return {
         "lossless": lossless.compress(m),
         "lossless-int4": lossless.compress((np.arange(9) % 13 - 6).astype("int4")),
+        "lossless-verbatim": verbatim,
         "blockwise": quantize_blockwise(m, 4, 8, layout="packed"),
         "blockwise-tender": quantize_blockwise(m, 5, 4, scheme="tender-group", layout="qlc"),
         "video": video.encode(rng.standard_normal((32, 32)).astype(np.float32), qp=30, codec="av1"),
