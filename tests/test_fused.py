@@ -127,6 +127,40 @@ def test_per_plane_codecs_join_into_one_payload(name: str, count: int, seed: int
         entropy.encode_planes_joined(data, transform, ["zstd"] * len(wanted))
 
 
+@fast
+@given(
+    name=st.sampled_from(sorted(DTYPES)),
+    count=st.one_of(st.integers(0, 3), st.integers(0, 20_000)),
+    seed=st.integers(0, 2**32 - 1),
+    threads=st.sampled_from((None, 1, 2)),
+)
+def test_split_planes_equals_reference(name: str, count: int, seed: int, threads: int | None) -> None:
+    from tensorpress.methods import lossless
+
+    dtype, transform = DTYPES[name]
+    data = elements(dtype, count, seed, 0)
+    reference = reference_split(data, transform)
+    assert [p.tobytes() for p in lossless.split_planes(data, transform)] == [r.tobytes() for r in reference]
+    planes = [np.full(r.size, 0xA5, np.uint8) for r in reference]
+    assert entropy.split_planes_into(data, transform, planes, threads) is planes
+    assert [p.tobytes() for p in planes] == [r.tobytes() for r in reference]
+
+
+def test_split_planes_into_refuses_bad_buffers() -> None:
+    data = np.arange(10, dtype=np.float32)
+    good = [np.empty(10, np.uint8) for _ in range(4)]
+    with pytest.raises(InvalidArgumentError, match="planes"):
+        entropy.split_planes_into(data, "fp32-exponent", good[:3])
+    with pytest.raises(InvalidArgumentError, match="holds 9 bytes"):
+        entropy.split_planes_into(data, "fp32-exponent", [*good[:3], np.empty(9, np.uint8)])
+    read_only = np.zeros(10, np.uint8)
+    read_only.flags.writeable = False
+    with pytest.raises(InvalidArgumentError, match="read-only"):
+        entropy.split_planes_into(data, "fp32-exponent", [*good[:3], read_only])
+    with pytest.raises(InvalidArgumentError, match="overlap"):
+        entropy.split_planes_into(data, "fp32-exponent", [good[0], good[0], good[1], good[2]])
+
+
 def test_decode_into_torch_cpu_tensor_in_place() -> None:
     torch = pytest.importorskip("torch")
     w = torch.randn(300, 77).to(torch.bfloat16)

@@ -45,6 +45,9 @@ def encode_planes(
     threads: int | None = None,
     plane_codecs: list[str] | None = None,
 ) -> tuple[list[str], list[int], bytes]: ...
+def split_planes_into(
+    data: Buffer, transform: str, width: int, planes: Sequence[Buffer], threads: int | None = None
+) -> None: ...
 def decode_planes_into(
     blobs: Sequence[Buffer],
     transform: str,

@@ -308,6 +308,21 @@ def encode_planes_joined(
     )
 
 
+def split_planes_into(
+    data: Any, transform: str, planes: list[Any], threads: int | None = None, *, width: int | None = None
+) -> list[Any]:
+    """Split a tensor's elements into byte planes (``docs/format.md`` §2.1), written into
+    ``planes``: one caller-owned, C-contiguous uint8 buffer per plane, each exactly the plane
+    length. In pieces on the shared pool with the GIL released; returns ``planes``."""
+    _check_transform(transform)
+    if width is None:
+        width = 1 if transform == "nibbles" else (data.dtype.itemsize if isinstance(data, np.ndarray) else 1)
+    _core.split_planes_into(
+        as_byte_view(data), transform, _check_size("width", width, 1), list(planes), check_threads(threads)
+    )
+    return planes
+
+
 def decode_planes_into(
     blobs: list[Any],
     transform: str,
@@ -417,6 +432,7 @@ __all__ = [
     "info",
     "kernels",
     "pool_threads",
+    "split_planes_into",
     "stats",
     "writable_byte_view",
 ]

@@ -27,10 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from tensorpress import container, tensors
+from tensorpress import container, entropy, tensors
 from tensorpress.allocation import compress_at_budget, lossy_eligible
 from tensorpress.errors import BackendUnavailableError, FormatError, InvalidArgumentError
 from tensorpress.methods.base import parse_json
+from tensorpress.ordered import map_in_order
 from tensorpress.planner import DEFAULT_SAMPLE, Plan, plan
 
 #: Metadata key holding ``{name: plan record}`` (JSON).
@@ -168,14 +169,27 @@ def compress_state(
     packed: dict[str, Any] = {}
     plans: dict[str, Plan] = {}
     lossy = {}
+    exact = []
     for name, value in state.items():
         if _is_compressed(value):  # coded already (e.g. by video.encode_many): stored as it is
             packed[name] = value
         elif "lossless" not in kwargs and lossy_eligible(name, value, keep, vectors=lossy_vectors):
             lossy[name] = value
         else:
-            p = plan(value, lossless=True, prefer=prefer, sample=sample)
-            packed[name] = p.apply(value)
+            exact.append((name, value))
+
+    def plan_and_apply(item: tuple[str, Any]) -> tuple[str, Plan, Any]:
+        p = plan(item[1], lossless=True, prefer=prefer, sample=sample)
+        return item[0], p, p.apply(item[1])
+
+    # Planning and coding run in Rust with the GIL released: several tensors at a time keep
+    # every core busy on models of many small tensors; results (and progress) stay in order.
+    workers = min(len(exact), entropy.pool_threads())
+    with map_in_order(
+        plan_and_apply, exact, workers=max(workers, 1), ahead=2 * max(workers, 1), name="tensorpress-plan"
+    ) as done:
+        for name, p, stored in done:
+            packed[name] = stored
             plans[name] = p
             say(f"{name}: {p.summary()}")
     if kwargs.get("bits_per_value") is not None:

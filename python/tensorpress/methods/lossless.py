@@ -76,28 +76,13 @@ def plane_length(transform: str, count: int) -> int:
 
 
 def split_planes(flat: np.ndarray, transform: str) -> list[np.ndarray]:
-    """Split a flat array into contiguous uint8 planes (inverse: :func:`merge_planes`)."""
-    if transform == "bf16-exponent":
-        u = flat.view(np.uint16)
-        exponent = ((u >> 7) & 0xFF).astype(np.uint8)
-        sign_mantissa = (((u >> 8) & 0x80) | (u & 0x7F)).astype(np.uint8)
-        return [exponent, sign_mantissa]
-    if transform == "fp32-exponent":
-        u = flat.view(np.uint32)
-        exponent = ((u >> 23) & 0xFF).astype(np.uint8)
-        sign_top = (((u >> 24) & 0x80) | ((u >> 16) & 0x7F)).astype(np.uint8)
-        return [exponent, sign_top, ((u >> 8) & 0xFF).astype(np.uint8), (u & 0xFF).astype(np.uint8)]
-    if transform == "nibbles":
-        nib = flat.view(np.uint8) & 0x0F
-        if nib.size % 2:
-            nib = np.append(nib, np.uint8(0))
-        return [(nib[0::2] | (nib[1::2] << 4)).astype(np.uint8)]
-    if transform == "byte-planes":
-        width = flat.dtype.itemsize
-        as_bytes = flat.view(np.uint8).reshape(-1, width)
-        # Little-endian: the last byte holds sign and exponent, code it first.
-        return [np.ascontiguousarray(as_bytes[:, k]) for k in reversed(range(width))]
-    raise FormatError(f"unknown byte-plane transform {transform!r}")
+    """Split a flat array into contiguous uint8 planes (inverse: :func:`merge_planes`), in Rust
+    on the shared pool (``entropy.split_planes_into``)."""
+    if transform not in entropy.TRANSFORMS:
+        raise FormatError(f"unknown byte-plane transform {transform!r}")
+    n = plane_length(transform, flat.size)
+    planes = [np.empty(n, np.uint8) for _ in range(plane_count(transform, flat.dtype))]
+    return entropy.split_planes_into(np.ascontiguousarray(flat), transform, planes)
 
 
 def merge_planes(planes: list[np.ndarray], transform: str, dtype: np.dtype, count: int) -> np.ndarray:

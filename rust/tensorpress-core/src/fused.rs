@@ -196,6 +196,58 @@ fn decode_unaligned(tensor: &Checked<'_>, out: &mut [u8], opts: &DecodeOptions) 
     Ok(())
 }
 
+/// Plane bytes per work item of [`split_into`]: big enough that a pool hand-off is noise.
+const SPLIT_PIECE_BYTES: usize = 1 << 20;
+
+/// Splits the elements in `input` into the caller's `planes` (one buffer per plane of
+/// `transform`, each exactly the plane length), in pieces on the shared pool. The bytes equal
+/// [`Transform::split`] of the whole input; sizes are checked before anything is written.
+pub fn split_into(input: &[u8], transform: Transform, planes: &mut [&mut [u8]], threads: Option<usize>) -> Result<()> {
+    split_in_pieces(input, transform, planes, threads, SPLIT_PIECE_BYTES)
+}
+
+fn split_in_pieces(
+    input: &[u8],
+    transform: Transform,
+    planes: &mut [&mut [u8]],
+    threads: Option<usize>,
+    piece: usize,
+) -> Result<()> {
+    validate_threads(threads)?;
+    let count = transform.count_of(input.len())?;
+    let n = transform.plane_len(count);
+    if planes.len() != transform.planes() {
+        return Err(Error::invalid(format!(
+            "{} has {} planes, got {} buffers",
+            transform.name(),
+            transform.planes(),
+            planes.len()
+        )));
+    }
+    if let Some(bad) = planes.iter().find(|p| p.len() != n) {
+        return Err(Error::invalid(format!("a plane buffer holds {} bytes, the planes {n}", bad.len())));
+    }
+    let mut pieces: Vec<(usize, Vec<&mut [u8]>)> = Vec::with_capacity(n.div_ceil(SPLIT_PIECE_BYTES));
+    let mut rests: Vec<&mut [u8]> = planes.iter_mut().map(|p| &mut **p).collect();
+    let mut start = 0;
+    while start < n {
+        let len = piece.min(n - start);
+        let mut heads = Vec::with_capacity(rests.len());
+        for rest in &mut rests {
+            let (head, tail) = std::mem::take(rest).split_at_mut(len);
+            heads.push(head);
+            *rest = tail;
+        }
+        pieces.push((start, heads));
+        start += len;
+    }
+    try_for_each_piece(pieces, threads, |(start, mut heads)| {
+        let end = start + heads[0].len();
+        transform.split(&input[transform.source_range(start, end, count)], &mut heads);
+        Ok(())
+    })
+}
+
 /// Which codec each plane gets.
 #[derive(Debug, Clone)]
 pub enum PlaneCodecs {
@@ -347,5 +399,42 @@ pub fn encode_planes_parts(
             })
             .collect();
         Ok(streams)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_in_pieces_equals_one_split() {
+        let input: Vec<u8> = (0..4099u32).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8).collect();
+        for t in [Transform::Bf16Exponent, Transform::Fp32Exponent, Transform::Nibbles, Transform::BytePlanes(2)] {
+            for len in [0, 1, 2, 3, 8, 4096] {
+                let data = &input[..len - len % t.element_bytes()];
+                let n = t.plane_len(t.count_of(data.len()).unwrap());
+                let mut whole = vec![vec![0u8; n]; t.planes()];
+                t.split(data, &mut whole.iter_mut().map(Vec::as_mut_slice).collect::<Vec<_>>());
+                for (piece, threads) in [(1, Some(3)), (7, None), (64, Some(1)), (SPLIT_PIECE_BYTES, None)] {
+                    let mut got = vec![vec![0xAAu8; n]; t.planes()];
+                    let mut views: Vec<&mut [u8]> = got.iter_mut().map(Vec::as_mut_slice).collect();
+                    split_in_pieces(data, t, &mut views, threads, piece).unwrap();
+                    assert_eq!(got, whole, "{t:?} len {len} piece {piece}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn split_into_refuses_wrong_buffers() {
+        let data = [1u8, 2, 3, 4];
+        let mut a = [0u8; 2];
+        let mut b = [0u8; 3];
+        let t = Transform::Bf16Exponent;
+        assert!(split_into(&data, t, &mut [&mut a[..], &mut b[..]], None).is_err());
+        assert!(split_into(&data, t, &mut [&mut a[..]], None).is_err());
+        assert!(split_into(&data[..3], t, &mut [&mut a[..], &mut b[..2]], None).is_err());
+        assert!(split_into(&data, t, &mut [&mut a[..], &mut b[..2]], Some(0)).is_err());
+        split_into(&data, t, &mut [&mut a[..], &mut b[..2]], None).unwrap();
     }
 }

@@ -248,6 +248,31 @@ fn decode_planes_into(
     .map_err(|e| to_py_err(py, &e))
 }
 
+/// Splits a tensor's element bytes into the planes of `transform`, written into `planes` (one
+/// caller-owned buffer per plane, each exactly the plane length), in pieces on the shared pool
+/// with the GIL released.
+#[pyfunction]
+#[pyo3(signature = (data, transform, width, planes, threads=None))]
+fn split_planes_into(
+    py: Python<'_>,
+    data: PyBuffer<u8>,
+    transform: &str,
+    width: i64,
+    planes: Vec<PyBuffer<u8>>,
+    threads: Option<i64>,
+) -> PyResult<()> {
+    let transform = Transform::from_name(transform, size_arg("width", width)?).map_err(|e| to_py_err(py, &e))?;
+    let threads = threads_arg(threads)?;
+    let input = SharedBytes::of(&data)?;
+    let mut outputs = planes.iter().map(SharedBytesMut::of).collect::<PyResult<Vec<_>>>()?;
+    check_disjoint(&[input], &outputs)?;
+    py.detach(move || {
+        let mut views: Vec<&mut [u8]> = outputs.iter_mut().map(SharedBytesMut::as_mut_slice).collect();
+        fused::split_into(input.as_slice(), transform, &mut views, threads)
+    })
+    .map_err(|e| to_py_err(py, &e))
+}
+
 /// InvalidArgumentError if two outputs overlap, or an input overlaps an output.
 fn check_disjoint(inputs: &[SharedBytes], outputs: &[SharedBytesMut]) -> PyResult<()> {
     let span = |ptr: usize, len: usize| ptr..ptr + len;
@@ -414,6 +439,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(decode_into, m)?)?;
     m.add_function(wrap_pyfunction!(encode_planes, m)?)?;
     m.add_function(wrap_pyfunction!(decode_planes_into, m)?)?;
+    m.add_function(wrap_pyfunction!(split_planes_into, m)?)?;
     m.add_function(wrap_pyfunction!(decode_many, m)?)?;
     m.add_function(wrap_pyfunction!(decode_chunk, m)?)?;
     m.add_function(wrap_pyfunction!(stream_info, m)?)?;
