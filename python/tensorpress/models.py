@@ -187,8 +187,8 @@ def compress_state(
     workers = min(len(exact), entropy.pool_threads())
     with map_in_order(
         plan_and_apply, exact, workers=max(workers, 1), ahead=2 * max(workers, 1), name="tensorpress-plan"
-    ) as done:
-        for name, p, stored in done:
+    ) as coded:
+        for name, p, stored in coded:
             packed[name] = stored
             plans[name] = p
             say(f"{name}: {p.summary()}")
