@@ -338,6 +338,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Timed runs per row of ``tensorpress demo`` (the table shows the fastest).
+DEMO_REPEATS = 3
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Compress the real MiniLM weights as fp32, bf16 and e4m3; verify; print the table."""
     import ml_dtypes
@@ -365,12 +369,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for label, arrays in variants.items():
             path = Path(tmp) / f"minilm-{label}.tpz"
-            start = time.perf_counter()
-            container.save(arrays, path, args.codec, threads=args.threads, progress=not args.quiet)
-            enc = time.perf_counter() - start
-            start = time.perf_counter()
-            restored = container.load(path)
-            dec = time.perf_counter() - start
+            # Best of DEMO_REPEATS: one cold call (thread pool start, first page faults) is not
+            # what a user loading many models sees, and this VM's timings jump from run to run.
+            enc = dec = float("inf")
+            for repeat in range(DEMO_REPEATS):
+                path.unlink(missing_ok=True)
+                start = time.perf_counter()
+                container.save(
+                    arrays, path, args.codec, threads=args.threads, progress=not (args.quiet or repeat)
+                )
+                enc = min(enc, time.perf_counter() - start)
+                start = time.perf_counter()
+                restored = container.load(path)
+                dec = min(dec, time.perf_counter() - start)
             for k, v in arrays.items():
                 if restored[k].dtype != v.dtype or restored[k].tobytes() != v.tobytes():
                     print(f"round trip FAILED for {label}/{k}", file=sys.stderr)
