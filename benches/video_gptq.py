@@ -78,7 +78,11 @@ def main() -> None:
     ap.add_argument("--no-ppl", action="store_true", help="weight and output errors only")
     ap.add_argument("--rd", action="store_true", help="QPs from the Fisher-weighted rd allocation")
     ap.add_argument("--col-scale", type=float, default=0.25, help="alpha of the column scales (--rd)")
-    ap.add_argument("--qp-offset", type=int, default=0, help="added to the rd QPs (--rd)")
+    ap.add_argument(
+        "--qp-offset",
+        default="0",
+        help="added to the rd QPs (--rd); a comma list runs every config at each offset",
+    )
     args = ap.parse_args()
     torch.set_num_threads(2)
     t0 = time.perf_counter()
@@ -125,7 +129,7 @@ def main() -> None:
             rotate=not args.no_rotate,
         )
         t_code = time.perf_counter() - t
-        qp_of = {n: int(vt.qp) + args.qp_offset for n, vt in coded.items()}
+        qp_of = {n: int(vt.qp) for n, vt in coded.items()}
         bits = err = out_err = 0.0
         with torch.no_grad():
             for n, mod in linears.items():
@@ -140,7 +144,14 @@ def main() -> None:
         name = f"rd fisher a={args.col_scale:g}"
         rows.append((name, bits / n_vals, err / energy, out_err / out_energy, p, note))
         print(f"  rd: {bits / n_vals:.3f} bits/value out-err {rows[-1][3]:.5f} ppl {p:.3f}", flush=True)
-    for config in args.configs.split(","):
+    offsets = [int(o) for o in args.qp_offset.split(",")] if qp_of else [0]
+
+    def qp_at(name: str, offset: int) -> int:
+        lo, hi = tv.QP_RANGE[args.codec]
+        return min(max(qp_of[name] + offset, lo), hi)
+
+    runs = [(config, offset) for config in args.configs.split(",") for offset in offsets]
+    for config, offset in runs:
         m = re.fullmatch(r"(plain|split|comp)(\d+)", config)
         if not m:
             ap.error(f"unknown config {config!r}")
@@ -161,7 +172,11 @@ def main() -> None:
                     codec=args.codec,
                     rotate=not args.no_rotate,
                     col_scale=col_scale.get(n),
-                    **({"qp": qp_of[n]} if qp_of else {"bits_per_value": args.target, "tolerance": 0.0}),
+                    **(
+                        {"qp": qp_of[n] + offset}
+                        if qp_of
+                        else {"bits_per_value": args.target, "tolerance": 0.0}
+                    ),
                 )
                 new = cm.decode()
                 bits += 8 * cm.nbytes
@@ -173,7 +188,7 @@ def main() -> None:
         t_code = time.perf_counter() - t
         p = ppl()
         row = (
-            config,
+            f"{config} QP{offset:+d}" if qp_of else config,
             bits / n_vals,
             err / energy,
             out_err / out_energy,
@@ -181,7 +196,7 @@ def main() -> None:
             f"QP {min(qps)}-{max(qps)}, code {t_code:.0f}s",
         )
         rows.append(row)
-        print(f"  {config}: {row[1]:.3f} bits/value out-err {row[3]:.5f} ppl {p:.3f} ({row[5]})", flush=True)
+        print(f"  {row[0]}: {row[1]:.3f} bits/value out-err {row[3]:.5f} ppl {p:.3f} ({row[5]})", flush=True)
     label = f"{args.codec}{'' if args.no_rotate else ' +rot'} {'rd ' if args.rd else ''}target {args.target}"
     print("\n| method | config | bits/value | weight rel. MSE | rel. out err | perplexity | Δppl | note |")
     print("|---|---|---:|---:|---:|---:|---:|---|")

@@ -293,9 +293,19 @@ class TpzFile(Mapping[str, Any]):
         payload and the entry's ``dtype``/``shape``/``codec``/``raw_nbytes``, ``max_size`` checked."""
         return self._stored(name, borrow=False)
 
-    def _stored(self, name: str, *, borrow: bool) -> Any:
+    def _payload_crcs(self, threads: int | None = None) -> dict[str, int]:
+        """The CRC32C of every payload as stored, computed side by side on the shared pool."""
+        entries = [self.entry(name) for name in self]
+        views = [
+            self._source.view(self._data_start + e["offset"], self._data_start + e["offset"] + e["length"])
+            for e in entries
+        ]
+        return dict(zip(self, _core.crc32c_many(views, entropy.check_threads(threads)), strict=True))
+
+    def _stored(self, name: str, *, borrow: bool, crc: int | None = None) -> Any:
         """:meth:`compressed`; with ``borrow`` a lossless tensor's planes are views into the
-        mapping instead of copies (for a decode done at once: ``load``)."""
+        mapping instead of copies (for a decode done at once: ``load``). ``crc`` is the
+        payload's checksum when the caller computed it already (:meth:`_payload_crcs`)."""
         entry = self.entry(name)
         start = self._data_start + entry["offset"]
         end = start + entry["length"]
@@ -304,7 +314,7 @@ class TpzFile(Mapping[str, Any]):
             raise CorruptDataError(f"{self.path}: non-zero padding after tensor {name!r}")
         borrow = borrow and entry["method"] == lossless.METHOD
         payload = self._source.view(start, end) if borrow else self._source.read(start, end)
-        if _core.crc32c(payload) != entry["crc32c"]:
+        if (_core.crc32c(payload) if crc is None else crc) != entry["crc32c"]:
             raise ChecksumError(f"{self.path}: payload of tensor {name!r} fails its checksum")
         try:
             if borrow:
@@ -497,8 +507,10 @@ def load(
             return {k: tensors.from_numpy(v, "torch", device) for k, v in arrays.items()}
         return arrays
     with TpzFile(path, max_size=max_size, mmap=mmap) as f:
-        # Lossless planes are borrowed from the mapping: decoded below, before the file closes.
-        stored = {name: f._stored(name, borrow=True) for name in f}
+        # Every payload's checksum first (side by side), then each is parsed; lossless planes are
+        # borrowed from the mapping: decoded below, before the file closes.
+        crcs = f._payload_crcs(threads)
+        stored = {name: f._stored(name, borrow=True, crc=crcs[name]) for name in f}
         total = sum(int(obj.decoded_nbytes) for obj in stored.values())
         if max_size is not None and total > max_size:
             raise FormatError(f"{path}: tensors decode to {total:,} bytes, more than max_size={max_size:,}")

@@ -420,6 +420,19 @@ fn crc32c_checksum(py: Python<'_>, data: PyBuffer<u8>, initial: u32) -> PyResult
     Ok(py.detach(move || tensorpress_core::checksum::crc32c_append(initial, input.as_slice())))
 }
 
+/// CRC32C of each buffer, spread over the shared pool with the GIL released.
+#[pyfunction]
+#[pyo3(signature = (buffers, threads=None))]
+fn crc32c_many(py: Python<'_>, buffers: Vec<PyBuffer<u8>>, threads: Option<i64>) -> PyResult<Vec<u32>> {
+    let threads = threads_arg(threads)?;
+    let inputs = buffers.iter().map(SharedBytes::of).collect::<PyResult<Vec<_>>>()?;
+    py.detach(move || {
+        let views: Vec<&[u8]> = inputs.iter().map(SharedBytes::as_slice).collect();
+        tensorpress_core::checksum::crc32c_many(&views, threads)
+    })
+    .map_err(|e| to_py_err(py, &e))
+}
+
 /// Workers in the shared pool (built on first use, once per process).
 #[pyfunction]
 fn pool_threads() -> usize {
@@ -447,6 +460,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(stats, m)?)?;
     m.add_function(wrap_pyfunction!(kernels, m)?)?;
     m.add_function(wrap_pyfunction!(pool_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(crc32c_many, m)?)?;
     m.add_function(wrap_pyfunction!(crc32c_checksum, m)?)?;
     m.add("CODECS", Codec::ALL.iter().map(|c| c.name()).collect::<Vec<_>>())?;
     m.add("MAX_LANES", stream::MAX_LANES)?;
