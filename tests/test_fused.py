@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tensorpress import entropy
+from tensorpress import _core, entropy
 from tensorpress.errors import (
     ChecksumError,
     CorruptDataError,
@@ -247,6 +247,9 @@ def test_distinct_thread_counts_share_one_bounded_pool() -> None:
         lambda: entropy.stats(b"abc", threads=-1),
         lambda: entropy.stats(b"abc", threads=0),
         lambda: entropy.encode_planes(np.zeros(4, np.float32), "fp32-exponent", lanes=-3),
+        lambda: entropy.split_planes_into(np.zeros(4, np.float32), "fp32-exponent", [], threads=0),
+        lambda: _core.crc32c_many([b"abc"], threads=0),
+        lambda: _core.crc32c_many([b"abc"], threads=-1),
     ],
 )
 def test_bad_arguments_are_invalid_argument_errors(call: object) -> None:
