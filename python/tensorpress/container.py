@@ -293,29 +293,52 @@ class TpzFile(Mapping[str, Any]):
         payload and the entry's ``dtype``/``shape``/``codec``/``raw_nbytes``, ``max_size`` checked."""
         return self._stored(name, borrow=False)
 
-    def _payload_crcs(self, threads: int | None = None) -> dict[str, int]:
-        """The CRC32C of every payload as stored, computed side by side on the shared pool."""
-        entries = [self.entry(name) for name in self]
-        views = [
-            self._source.view(self._data_start + e["offset"], self._data_start + e["offset"] + e["length"])
-            for e in entries
-        ]
-        return dict(zip(self, _core.crc32c_many(views, entropy.check_threads(threads)), strict=True))
+    def _stored_all(self, threads: int | None = None) -> dict[str, Any]:
+        """Every tensor as ``_stored(name, borrow=True)`` gives it, after one check that the file
+        is unchanged; every payload's checksum is computed side by side on the shared pool before
+        any payload is parsed."""
+        spans = {}
+        for name in self:
+            entry = self.entry(name)
+            start = self._data_start + entry["offset"]
+            end = start + entry["length"]
+            spans[name] = (start, end, self._data_start + align(end - self._data_start))
+        self._source.check_unchanged()
+        # Lossless payloads stay views (their streams' chunk checksums are checked again as they
+        # are decoded); the others are copied first, so the bytes parsed are the bytes summed.
+        payloads = {
+            name: view if self.entry(name)["method"] == lossless.METHOD else bytes(view)
+            for name, view in ((n, self._source.view(a, b, checked=True)) for n, (a, b, _) in spans.items())
+        }
+        crcs = _core.crc32c_many(list(payloads.values()), entropy.check_threads(threads))
+        stored = {}
+        for (name, (_, end, padded)), crc in zip(spans.items(), crcs, strict=True):
+            padding = self._source.view(end, padded, checked=True)
+            stored[name] = self._build(name, payloads[name], padding, crc, borrow=True)
+        return stored
 
-    def _stored(self, name: str, *, borrow: bool, crc: int | None = None) -> Any:
+    def _stored(self, name: str, *, borrow: bool) -> Any:
         """:meth:`compressed`; with ``borrow`` a lossless tensor's planes are views into the
-        mapping instead of copies (for a decode done at once: ``load``). ``crc`` is the
-        payload's checksum when the caller computed it already (:meth:`_payload_crcs`)."""
+        mapping instead of copies (for a decode done at once)."""
         entry = self.entry(name)
         start = self._data_start + entry["offset"]
         end = start + entry["length"]
-        # The zero padding after a payload belongs to it: a flipped padding bit is corruption too.
-        if any(self._source.read(end, self._data_start + align(end - self._data_start))):
-            raise CorruptDataError(f"{self.path}: non-zero padding after tensor {name!r}")
+        padding = self._source.read(end, self._data_start + align(end - self._data_start))
         borrow = borrow and entry["method"] == lossless.METHOD
+        # A copy is summed and then parsed, so what is parsed is what was checked.
         payload = self._source.view(start, end) if borrow else self._source.read(start, end)
-        if (_core.crc32c(payload) if crc is None else crc) != entry["crc32c"]:
+        return self._build(name, payload, padding, _core.crc32c(payload), borrow=borrow)
+
+    def _build(self, name: str, payload: Any, padding: Any, crc: int, *, borrow: bool) -> Any:
+        """Tensor ``name`` from its payload (a view into the file) and the zero padding after it,
+        whose checksum is ``crc``: checked, then parsed and validated against its entry."""
+        entry = self.entry(name)
+        # The zero padding after a payload belongs to it: a flipped padding bit is corruption too.
+        if any(padding):
+            raise CorruptDataError(f"{self.path}: non-zero padding after tensor {name!r}")
+        if crc != entry["crc32c"]:
             raise ChecksumError(f"{self.path}: payload of tensor {name!r} fails its checksum")
+        borrow = borrow and entry["method"] == lossless.METHOD
         try:
             if borrow:
                 obj = lossless.CompressedTensor.from_parts(entry["params"], payload, borrow=True)
@@ -507,10 +530,8 @@ def load(
             return {k: tensors.from_numpy(v, "torch", device) for k, v in arrays.items()}
         return arrays
     with TpzFile(path, max_size=max_size, mmap=mmap) as f:
-        # Every payload's checksum first (side by side), then each is parsed; lossless planes are
-        # borrowed from the mapping: decoded below, before the file closes.
-        crcs = f._payload_crcs(threads)
-        stored = {name: f._stored(name, borrow=True, crc=crcs[name]) for name in f}
+        # Lossless planes are borrowed from the mapping: decoded below, before the file closes.
+        stored = f._stored_all(threads)
         total = sum(int(obj.decoded_nbytes) for obj in stored.values())
         if max_size is not None and total > max_size:
             raise FormatError(f"{path}: tensors decode to {total:,} bytes, more than max_size={max_size:,}")

@@ -70,19 +70,23 @@ class FileSource:
             raise FileChangedError(f"{self.path}: the file became shorter while it was read")
         return data
 
-    def view(self, start: int, end: int) -> bytes | memoryview:
+    def view(self, start: int, end: int, *, checked: bool = False) -> bytes | memoryview:
         """As :meth:`read`, but a read-only view into the mapping (no copy) when the file is
         mapped. The view stays valid after :meth:`close` (the mapping is released with its last
         view); a truncation of the file while a view is used still raises SIGBUS, so borrow views
-        only for work done at once, as ``tp.load`` does."""
+        only for work done at once, as ``tp.load`` does. ``checked``: the caller has just called
+        :meth:`check_unchanged` for a batch of views (one ``fstat`` instead of one per view)."""
         if self._map is None:
             return self.read(start, end)
-        start, end = self._span(start, end)
+        start, end = self._span(start, end, checked=checked)
         return memoryview(self._map)[start : max(start, end)]
 
-    def _span(self, start: int, end: int) -> tuple[int, int]:
+    def _span(self, start: int, end: int, *, checked: bool = False) -> tuple[int, int]:
         """[start, end) clipped to the file, after checking that the file is unchanged."""
-        self.check_unchanged()
+        if not checked:
+            self.check_unchanged()
+        elif self.closed:
+            raise InvalidArgumentError(f"{self.path}: the file is closed")
         return max(0, min(start, self.size)), max(0, min(end, self.size))
 
     def __getitem__(self, key: slice) -> bytes:
