@@ -149,6 +149,9 @@ def test_folder_compress_at_four_bits_and_back(tmp_path: Path) -> None:
     ref, tok = evaluation.load_minilm()
     assert evaluation.embedding_cosine(ref, model, tok, evaluation.eval_texts(32)) >= 0.95
     assert run("decompress", str(out), str(tmp_path / "plain"), "-q") == 0
+    # Options a folder would not honour are refused, not silently ignored.
+    for extra in (["--threads", "1"], ["--codec", "qlc"]):
+        assert run("compress", str(samples.minilm_dir()), str(tmp_path / "x"), *extra, "-q") == 2
     plain = transformers.AutoModel.from_pretrained(str(tmp_path / "plain"))
     texts = [t[:200] for t in evaluation.eval_texts(3)]
     a = evaluation.sentence_embeddings(plain, tok, texts)

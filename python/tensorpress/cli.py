@@ -164,6 +164,12 @@ def cmd_compress(args: argparse.Namespace) -> int:
             raise UsageError(f"{dst}: a folder compresses into a folder, not a {dst.suffix} file")
         if args.cast:
             raise UsageError("--cast applies to files; cast the model before saving a folder")
+        if args.threads is not None or args.codec != "auto":
+            # A folder's tensors are planned one by one (codec per plane) and coded side by side
+            # on every core (--workers for streamed folders): neither option would be honoured.
+            raise UsageError(
+                "--threads and --codec apply to files; a folder uses every core and picks codecs per plane"
+            )
         from tensorpress.hf import save_pretrained
 
         start = time.perf_counter()
