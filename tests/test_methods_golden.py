@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import warnings
+import zlib
 from pathlib import Path
 from types import ModuleType
 
@@ -91,7 +92,22 @@ def test_regenerating_the_goldens_gives_the_same_bytes(tmp_path: Path) -> None:
     G.main(tmp_path, video=False)
     for path in sorted(GOLDEN.iterdir()):
         if path.suffix in (".tpz", ".tpe") and "video" not in path.name and path.name not in G.FROZEN:
-            assert (tmp_path / path.name).read_bytes() == path.read_bytes(), path.name
+            assert _same_bytes_up_to_deflate(tmp_path / path.name, path), path.name
+
+
+def _same_bytes_up_to_deflate(new: Path, old: Path) -> bool:
+    """Identical files, or containers that differ only in how the zlib library deflated their
+    headers (another zlib build may pick other matches): same inflated JSON, same payloads."""
+    a, b = new.read_bytes(), old.read_bytes()
+    if a == b:
+        return True
+    if old.suffix != ".tpz" or not (a[12] & b[12] & 1) or a[:12] != b[:12]:
+        return False
+    try:
+        same_header = G.header_json(a) == G.header_json(b)
+    except zlib.error:
+        return False
+    return same_header and G.split(a)[1] == G.split(b)[1]
 
 
 def test_old_v1_video_bytes_still_load() -> None:
