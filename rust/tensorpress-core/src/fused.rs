@@ -227,7 +227,8 @@ fn split_in_pieces(
     if let Some(bad) = planes.iter().find(|p| p.len() != n) {
         return Err(Error::invalid(format!("a plane buffer holds {} bytes, the planes {n}", bad.len())));
     }
-    let mut pieces: Vec<(usize, Vec<&mut [u8]>)> = Vec::with_capacity(n.div_ceil(SPLIT_PIECE_BYTES));
+    let piece = piece.max(1);
+    let mut pieces: Vec<(usize, Vec<&mut [u8]>)> = Vec::with_capacity(n.div_ceil(piece));
     let mut rests: Vec<&mut [u8]> = planes.iter_mut().map(|p| &mut **p).collect();
     let mut start = 0;
     while start < n {
