@@ -169,3 +169,17 @@ def test_cuda_tensor_comes_back_on_its_device() -> None:
     t = torch.randn(64, 64, device="cuda").to(torch.bfloat16)
     out = tp.decompress(tp.compress(t))
     assert out.device == t.device and torch.equal(out, t)
+
+
+def test_compressed_tensors_pickle_with_their_own_bytes() -> None:
+    """Planes are views of one coded buffer; a pickled tensor carries plain bytes instead."""
+    import pickle
+
+    from tensorpress.methods import lossless
+
+    for arr in (np.arange(5000, dtype=np.float32), np.zeros(7, np.int8)):
+        stored = lossless.compress(arr)
+        back = pickle.loads(pickle.dumps(stored))
+        assert all(isinstance(p.blob, bytes) for p in back.planes) and back.joined is None
+        assert back.payload() == stored.payload()
+        assert back.decode().tobytes() == arr.tobytes()

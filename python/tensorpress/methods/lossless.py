@@ -136,7 +136,13 @@ class PlaneStream:
     """One coded byte plane: the codec that was chosen and its self-describing stream."""
 
     codec: str
-    blob: bytes | memoryview  # a view only while borrowed (`from_parts(..., borrow=True)`)
+    #: A view of the tensor's ``joined`` streams, of a borrowed file mapping
+    #: (``from_parts(..., borrow=True)``), or bytes.
+    blob: bytes | memoryview
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Views cannot be pickled: a pickled plane carries its own bytes.
+        return {"codec": self.codec, "blob": bytes(self.blob)}
 
 
 @dataclass(repr=False)
@@ -209,6 +215,10 @@ class CompressedTensor:
             "kind": self.kind,
             "device": self.device,
         }
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The planes pickle as bytes of their own; `joined` would only duplicate them.
+        return {**self.__dict__, "joined": None}
 
     def payload(self) -> bytes:
         if self.joined is not None:
