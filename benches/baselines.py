@@ -7,8 +7,8 @@ Same material as ``benches/video_e2e.py``: all 210 decoder-block linear weights 
 ``lm_head``/embedding stays in float for every method), perplexity on ``--windows`` 256-token windows of
 :func:`tensorpress.evaluation.eval_texts`, calibration (GPTQ only) on ``--calib-windows`` 256-token
 windows of the disjoint :func:`tensorpress.evaluation.calibration_texts`. Bits/value count every stored
-bit over the coded values: codes, fp16 scale and 16-bit zero per group of 128 (+0.25), and for
-act-order the column permutation.
+bit over the coded values: codes, fp16 scale and 16-bit zero per group (+0.25 at ``--group-size``
+128, +0.5 at 64: 2-bit groups of 64 are 2.5 bits/value), and for act-order the column permutation.
 
 - ``rtnB``: min–max asymmetric round-to-nearest per 128 values, fp16 scale and zero (as video_e2e).
 - ``hqqB``: HQQ zero-point optimization (:mod:`tensorpress.quant.hqq`), groups of 128.
@@ -79,7 +79,7 @@ def main() -> None:
                 return res.weight
 
             gptq.sequential_quantize(model, model.model.layers, batches, quantize)
-            label, setting = "GPTQ-g128" + (" act-order" if act else ""), f"{bits}-bit"
+            label, setting = f"GPTQ-g{gs}" + (" act-order" if act else ""), f"{bits}-bit"
         else:
             with torch.no_grad():
                 for m in linears.values():
@@ -90,7 +90,7 @@ def main() -> None:
                         new = torch.from_numpy(rtn_g128(w.numpy(), bits, gs))
                     m.weight.copy_(new)
                     bits_total += w.numel() * (bits + 32 / gs)
-            label, setting = ("HQQ-g128" if method.startswith("hqq") else "RTN-g128"), f"{bits}-bit"
+            label, setting = f"{'HQQ' if method.startswith('hqq') else 'RTN'}-g{gs}", f"{bits}-bit"
         t_q = time.perf_counter() - t
         n_vals = sum(w.numel() for w in orig.values())
         err = sum(float(((m.weight.detach() - orig[n]).double() ** 2).sum()) for n, m in linears.items())
