@@ -279,3 +279,76 @@ def test_plain_safetensors_folder_is_refused_with_a_way_forward(tmp_path: Path) 
         tp.errors.FormatError, match="uncompressed safetensors weights: load it with transformers"
     ):
         tp.from_pretrained(tmp_path)
+
+
+def _tiny_causal_lm() -> Any:
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=64,
+        max_position_embeddings=64,
+        tie_word_embeddings=True,
+    )
+    return transformers.LlamaForCausalLM(cfg).eval()
+
+
+def test_calibrated_video_recipe_in_one_call(tmp_path: Path) -> None:
+    """save_pretrained(method='video', calibration=ids) codes the linear weights with rotation,
+    column scales and a Fisher-weighted allocation; the tied head and everything else stay
+    lossless; the folder loads back close to the original."""
+    pytest.importorskip("tensorpress.video")
+    model = _tiny_causal_lm()
+    calibration = torch.randint(0, 64, (4, 32), generator=torch.Generator().manual_seed(1))
+    try:
+        saved = tp.save_pretrained(
+            model, tmp_path / "v", bits_per_value=6.0, method="video", calibration=calibration
+        )
+    except tp.BackendUnavailableError:
+        pytest.skip("no AV1 encoder")
+    assert saved.nbytes * 8 <= 6.0 * saved.values
+    linear = {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    with tp.open(tmp_path / "v" / "model.tpz") as f:
+        entries = {e["name"]: e for e in f.entries()}
+    video = {n for n, e in entries.items() if e["method"] == "video"}
+    assert (
+        "model.layers.0.mlp.down_proj.weight" in video and "model.layers.1.self_attn.q_proj.weight" in video
+    )
+    assert video <= linear - {"lm_head.weight"}
+    for n in video:
+        assert entries[n]["params"]["rotate"] is True and entries[n]["params"]["col_scale"] is True
+    assert entries["model.embed_tokens.weight"]["method"] == "lossless"
+    back = tp.from_pretrained(tmp_path / "v")
+    ids = torch.randint(0, 64, (2, 24), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        want, got = model(ids).logits, back(ids).logits
+    assert float((got - want).norm() / want.norm()) < 0.2
+    assert back.lm_head.weight is back.model.embed_tokens.weight
+    state = model.state_dict()
+    for n in set(entries) - video:
+        assert torch.equal(back.state_dict()[n], state[n]), n
+
+
+def test_calibration_is_refused_where_it_cannot_apply(tmp_path: Path) -> None:
+    model = _tiny_causal_lm()
+    ids = torch.randint(0, 64, (2, 16))
+    with pytest.raises(tp.errors.InvalidArgumentError, match="method='video'"):
+        tp.save_pretrained(model, tmp_path / "a", bits_per_value=6.0, calibration=ids)
+    with pytest.raises(tp.errors.InvalidArgumentError, match="method='video'"):
+        tp.save_pretrained(model, tmp_path / "a", method="video", max_rel_error=0.01, calibration=ids)
+    with pytest.raises(tp.errors.InvalidArgumentError, match="needs a model"):
+        tp.save_pretrained(
+            model.state_dict(), tmp_path / "a", bits_per_value=6.0, method="video", calibration=ids,
+            config=model.config,
+        )  # fmt: skip
+    with pytest.raises(tp.errors.InvalidArgumentError, match="streaming"):
+        tp.save_pretrained(
+            model, tmp_path / "a", bits_per_value=6.0, method="video", calibration=ids, streaming=True
+        )
+    for bad in (ids[0], ids.float(), ids[:, :1], [[1.5, 2.0]]):
+        with pytest.raises(tp.errors.InvalidArgumentError, match="token ids"):
+            tp.save_pretrained(model, tmp_path / "a", bits_per_value=6.0, method="video", calibration=bad)

@@ -78,12 +78,16 @@ def compress_at_budget(
     video: bool = False,
     sample: int | None = None,
     say: Callable[[str], None] = lambda _m: None,
+    video_options: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Plan]]:
     """Compress the lossy-eligible ``items`` so that, with ``lossless_bits`` already spent on the
     other tensors, the model stores at most ``bits_per_value`` × ``total_values`` bits.
 
     ``video=True`` adds the planner's video candidates to each tensor's curve (several encodes
-    per tensor). Returns ``({name: compressed}, {name: plan})`` (no plans for ``method="video"``). A budget
+    per tensor). ``video_options`` go to :func:`tensorpress.video.encode_many` with ``method="video"``
+    (``importance``, ``col_scale``, ``rotate``: what calibration gives, see
+    :func:`tensorpress.save_pretrained`'s ``calibration``).
+    Returns ``({name: compressed}, {name: plan})`` (no plans for ``method="video"``). A budget
     below what the coarsest candidates reach warns (``strict=True``: raises) and takes them.
     """
     if method not in METHODS:
@@ -102,7 +106,11 @@ def compress_at_budget(
             per_value = 0.5
         say(f"video: {len(items)} tensors at {per_value:.3f} bits/value")
         # AV1: the codec that made 3 bits/value work on SmolLM2 (benches/RESULTS.md §4), and fast
-        return dict(encode_many(dict(items), per_value, codec=MODEL_VIDEO_CODEC, progress=say)), {}
+        options = dict(video_options or {})
+        for per_tensor in ("importance", "col_scale"):  # maps cut to the tensors coded here
+            if options.get(per_tensor) is not None:
+                options[per_tensor] = {n: v for n, v in options[per_tensor].items() if n in items}
+        return dict(encode_many(dict(items), per_value, codec=MODEL_VIDEO_CODEC, progress=say, **options)), {}
     from tensorpress.video.allocate import RatePoint, allocate_rd
 
     plans: dict[str, Plan] = {}

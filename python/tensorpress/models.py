@@ -148,11 +148,15 @@ def compress_state(
     video: bool = False,
     progress: Callable[[str], None] | None = None,
     header_bytes: int = 0,
+    video_options: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Plan], str]:
     """Compress a state dict under one constraint with the safe lossy defaults of
     :func:`tensorpress.save_pretrained`; returns ``(compressed by name, plans by name, constraint text)``.
     ``header_bytes`` per tensor are counted against a ``bits_per_value`` budget. ``prefer``,
-    ``sample`` and ``video`` go to :func:`tensorpress.plan` under ``max_rel_error``."""
+    ``sample`` and ``video`` go to :func:`tensorpress.plan` under ``max_rel_error``.
+    ``video_options`` (``method="video"`` with ``bits_per_value`` only) go to
+    :func:`tensorpress.video.encode_many`; when they carry an ``importance``, the tensors it does
+    not name stay lossless."""
     say = progress or (lambda _m: None)
     kwargs = _constraint_kwargs(lossless, max_rel_error, bits_per_value)
     for label, value in (("bits_per_value", bits_per_value), ("max_rel_error", max_rel_error)):
@@ -166,6 +170,9 @@ def compress_state(
     if method is not None and "lossless" in kwargs:
         raise InvalidArgumentError(f"method={method!r} is lossy: give bits_per_value or max_rel_error")
     keep = [keep] if isinstance(keep, str) else list(keep)
+    if video_options is not None and (method != "video" or bits_per_value is None):
+        raise InvalidArgumentError("video options need method='video' and bits_per_value")
+    weighted = None if video_options is None else video_options.get("importance")
     packed: dict[str, Any] = {}
     plans: dict[str, Plan] = {}
     lossy = {}
@@ -173,7 +180,11 @@ def compress_state(
     for name, value in state.items():
         if _is_compressed(value):  # coded already (e.g. by video.encode_many): stored as it is
             packed[name] = value
-        elif "lossless" not in kwargs and lossy_eligible(name, value, keep, vectors=lossy_vectors):
+        elif (
+            "lossless" not in kwargs
+            and lossy_eligible(name, value, keep, vectors=lossy_vectors)
+            and (weighted is None or name in weighted)
+        ):
             lossy[name] = value
         else:
             exact.append((name, value))
@@ -206,6 +217,7 @@ def compress_state(
             video=video,
             sample=sample,
             say=say,
+            video_options=video_options,
         )
         packed.update(done)
         plans.update(lossy_plans)
