@@ -206,7 +206,9 @@ def save_pretrained(
             raise InvalidArgumentError("calibration needs a model to run, not a folder or a state dict")
         tied = set(aliases) | set(aliases.values())
         coded = [k for k in stored if k not in tied]
-        video_options = calibrated_video_options(_model, calibration, coded, say)
+        from tensorpress.video import calibrated_options
+
+        video_options = calibrated_options(_model, calibration, coded, say)
     packed, plans, constraint = compress_state(
         stored,
         lossless=lossless,
@@ -251,47 +253,6 @@ def save_pretrained(
         nbytes=sum((out / f).stat().st_size for f in files),
         constraint=constraint,
     )
-
-
-#: AWQ-style column-scale exponent of the calibrated video recipe (benches/RESULTS.md §4.2:
-#: 0.25 gave +40.4 % on SmolLM2 at 3.0 bits/value, 0.5 over-scaled).
-CALIBRATED_COL_SCALE_ALPHA = 0.25
-
-
-def calibrated_video_options(
-    model: Any, calibration: Any, names: Iterable[str], say: Callable[[str], None] = lambda _m: None
-) -> dict[str, Any]:
-    """``encode_many`` options for the ``nn.Linear`` weights among ``names`` of a causal LM from
-    calibration token ids: Fisher importance, column scales and the rotation."""
-    import numpy as np
-    import torch
-
-    from tensorpress.video import column_scales, linear_statistics
-
-    if not isinstance(calibration, torch.Tensor):
-        calibration = torch.as_tensor(np.asarray(calibration))
-    ids = calibration
-    if ids.ndim != 2 or ids.shape[0] < 1 or ids.shape[1] < 2 or ids.dtype not in (torch.int32, torch.int64):
-        raise InvalidArgumentError(
-            "calibration must be integer token ids of shape (n, seq_len >= 2), "
-            f"got {tuple(ids.shape)} {ids.dtype}"
-        )
-    wanted = set(names)
-    weight_of = {
-        f"{n}.weight": n
-        for n, m in model.named_modules()
-        if isinstance(m, torch.nn.Linear) and f"{n}.weight" in wanted
-    }
-    if not weight_of:
-        raise InvalidArgumentError("calibration: the model has no nn.Linear weight to code")
-    say(f"calibration: statistics of {len(weight_of)} linear layers over {ids.numel():,} tokens")
-    stats = linear_statistics(model, ids.long(), gradients=True, names=list(weight_of.values()))
-    alpha = CALIBRATED_COL_SCALE_ALPHA
-    return {
-        "importance": {w: stats[m].fisher().astype(np.float32) for w, m in weight_of.items()},
-        "col_scale": {w: column_scales(stats[m].x2, alpha) for w, m in weight_of.items()},
-        "rotate": True,
-    }
 
 
 def _numel(value: Any) -> int:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -310,6 +310,44 @@ def _weights(imp: Any, shape: tuple[int, int], name: str) -> np.ndarray:
 
 # --------------------------------------------------------------------------- calibration
 
+#: AWQ-style column-scale exponent of the calibrated video recipe (benches/RESULTS.md §4.2:
+#: 0.25 gave +40.4 % on SmolLM2 at 3.0 bits/value, 0.5 over-scaled).
+CALIBRATED_COL_SCALE_ALPHA = 0.25
+
+
+def calibrated_options(
+    model: Any, calibration: Any, names: Iterable[str], say: Callable[[str], None] = lambda _m: None
+) -> dict[str, Any]:
+    """:func:`encode_many` options for the ``nn.Linear`` weights among ``names`` (state-dict keys)
+    of a causal LM from calibration token ids: Fisher importance, column scales and the rotation —
+    what :func:`tensorpress.save_pretrained` uses with ``calibration=``."""
+    import torch
+
+    if not isinstance(calibration, torch.Tensor):
+        calibration = torch.as_tensor(np.asarray(calibration))
+    ids = calibration
+    if ids.ndim != 2 or ids.shape[0] < 1 or ids.shape[1] < 2 or ids.dtype not in (torch.int32, torch.int64):
+        raise InvalidArgumentError(
+            "calibration must be integer token ids of shape (n, seq_len >= 2), "
+            f"got {tuple(ids.shape)} {ids.dtype}"
+        )
+    wanted = set(names)
+    weight_of = {
+        f"{n}.weight": n
+        for n, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and f"{n}.weight" in wanted
+    }
+    if not weight_of:
+        raise InvalidArgumentError("calibration: the model has no nn.Linear weight to code")
+    say(f"calibration: statistics of {len(weight_of)} linear layers over {ids.numel():,} tokens")
+    stats = linear_statistics(model, ids.long(), gradients=True, names=list(weight_of.values()))
+    alpha = CALIBRATED_COL_SCALE_ALPHA
+    return {
+        "importance": {w: stats[m].fisher().astype(np.float32) for w, m in weight_of.items()},
+        "col_scale": {w: column_scales(stats[m].x2, alpha) for w, m in weight_of.items()},
+        "rotate": True,
+    }
+
 
 def column_scales(x2: Any, alpha: float = 0.5, max_ratio: float = 1e3) -> np.ndarray:
     """AWQ-style per-input-column scales ``s_j ∝ E[x_j²]^α`` for :func:`encode`'s ``col_scale``.
@@ -420,6 +458,7 @@ __all__ = [
     "LinearStats",
     "RatePoint",
     "allocate_rd",
+    "calibrated_options",
     "column_scales",
     "encode_many",
     "linear_statistics",
