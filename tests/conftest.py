@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -38,3 +40,26 @@ def minilm_e4m3_bytes(minilm: dict[str, np.ndarray]) -> np.ndarray:
 
     parts = [samples.to_e4m3(w).view(np.uint8).reshape(-1) for w in minilm.values() if w.ndim == 2]
     return np.concatenate(parts)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama() -> Callable[..., Any]:
+    """Builds a small random ``LlamaForCausalLM`` in eval mode (seeded); keyword arguments
+    override fields of its ``LlamaConfig``."""
+    transformers = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch")
+
+    def build(**overrides: Any) -> Any:
+        torch.manual_seed(0)
+        fields: dict[str, Any] = {
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "vocab_size": 200,
+            "max_position_embeddings": 128,
+        }
+        return transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**fields, **overrides})).eval()
+
+    return build

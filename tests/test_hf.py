@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -281,28 +282,22 @@ def test_plain_safetensors_folder_is_refused_with_a_way_forward(tmp_path: Path) 
         tp.from_pretrained(tmp_path)
 
 
-def _tiny_causal_lm() -> Any:
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=64,
-        max_position_embeddings=64,
-        tie_word_embeddings=True,
-    )
-    return transformers.LlamaForCausalLM(cfg).eval()
+#: The calibration tests' model: big enough for video frames, a small (lossless) tied embedding.
+CALIBRATION_LLAMA = {
+    "hidden_size": 128,
+    "intermediate_size": 256,
+    "vocab_size": 64,
+    "max_position_embeddings": 64,
+    "tie_word_embeddings": True,
+}
 
 
-def test_calibrated_video_recipe_in_one_call(tmp_path: Path) -> None:
+def test_calibrated_video_recipe_in_one_call(tmp_path: Path, tiny_llama: Callable[..., Any]) -> None:
     """save_pretrained(method='video', calibration=ids) codes the linear weights with rotation,
     column scales and a Fisher-weighted allocation; the tied head and everything else stay
     lossless; the folder loads back close to the original."""
     pytest.importorskip("tensorpress.video")
-    model = _tiny_causal_lm()
+    model = tiny_llama(**CALIBRATION_LLAMA)
     calibration = torch.randint(0, 64, (4, 32), generator=torch.Generator().manual_seed(1))
     try:
         saved = tp.save_pretrained(
@@ -333,8 +328,8 @@ def test_calibrated_video_recipe_in_one_call(tmp_path: Path) -> None:
         assert torch.equal(back.state_dict()[n], state[n]), n
 
 
-def test_calibration_is_refused_where_it_cannot_apply(tmp_path: Path) -> None:
-    model = _tiny_causal_lm()
+def test_calibration_is_refused_where_it_cannot_apply(tmp_path: Path, tiny_llama: Callable[..., Any]) -> None:
+    model = tiny_llama(**CALIBRATION_LLAMA)
     ids = torch.randint(0, 64, (2, 16))
     with pytest.raises(tp.errors.InvalidArgumentError, match="method='video'"):
         tp.save_pretrained(model, tmp_path / "a", bits_per_value=6.0, calibration=ids)

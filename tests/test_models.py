@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,21 +94,6 @@ def test_tied_weights_stored_once(tmp_path: Path) -> None:
     assert torch.equal(m2.steps, torch.arange(4))
 
 
-def _tiny_llama() -> Any:
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=200,
-        max_position_embeddings=128,
-    )
-    return transformers.LlamaForCausalLM(cfg).eval()
-
-
 def _greedy(model: Any, first_logits: Any, cache: Any, steps: int = 8) -> tuple[list[int], Any]:
     tok = first_logits[:, -1].argmax(-1, keepdim=True)
     toks, logits = [], []
@@ -122,9 +108,9 @@ def _greedy(model: Any, first_logits: Any, cache: Any, steps: int = 8) -> tuple[
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
-def test_kv_cache_lossless_generation_identical(dtype: str) -> None:
+def test_kv_cache_lossless_generation_identical(dtype: str, tiny_llama: Callable[..., Any]) -> None:
     torch.set_num_threads(1)
-    model = _tiny_llama().to(getattr(torch, dtype))
+    model = tiny_llama().to(getattr(torch, dtype))
     ids = torch.randint(0, 200, (1, 64), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         out = model(ids, use_cache=True)
