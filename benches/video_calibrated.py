@@ -37,7 +37,7 @@ def main() -> None:
     others = [k for k in state if k not in linear and k != "lm_head.weight"]
     lossless_bits = sum(8 * tp.compress(state[k]).nbytes for k in others)
     n_linear = sum(state[k].numel() for k in linear)
-    total = sum(state[k].numel() for k in linear) + sum(state[k].numel() for k in others)
+    total = n_linear + sum(state[k].numel() for k in others)
     budget = (lossless_bits + args.linear_bits * n_linear) / total
     print(f"# {len(linear)} linear weights ({n_linear:,} values), {len(others)} lossless tensors "
           f"({lossless_bits / 8e6:.1f} MB); model-average budget {budget:.4f} bits/value")  # fmt: skip

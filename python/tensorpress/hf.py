@@ -173,9 +173,9 @@ def save_pretrained(
             weighted by the diagonal Fisher ``E[g²]·E[x²]`` from one backward pass per batch; every
             other tensor (embeddings, tied weights, norms) stays lossless.
     """
-    if calibration is not None and (streaming or workers != 1):
-        raise InvalidArgumentError("calibration needs the model in memory: not with streaming or workers")
     if streaming or workers != 1:
+        if calibration is not None:
+            raise InvalidArgumentError("calibration needs the model in memory: not with streaming or workers")
         from tensorpress.streaming import save_pretrained_streaming
 
         return save_pretrained_streaming(

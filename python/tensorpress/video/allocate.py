@@ -323,9 +323,7 @@ def calibrated_options(
     what :func:`tensorpress.save_pretrained` uses with ``calibration=``."""
     import torch
 
-    if not isinstance(calibration, torch.Tensor):
-        calibration = torch.as_tensor(np.asarray(calibration))
-    ids = calibration
+    ids = calibration if isinstance(calibration, torch.Tensor) else torch.as_tensor(np.asarray(calibration))
     if ids.ndim != 2 or ids.shape[0] < 1 or ids.shape[1] < 2 or ids.dtype not in (torch.int32, torch.int64):
         raise InvalidArgumentError(
             "calibration must be integer token ids of shape (n, seq_len >= 2), "
