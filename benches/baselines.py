@@ -10,10 +10,11 @@ windows of the disjoint :func:`tensorpress.evaluation.calibration_texts`. Bits/v
 bit over the coded values: codes, fp16 scale and 16-bit zero per group (+0.25 at ``--group-size``
 128, +0.5 at 64: 2-bit groups of 64 are 2.5 bits/value), and for act-order the column permutation.
 
-- ``rtnB``: min–max asymmetric round-to-nearest per 128 values, fp16 scale and zero (as video_e2e).
-- ``hqqB``: HQQ zero-point optimization (:mod:`tensorpress.quant.hqq`), groups of 128.
-- ``gptqB[-act]``: GPTQ (:mod:`tensorpress.quant.gptq`), groups of 128, damp 0.01, blocks quantized
-  in order on inputs that went through the quantized earlier blocks; ``-act`` = act-order.
+- ``rtnB``: min–max asymmetric round-to-nearest per ``--group-size`` values, fp16 scale and zero
+  (as video_e2e).
+- ``hqqB``: HQQ zero-point optimization (:mod:`tensorpress.quant.hqq`), groups of ``--group-size``.
+- ``gptqB[-act]``: GPTQ (:mod:`tensorpress.quant.gptq`), groups of ``--group-size``, damp 0.01,
+  blocks quantized in order on inputs that went through the quantized earlier blocks; ``-act`` = act-order.
 """
 
 from __future__ import annotations
