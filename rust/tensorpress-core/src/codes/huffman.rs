@@ -9,7 +9,6 @@
 use super::{EncodeTable, SimdTables, SymbolDecoder};
 use crate::error::{Error, Result};
 use crate::histogram::Histogram;
-use std::cmp::Reverse;
 
 /// Longest code the encoder emits and the decoder accepts.
 pub const MAX_HUFFMAN_LEN: u8 = 12;
@@ -29,16 +28,26 @@ impl HuffmanTable {
             return Err(Error::invalid(format!("Huffman length limit must be 1..=12, got {max_len}")));
         }
         let present: Vec<usize> = (0..256).filter(|&s| hist[s] > 0).collect();
+        if present.len() > 1 << max_len {
+            return Err(Error::invalid(format!(
+                "{} symbols do not fit in codes of at most {max_len} bits",
+                present.len()
+            )));
+        }
         let mut lengths = [0u8; 256];
         match present.len() {
             0 => {}
             1 => lengths[present[0]] = 1,
             _ => {
                 let depths = huffman_depths(hist, &present);
-                for (&s, &d) in present.iter().zip(&depths) {
-                    lengths[s] = d.min(u32::from(max_len)) as u8;
+                if depths.iter().all(|&d| d <= u32::from(max_len)) {
+                    for (&s, &d) in present.iter().zip(&depths) {
+                        lengths[s] = d as u8;
+                    }
+                } else {
+                    // The limit binds: the optimal limited code, not a repaired Huffman one.
+                    package_merge(&mut lengths, hist, &present, max_len);
                 }
-                limit_lengths(&mut lengths, hist, &present, max_len);
             }
         }
         Ok(Self { lengths })
@@ -173,42 +182,59 @@ fn huffman_depths(hist: &Histogram, present: &[usize]) -> Vec<u32> {
     depth
 }
 
-/// Restores the Kraft inequality after clamping to `max_len`, lengthening the least frequent
-/// codes that can still grow, then spends any slack shortening the most frequent codes.
-fn limit_lengths(lengths: &mut [u8; 256], hist: &Histogram, present: &[usize], max_len: u8) {
-    let unit = |l: u8| 1u64 << (max_len - l);
-    let capacity = 1u64 << max_len;
-    let mut kraft: u64 = present.iter().map(|&s| unit(lengths[s])).sum();
-    // Least frequent first, longest first among equals.
-    let mut by_rarity: Vec<usize> = present.to_vec();
-    by_rarity.sort_by_key(|&s| (hist[s], Reverse(lengths[s]), s));
-    while kraft > capacity {
-        // Lengthen the rare symbol with the longest code still below the limit: it frees the
-        // least Kraft budget per unit of cost, which converges without overshooting much.
-        // The last symbol in rarity order maximising (length, Reverse(count)) — what
-        // `max_by_key` picks — found with a plain scan: this loop runs once per lengthening
-        // step, and the tuple-keyed iterator chain cost more than the rest of the fit.
-        let mut pick: Option<(usize, u8, u64)> = None;
-        for &s in &by_rarity {
-            let (len, count) = (lengths[s], hist[s]);
-            let better = match pick {
-                None => true,
-                Some((_, best_len, best_count)) => len > best_len || (len == best_len && count <= best_count),
+/// Optimal code lengths of at most `max_len` bits for the present symbols (2 ≤ n ≤ 2^max_len),
+/// by package-merge (Larmore and Hirschberg, 1990): the minimum-cost multiset of 2n − 2 "coins"
+/// drawn from `max_len` denominations. Only counts are tracked: at each level the items taken
+/// are a prefix of the level's sorted list, so it is enough to know how many of them are leaves
+/// (the lightest leaves, each one bit longer) and how many are packages (pairs of the next
+/// level's items, which that level must then supply).
+///
+/// Ties: leaves sort by (count, symbol) and a leaf goes before a package of equal weight, so the
+/// result is deterministic.
+fn package_merge(lengths: &mut [u8; 256], hist: &Histogram, present: &[usize], max_len: u8) {
+    let n = present.len();
+    let mut leaves: Vec<usize> = present.to_vec();
+    leaves.sort_by_key(|&s| (hist[s], s));
+    let weights: Vec<u64> = leaves.iter().map(|&s| hist[s]).collect();
+    // levels[j]: the sorted item list of level j (0 = the deepest, max_len − 1 = the top), as
+    // (weight, is_leaf); level j + 1 merges the leaves with the pairs of level j.
+    let mut levels: Vec<Vec<(u64, bool)>> = Vec::with_capacity(usize::from(max_len));
+    levels.push(weights.iter().map(|&w| (w, true)).collect());
+    for _ in 1..max_len {
+        let below = levels.last().map(Vec::as_slice).unwrap_or_default();
+        let packages = below.chunks_exact(2).map(|p| (p[0].0 + p[1].0, false));
+        let mut merged = Vec::with_capacity(n + below.len() / 2);
+        let mut packages = packages.peekable();
+        let mut next_leaf = weights.iter().peekable();
+        loop {
+            let take_leaf = match (next_leaf.peek(), packages.peek()) {
+                (Some(&&l), Some(&(p, _))) => l <= p,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
             };
-            if len < max_len && better {
-                pick = Some((s, len, count));
+            if take_leaf {
+                merged.push((*next_leaf.next().unwrap_or(&0), true));
+            } else if let Some(p) = packages.next() {
+                merged.push(p);
             }
         }
-        let Some((s, _, _)) = pick else { break };
-        kraft -= unit(lengths[s]) - unit(lengths[s] + 1);
-        lengths[s] += 1;
+        levels.push(merged);
     }
-    // Spend slack on the most frequent symbols.
-    for &s in by_rarity.iter().rev() {
-        while lengths[s] > 1 && kraft + unit(lengths[s]) <= capacity {
-            kraft += unit(lengths[s]);
-            lengths[s] -= 1;
+    // From the top: take the 2n − 2 lightest items; the packages among them take twice as many
+    // items from the level below.
+    let mut take = 2 * n - 2;
+    let mut leaf_lengths = vec![0u8; n];
+    for level in levels.iter().rev() {
+        let taken = &level[..take.min(level.len())];
+        let taken_leaves = taken.iter().filter(|item| item.1).count();
+        for len in &mut leaf_lengths[..taken_leaves] {
+            *len += 1;
         }
+        take = 2 * (taken.len() - taken_leaves);
+    }
+    for (&s, &len) in leaves.iter().zip(&leaf_lengths) {
+        lengths[s] = len;
     }
 }
 
@@ -242,6 +268,7 @@ impl SymbolDecoder for HuffmanDecoder {
 mod tests {
     use super::*;
     use crate::histogram::{entropy_bits, histogram};
+    use std::cmp::Reverse;
 
     fn kraft_ok(t: &HuffmanTable) -> bool {
         t.lengths().iter().filter(|&&l| l > 0).map(|&l| 1u32 << (12 - l)).sum::<u32>() <= 4096
@@ -308,6 +335,74 @@ mod tests {
         let bits = t.encode_table().coded_bits(&h).unwrap() as f64 / data.len() as f64;
         let ent = entropy_bits(&h);
         assert!(bits >= ent && bits < ent * 1.03, "{bits} vs {ent}");
+    }
+
+    /// Textbook package-merge: every item carries its leaves; the lengths are how often each
+    /// leaf appears among the 2n − 2 items taken.
+    fn reference_package_merge(h: &Histogram, max_len: u8) -> [u8; 256] {
+        let leaves: Vec<(u64, Vec<usize>)> = (0..256).filter(|&s| h[s] > 0).map(|s| (h[s], vec![s])).collect();
+        let mut list = leaves.clone();
+        list.sort_by_key(|i| i.0);
+        for _ in 1..max_len {
+            let mut next: Vec<(u64, Vec<usize>)> =
+                list.chunks_exact(2).map(|p| (p[0].0 + p[1].0, [p[0].1.clone(), p[1].1.clone()].concat())).collect();
+            next.extend(leaves.iter().cloned());
+            next.sort_by_key(|i| i.0);
+            list = next;
+        }
+        let mut lengths = [0u8; 256];
+        for item in list.iter().take(2 * leaves.len() - 2) {
+            for &s in &item.1 {
+                lengths[s] += 1;
+            }
+        }
+        lengths
+    }
+
+    fn cost(h: &Histogram, lengths: &[u8; 256]) -> u64 {
+        h.iter().zip(lengths).map(|(&c, &l)| c * u64::from(l)).sum()
+    }
+
+    #[test]
+    fn limited_codes_are_optimal() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for case in 0..400 {
+            let mut h = [0u64; 256];
+            let symbols = 2 + case % 200;
+            for c in h.iter_mut().take(symbols) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // Geometric-ish counts: deep unrestricted trees, so the limit binds.
+                *c = 1 + ((x % 1_000_000) >> (x % 23));
+            }
+            for limit in [8u8, 10, 12] {
+                if symbols > 1 << limit {
+                    continue;
+                }
+                let t = HuffmanTable::fit(&h, limit).unwrap();
+                let present: Vec<usize> = (0..256).filter(|&s| h[s] > 0).collect();
+                assert!(t.lengths().iter().all(|&l| l <= limit), "case {case}");
+                assert!(present.iter().all(|&s| t.lengths()[s] > 0), "case {case}");
+                // Complete (Kraft sum exactly 1) and as cheap as the textbook algorithm's.
+                let kraft: u64 = present.iter().map(|&s| 1u64 << (12 - t.lengths()[s])).sum();
+                assert_eq!(kraft, 1 << 12, "case {case} limit {limit}");
+                assert_eq!(cost(&h, t.lengths()), cost(&h, &reference_package_merge(&h, limit)), "case {case}");
+                // Never worse than the unrestricted Huffman code where that fits the limit.
+                let depths = huffman_depths(&h, &present);
+                if depths.iter().all(|&d| d <= u32::from(limit)) {
+                    let huff: u64 = present.iter().zip(&depths).map(|(&s, &d)| h[s] * u64::from(d)).sum();
+                    assert_eq!(cost(&h, t.lengths()), huff, "case {case}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn too_many_symbols_for_the_limit_is_an_error() {
+        let all: Vec<u8> = (0..=255).collect();
+        assert!(HuffmanTable::fit(&histogram(&all), 7).is_err());
+        assert!(HuffmanTable::fit(&histogram(&all), 8).is_ok());
     }
 
     #[test]

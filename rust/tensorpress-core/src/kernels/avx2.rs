@@ -85,14 +85,17 @@ pub(crate) const fn wide_schedule(max_len: u32, per_round: u32) -> u32 {
     mask
 }
 
-/// Whether the kernel fetches 64-bit windows for this codec and register-group count.
-/// Measured (1 MiB e4m3, benches/RESULTS.md §2): with one or two register groups the window
-/// gather's latency is on the critical path and wide windows (two 4-element gathers per 3–6
-/// symbols) win; with four groups narrow windows (one 8-element gather per 1–3 symbols, no
-/// re-extraction) win for QLC, DLC and Huffman (QLC 1.59 → 1.80 GB/s), wide ones for
-/// Exp-Golomb, whose long codes leave one symbol per narrow window (1.13 → 1.30 GB/s).
-fn use_wide(tables: &SimdTables<'_>, groups: usize) -> bool {
-    groups < 4 || matches!(tables, SimdTables::ExpGolomb { .. })
+/// Whether the kernel fetches 64-bit windows for this codec and register-group count, with
+/// 16 `ymm` registers (AVX2) or 32 (`vl`: AVX-512VL). Measured (1 MiB e4m3, benches/RESULTS.md
+/// §2): with one or two register groups the window gather's latency is on the critical path
+/// and wide windows (two 4-element gathers per 3–6 symbols) win; with four groups and 16
+/// registers narrow windows (one 8-element gather per 1–3 symbols, no re-extraction) win for
+/// QLC, DLC and Huffman (QLC 1.59 → 1.80 GB/s), wide ones for Exp-Golomb, whose long codes leave
+/// one symbol per narrow window (1.13 → 1.30 GB/s). With 32 registers the wide windows' extra
+/// state no longer spills and they win for every codec (Huffman +9 %, QLC +5 %): gathered
+/// elements, not instructions, bound these loops.
+fn use_wide(tables: &SimdTables<'_>, groups: usize, vl: bool) -> bool {
+    vl || groups < 4 || matches!(tables, SimdTables::ExpGolomb { .. })
 }
 
 /// Decodes `lanes` into `out`; falls back to the portable kernel where AVX2 does not apply.
@@ -118,44 +121,55 @@ pub fn decode_lanes_with<D: SymbolDecoder>(dec: &D, lanes: &[&[u8]], out: &mut [
         | SimdTables::Huffman { max_len, .. }
         | SimdTables::ExpGolomb { max_len, .. } => max_len.max(1),
     };
-    let wide = use_wide(&tables, groups);
+    let vl = vbmi && super::avx512::supported();
+    let wide = use_wide(&tables, groups, vl);
     let per_round = window_bits(wide) / max_len;
     if max_len > 25 || per_round < 1 || (wide && per_round < 3) {
         // No decoder of this crate has such long codes; keep the kernel's window invariant.
         return interleaved::decode_lanes(dec, lanes, out);
     }
     let schedule = wide_schedule(max_len, per_round.min(MAX_PER_ROUND));
-    // SAFETY: AVX2 is available (checked above); `layout` was built from `lanes` and `out` is
+    // SAFETY: AVX2 is available (checked above), AVX-512 F/BW/VL where `fast_vl` runs;
+    // `layout` was built from `lanes` and `out` is
     // the caller's buffer; S · max_len ≤ window_bits(WIDE) by the choice of `per_round`
     // (S ≤ per_round) and `schedule` is `wide_schedule(max_len, S)`; `fast` upholds the bounds
     // argument documented on it.
     let (rows, pos, acc) = unsafe {
         macro_rules! by_shape {
-            ($c:literal) => {
+            ($c:literal, $fast:ident) => {
                 match (groups, wide, per_round.min(MAX_PER_ROUND)) {
-                    (1, _, 3) => fast::<$c, 1, 3, true>(&tables, &layout, lanes, out, max_len, schedule),
-                    (1, _, 4) => fast::<$c, 1, 4, true>(&tables, &layout, lanes, out, max_len, schedule),
-                    (1, _, 5) => fast::<$c, 1, 5, true>(&tables, &layout, lanes, out, max_len, schedule),
-                    (1, _, _) => fast::<$c, 1, 6, true>(&tables, &layout, lanes, out, max_len, schedule),
-                    (2, _, 3) => fast::<$c, 2, 3, true>(&tables, &layout, lanes, out, max_len, schedule),
-                    (2, _, 4) => fast::<$c, 2, 4, true>(&tables, &layout, lanes, out, max_len, schedule),
-                    (2, _, 5) => fast::<$c, 2, 5, true>(&tables, &layout, lanes, out, max_len, schedule),
-                    (2, _, _) => fast::<$c, 2, 6, true>(&tables, &layout, lanes, out, max_len, schedule),
-                    (_, true, 3) => fast::<$c, 4, 3, true>(&tables, &layout, lanes, out, max_len, schedule),
-                    (_, true, 4) => fast::<$c, 4, 4, true>(&tables, &layout, lanes, out, max_len, schedule),
-                    (_, true, 5) => fast::<$c, 4, 5, true>(&tables, &layout, lanes, out, max_len, schedule),
-                    (_, true, _) => fast::<$c, 4, 6, true>(&tables, &layout, lanes, out, max_len, schedule),
-                    (_, false, 1) => fast::<$c, 4, 1, false>(&tables, &layout, lanes, out, max_len, 0),
-                    (_, false, 2) => fast::<$c, 4, 2, false>(&tables, &layout, lanes, out, max_len, 0),
-                    (_, false, _) => fast::<$c, 4, 3, false>(&tables, &layout, lanes, out, max_len, 0),
+                    (1, _, 3) => $fast::<$c, 1, 3, true>(&tables, &layout, lanes, out, max_len, schedule),
+                    (1, _, 4) => $fast::<$c, 1, 4, true>(&tables, &layout, lanes, out, max_len, schedule),
+                    (1, _, 5) => $fast::<$c, 1, 5, true>(&tables, &layout, lanes, out, max_len, schedule),
+                    (1, _, _) => $fast::<$c, 1, 6, true>(&tables, &layout, lanes, out, max_len, schedule),
+                    (2, _, 3) => $fast::<$c, 2, 3, true>(&tables, &layout, lanes, out, max_len, schedule),
+                    (2, _, 4) => $fast::<$c, 2, 4, true>(&tables, &layout, lanes, out, max_len, schedule),
+                    (2, _, 5) => $fast::<$c, 2, 5, true>(&tables, &layout, lanes, out, max_len, schedule),
+                    (2, _, _) => $fast::<$c, 2, 6, true>(&tables, &layout, lanes, out, max_len, schedule),
+                    (_, true, 3) => $fast::<$c, 4, 3, true>(&tables, &layout, lanes, out, max_len, schedule),
+                    (_, true, 4) => $fast::<$c, 4, 4, true>(&tables, &layout, lanes, out, max_len, schedule),
+                    (_, true, 5) => $fast::<$c, 4, 5, true>(&tables, &layout, lanes, out, max_len, schedule),
+                    (_, true, _) => $fast::<$c, 4, 6, true>(&tables, &layout, lanes, out, max_len, schedule),
+                    (_, false, 1) => $fast::<$c, 4, 1, false>(&tables, &layout, lanes, out, max_len, 0),
+                    (_, false, 2) => $fast::<$c, 4, 2, false>(&tables, &layout, lanes, out, max_len, 0),
+                    (_, false, _) => $fast::<$c, 4, 3, false>(&tables, &layout, lanes, out, max_len, 0),
                 }
             };
         }
-        match tables {
-            SimdTables::Qlc { .. } => by_shape!(0),
-            SimdTables::Huffman { .. } => by_shape!(1),
-            SimdTables::ExpGolomb { order, .. } if order >= 2 => by_shape!(3),
-            SimdTables::ExpGolomb { .. } => by_shape!(2),
+        macro_rules! by_codec {
+            ($fast:ident) => {
+                match tables {
+                    SimdTables::Qlc { .. } => by_shape!(0, $fast),
+                    SimdTables::Huffman { .. } => by_shape!(1, $fast),
+                    SimdTables::ExpGolomb { order, .. } if order >= 2 => by_shape!(3, $fast),
+                    SimdTables::ExpGolomb { .. } => by_shape!(2, $fast),
+                }
+            };
+        }
+        if vl {
+            by_codec!(fast_vl)
+        } else {
+            by_codec!(fast)
         }
     };
     // Huffman: `acc` is the smallest length decoded (0: an invalid code); otherwise the largest
@@ -175,8 +189,8 @@ pub fn decode_lanes_with<D: SymbolDecoder>(dec: &D, lanes: &[&[u8]], out: &mut [
         };
         if let Some(map) = map {
             let rows_out = &mut out[..rows * lanes.len()];
-            if vbmi && super::avx512::supported() {
-                // SAFETY: AVX-512 F/BW/VBMI checked just above.
+            if vl {
+                // SAFETY: `vl` holds only where `avx512::supported()` (AVX-512 F/BW/VL/VBMI).
                 unsafe { super::avx512::translate(rows_out, &map) };
             } else {
                 // SAFETY: AVX2 is available (checked above).
@@ -261,215 +275,238 @@ struct Regs {
     max_len: __m256i,
 }
 
-/// The fast part: decodes whole rows while every lane provably has bytes left for the round's
-/// window gather. Returns (rows decoded, each lane's bit position, check value): for Huffman
-/// the smallest length decoded, otherwise the largest rank/value stored (`u32::MAX` / 0 if no
-/// row was decoded).
-///
-/// # Safety
-/// AVX2 must be available. `layout` must describe `lanes`. `C` must name the variant of
-/// `tables` (0 QLC, 1 Huffman, 2 Exp-Golomb, 3 Exp-Golomb of order ≥ 2). `tables` must come
-/// from a decoder
-/// whose symbols are at most `max_len` bits, with `G · 8 == lanes.len()` and
-/// `S · max_len ≤ window_bits(WIDE)`, `max_len ≤ 25`, and for `WIDE`
-/// `schedule == wide_schedule(max_len, S)`.
-#[target_feature(enable = "avx2")]
-unsafe fn fast<const C: u8, const G: usize, const S: usize, const WIDE: bool>(
-    tables: &SimdTables<'_>,
-    layout: &Layout,
-    lanes: &[&[u8]],
-    out: &mut [u8],
-    max_len: u32,
-    schedule: u32,
-) -> (usize, [u32; 32], u32) {
-    let n_lanes = G * 8;
-    let full_rows = out.len() / n_lanes;
-    let mut regs = Regs {
-        qlc_len: _mm256_setzero_si256(),
-        qlc_base: _mm256_setzero_si256(),
-        qlc_mask: _mm256_setzero_si256(),
-        prefix: _mm_setzero_si128(),
-        huff_mask: _mm256_setzero_si256(),
-        eg_order_m1: _mm256_setzero_si256(),
-        eg_pow: _mm256_setzero_si256(),
-        eg_len: _mm256_setzero_si256(),
-        eg_mask: _mm256_setzero_si256(),
-        eg_off: _mm256_setzero_si256(),
-        max_len: _mm256_set1_epi32(max_len as i32),
-    };
-    // Table base pointer for the symbol gather.
-    let sym_table: *const u8 = match *tables {
-        SimdTables::Qlc { prefix_bits, area_info, lut, .. } => {
-            let areas = 1usize << prefix_bits;
-            let mut len = [0i32; 8];
-            let mut base = [0i32; 8];
-            let mut mask = [0i32; 8];
-            for p in 0..8 {
-                let a = area_info[p & (areas - 1)];
-                let width = a >> 16;
-                len[p] = (prefix_bits + width) as i32;
-                base[p] = (a & 0xffff) as i32;
-                mask[p] = ((1u32 << width) - 1) as i32;
-            }
-            // SAFETY: unaligned loads of three local 8 × i32 arrays.
-            unsafe {
-                regs.qlc_len = _mm256_loadu_si256(len.as_ptr().cast());
-                regs.qlc_base = _mm256_loadu_si256(base.as_ptr().cast());
-                regs.qlc_mask = _mm256_loadu_si256(mask.as_ptr().cast());
-            }
-            regs.prefix = _mm_cvtsi32_si128(prefix_bits as i32);
-            lut.as_ptr().cast()
-        }
-        SimdTables::Huffman { max_len, table } => {
-            regs.huff_mask = _mm256_set1_epi32(((1u32 << max_len) - 1) as i32);
-            table.as_ptr().cast()
-        }
-        SimdTables::ExpGolomb { order, lut, .. } => {
-            regs.eg_order_m1 = _mm256_set1_epi32(order as i32 - 1);
-            regs.eg_pow = _mm256_set1_epi32(1 << order);
-            if C == 3 {
-                let (mut len, mut mask, mut off) = ([0i32; 8], [0i32; 8], [0i32; 8]);
-                for z in 1..=8u32 {
-                    let width = z - 1 + order;
-                    let slot = (z % 8) as usize;
-                    if (1u32 << width) - (1 << order) <= 0xff {
-                        len[slot] = (2 * (z - 1) + order + 1) as i32;
-                        mask[slot] = ((1u32 << width) - 1) as i32;
-                        off[slot] = ((1u32 << width) - (1 << order)) as i32;
-                    } else {
-                        // No value has this many zeros (nor, for order ≥ 2, more: z = 8 stands
-                        // for 7 or more): an invalid code. Its length only has to be ≤ max_len.
-                        len[slot] = max_len as i32;
-                        off[slot] = 0x100;
+/// Defines the fast part once for two feature sets (a `#[target_feature]` function's body is
+/// compiled for its own features only).
+macro_rules! fast_part {
+    ($(#[$doc:meta])* $name:ident, $features:literal) => {
+        $(#[$doc])*
+        #[target_feature(enable = $features)]
+        unsafe fn $name<const C: u8, const G: usize, const S: usize, const WIDE: bool>(
+            tables: &SimdTables<'_>,
+            layout: &Layout,
+            lanes: &[&[u8]],
+            out: &mut [u8],
+            max_len: u32,
+            schedule: u32,
+        ) -> (usize, [u32; 32], u32) {
+            let n_lanes = G * 8;
+            let full_rows = out.len() / n_lanes;
+            let mut regs = Regs {
+                qlc_len: _mm256_setzero_si256(),
+                qlc_base: _mm256_setzero_si256(),
+                qlc_mask: _mm256_setzero_si256(),
+                prefix: _mm_setzero_si128(),
+                huff_mask: _mm256_setzero_si256(),
+                eg_order_m1: _mm256_setzero_si256(),
+                eg_pow: _mm256_setzero_si256(),
+                eg_len: _mm256_setzero_si256(),
+                eg_mask: _mm256_setzero_si256(),
+                eg_off: _mm256_setzero_si256(),
+                max_len: _mm256_set1_epi32(max_len as i32),
+            };
+            // Table base pointer for the symbol gather.
+            let sym_table: *const u8 = match *tables {
+                SimdTables::Qlc { prefix_bits, area_info, lut, .. } => {
+                    let areas = 1usize << prefix_bits;
+                    let mut len = [0i32; 8];
+                    let mut base = [0i32; 8];
+                    let mut mask = [0i32; 8];
+                    for p in 0..8 {
+                        let a = area_info[p & (areas - 1)];
+                        let width = a >> 16;
+                        len[p] = (prefix_bits + width) as i32;
+                        base[p] = (a & 0xffff) as i32;
+                        mask[p] = ((1u32 << width) - 1) as i32;
                     }
-                }
-                // SAFETY: unaligned loads of three local 8 × i32 arrays.
-                unsafe {
-                    regs.eg_len = _mm256_loadu_si256(len.as_ptr().cast());
-                    regs.eg_mask = _mm256_loadu_si256(mask.as_ptr().cast());
-                    regs.eg_off = _mm256_loadu_si256(off.as_ptr().cast());
-                }
-            }
-            lut.as_ptr().cast()
-        }
-    };
-
-    // Each lane's bit address relative to `layout.base`: 8 · offset + pos (fits an i32 by
-    // Layout::of); byte `addr >> 3` (arithmetic: offsets may be negative) is `offset + pos / 8`
-    // and `addr & 7` is `pos & 7`, so the gather index needs no per-lane offset register.
-    let mut pos = [_mm256_setzero_si256(); G];
-    for (g, p) in pos.iter_mut().enumerate() {
-        // SAFETY: 8 i32s at 8g..8g+8 of a 32-element array (G ≤ 4).
-        *p = _mm256_slli_epi32::<3>(unsafe { _mm256_loadu_si256(layout.offset.as_ptr().add(8 * g).cast()) });
-    }
-    // Running check value (see the return value), shared by the groups.
-    let mut acc = if C == 1 { _mm256_set1_epi32(-1) } else { _mm256_setzero_si256() };
-    let seven = _mm256_set1_epi32(7);
-    // Lanes 0, 1, 4, 5 | 2, 3, 6, 7: the order `rewindow` puts the 64-bit windows back in.
-    let gather_order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
-    let mut pos_arr = [0u32; 32];
-    let mut row = 0usize;
-    // Bits one round may advance a lane (lengths are clamped to max_len).
-    let advance = (S as u64) * u64::from(max_len);
-    let out_ptr = out.as_mut_ptr();
-
-    loop {
-        // How many rounds every lane can run: round j reads bytes [p_j/8, p_j/8 + window) with
-        // p_j ≤ p_0 + j·advance, in bounds while p_0 + j·advance ≤ 8·(len − window bytes).
-        let window_bytes: u64 = if WIDE { 8 } else { 4 };
-        let mut rounds = ((full_rows - row) / S) as u64;
-        for (l, lane) in lanes.iter().enumerate() {
-            let limit = (lane.len() as u64).saturating_sub(window_bytes) * 8;
-            let p = u64::from(pos_arr[l]);
-            if (lane.len() as u64) < window_bytes || p > limit {
-                rounds = 0;
-                break;
-            }
-            rounds = rounds.min((limit - p) / advance + 1);
-        }
-        if rounds == 0 {
-            break;
-        }
-        for _ in 0..rounds {
-            // Narrow: `w` is the 32-bit window. Wide: `x`, `y` are the 64-bit windows of lanes
-            // 0, 1, 4, 5 and 2, 3, 6, 7, starting at bit `start` of the lane; `w` is a view
-            // re-extracted at the steps `schedule` names.
-            let mut w = [_mm256_setzero_si256(); G];
-            let mut x = [_mm256_setzero_si256(); G];
-            let mut y = [_mm256_setzero_si256(); G];
-            let mut start = [_mm256_setzero_si256(); G];
-            for g in 0..G {
-                let byte = _mm256_srai_epi32::<3>(pos[g]);
-                if WIDE {
-                    let idx = _mm256_permutevar8x32_epi32(byte, gather_order);
-                    // SAFETY: by the round count above every lane l satisfies
-                    // pos/8 + 8 ≤ lanes[l].len(), so the 8 bytes at base + (addr >> 3) =
-                    // base + offset[l] + pos/8 lie inside lanes[l] (Layout::of:
-                    // base + offset[l] = lanes[l].as_ptr()).
+                    // SAFETY: unaligned loads of three local 8 × i32 arrays.
                     unsafe {
-                        x[g] = _mm256_i32gather_epi64::<1>(layout.base.cast(), _mm256_castsi256_si128(idx));
-                        y[g] = _mm256_i32gather_epi64::<1>(layout.base.cast(), _mm256_extracti128_si256::<1>(idx));
+                        regs.qlc_len = _mm256_loadu_si256(len.as_ptr().cast());
+                        regs.qlc_base = _mm256_loadu_si256(base.as_ptr().cast());
+                        regs.qlc_mask = _mm256_loadu_si256(mask.as_ptr().cast());
                     }
-                    start[g] = _mm256_andnot_si256(seven, pos[g]);
-                } else {
-                    // SAFETY: as above with pos/8 + 4 ≤ lanes[l].len() and 4 bytes.
-                    let raw = unsafe { _mm256_i32gather_epi32::<1>(layout.base.cast(), byte) };
-                    w[g] = _mm256_srlv_epi32(raw, _mm256_and_si256(pos[g], seven));
+                    regs.prefix = _mm_cvtsi32_si128(prefix_bits as i32);
+                    lut.as_ptr().cast()
                 }
-            }
-            let mut pending = [_mm256_setzero_si256(); 4];
-            for s in 0..S {
-                let rewindow = WIDE && schedule & (1 << s) != 0;
-                for g in 0..G {
-                    if rewindow {
-                        w[g] = view(x[g], y[g], _mm256_sub_epi32(pos[g], start[g]));
-                    }
-                    // SAFETY: AVX2 is enabled here; `sym_table` is the table of variant `C`
-                    // (caller contract), and `step` only gathers indices it holds.
-                    let (sym, len) = unsafe { step::<C>(&regs, sym_table, w[g]) };
-                    w[g] = _mm256_srlv_epi32(w[g], len);
-                    pos[g] = _mm256_add_epi32(pos[g], len);
-                    acc = if C == 1 { _mm256_min_epu32(acc, len) } else { _mm256_max_epu32(acc, sym) };
-                    // Register k = s·G + g holds the bytes at row·n_lanes + 8k: four
-                    // consecutive ones make one 32-byte store.
-                    let k = s * G + g;
-                    pending[k % 4] = sym;
-                    if k % 4 == 3 {
-                        // SAFETY: row + S ≤ full_rows (round count), so the 32 bytes at
-                        // row·n_lanes + 8(k − 3) ≤ (row + S)·n_lanes − 32 lie inside `out`.
+                SimdTables::Huffman { max_len, table } => {
+                    regs.huff_mask = _mm256_set1_epi32(((1u32 << max_len) - 1) as i32);
+                    table.as_ptr().cast()
+                }
+                SimdTables::ExpGolomb { order, lut, .. } => {
+                    regs.eg_order_m1 = _mm256_set1_epi32(order as i32 - 1);
+                    regs.eg_pow = _mm256_set1_epi32(1 << order);
+                    if C == 3 {
+                        let (mut len, mut mask, mut off) = ([0i32; 8], [0i32; 8], [0i32; 8]);
+                        for z in 1..=8u32 {
+                            let width = z - 1 + order;
+                            let slot = (z % 8) as usize;
+                            if (1u32 << width) - (1 << order) <= 0xff {
+                                len[slot] = (2 * (z - 1) + order + 1) as i32;
+                                mask[slot] = ((1u32 << width) - 1) as i32;
+                                off[slot] = ((1u32 << width) - (1 << order)) as i32;
+                            } else {
+                                // No value has this many zeros (nor, for order ≥ 2, more: z = 8 stands
+                                // for 7 or more): an invalid code. Its length only has to be ≤ max_len.
+                                len[slot] = max_len as i32;
+                                off[slot] = 0x100;
+                            }
+                        }
+                        // SAFETY: unaligned loads of three local 8 × i32 arrays.
                         unsafe {
-                            _mm256_storeu_si256(
-                                out_ptr.add(row * n_lanes + 8 * (k - 3)).cast(),
-                                pack32(pending[0], pending[1], pending[2], pending[3]),
-                            );
+                            regs.eg_len = _mm256_loadu_si256(len.as_ptr().cast());
+                            regs.eg_mask = _mm256_loadu_si256(mask.as_ptr().cast());
+                            regs.eg_off = _mm256_loadu_si256(off.as_ptr().cast());
                         }
                     }
+                    lut.as_ptr().cast()
+                }
+            };
+
+            // Each lane's bit address relative to `layout.base`: 8 · offset + pos (fits an i32 by
+            // Layout::of); byte `addr >> 3` (arithmetic: offsets may be negative) is `offset + pos / 8`
+            // and `addr & 7` is `pos & 7`, so the gather index needs no per-lane offset register.
+            let mut pos = [_mm256_setzero_si256(); G];
+            for (g, p) in pos.iter_mut().enumerate() {
+                // SAFETY: 8 i32s at 8g..8g+8 of a 32-element array (G ≤ 4).
+                *p = _mm256_slli_epi32::<3>(unsafe { _mm256_loadu_si256(layout.offset.as_ptr().add(8 * g).cast()) });
+            }
+            // Running check value (see the return value), shared by the groups.
+            let mut acc = if C == 1 { _mm256_set1_epi32(-1) } else { _mm256_setzero_si256() };
+            let seven = _mm256_set1_epi32(7);
+            // Lanes 0, 1, 4, 5 | 2, 3, 6, 7: the order `rewindow` puts the 64-bit windows back in.
+            let gather_order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+            let mut pos_arr = [0u32; 32];
+            let mut row = 0usize;
+            // Bits one round may advance a lane (lengths are clamped to max_len).
+            let advance = (S as u64) * u64::from(max_len);
+            let out_ptr = out.as_mut_ptr();
+
+            loop {
+                // How many rounds every lane can run: round j reads bytes [p_j/8, p_j/8 + window) with
+                // p_j ≤ p_0 + j·advance, in bounds while p_0 + j·advance ≤ 8·(len − window bytes).
+                let window_bytes: u64 = if WIDE { 8 } else { 4 };
+                let mut rounds = ((full_rows - row) / S) as u64;
+                for (l, lane) in lanes.iter().enumerate() {
+                    let limit = (lane.len() as u64).saturating_sub(window_bytes) * 8;
+                    let p = u64::from(pos_arr[l]);
+                    if (lane.len() as u64) < window_bytes || p > limit {
+                        rounds = 0;
+                        break;
+                    }
+                    rounds = rounds.min((limit - p) / advance + 1);
+                }
+                if rounds == 0 {
+                    break;
+                }
+                for _ in 0..rounds {
+                    // Narrow: `w` is the 32-bit window. Wide: `x`, `y` are the 64-bit windows of lanes
+                    // 0, 1, 4, 5 and 2, 3, 6, 7, starting at bit `start` of the lane; `w` is a view
+                    // re-extracted at the steps `schedule` names.
+                    let mut w = [_mm256_setzero_si256(); G];
+                    let mut x = [_mm256_setzero_si256(); G];
+                    let mut y = [_mm256_setzero_si256(); G];
+                    let mut start = [_mm256_setzero_si256(); G];
+                    for g in 0..G {
+                        let byte = _mm256_srai_epi32::<3>(pos[g]);
+                        if WIDE {
+                            let idx = _mm256_permutevar8x32_epi32(byte, gather_order);
+                            // SAFETY: by the round count above every lane l satisfies
+                            // pos/8 + 8 ≤ lanes[l].len(), so the 8 bytes at base + (addr >> 3) =
+                            // base + offset[l] + pos/8 lie inside lanes[l] (Layout::of:
+                            // base + offset[l] = lanes[l].as_ptr()).
+                            unsafe {
+                                x[g] = _mm256_i32gather_epi64::<1>(layout.base.cast(), _mm256_castsi256_si128(idx));
+                                y[g] = _mm256_i32gather_epi64::<1>(layout.base.cast(), _mm256_extracti128_si256::<1>(idx));
+                            }
+                            start[g] = _mm256_andnot_si256(seven, pos[g]);
+                        } else {
+                            // SAFETY: as above with pos/8 + 4 ≤ lanes[l].len() and 4 bytes.
+                            let raw = unsafe { _mm256_i32gather_epi32::<1>(layout.base.cast(), byte) };
+                            w[g] = _mm256_srlv_epi32(raw, _mm256_and_si256(pos[g], seven));
+                        }
+                    }
+                    let mut pending = [_mm256_setzero_si256(); 4];
+                    for s in 0..S {
+                        let rewindow = WIDE && schedule & (1 << s) != 0;
+                        for g in 0..G {
+                            if rewindow {
+                                w[g] = view(x[g], y[g], _mm256_sub_epi32(pos[g], start[g]));
+                            }
+                            // SAFETY: AVX2 is enabled here; `sym_table` is the table of variant `C`
+                            // (caller contract), and `step` only gathers indices it holds.
+                            let (sym, len) = unsafe { step::<C>(&regs, sym_table, w[g]) };
+                            w[g] = _mm256_srlv_epi32(w[g], len);
+                            pos[g] = _mm256_add_epi32(pos[g], len);
+                            acc = if C == 1 { _mm256_min_epu32(acc, len) } else { _mm256_max_epu32(acc, sym) };
+                            // Register k = s·G + g holds the bytes at row·n_lanes + 8k: four
+                            // consecutive ones make one 32-byte store.
+                            let k = s * G + g;
+                            pending[k % 4] = sym;
+                            if k % 4 == 3 {
+                                // SAFETY: row + S ≤ full_rows (round count), so the 32 bytes at
+                                // row·n_lanes + 8(k − 3) ≤ (row + S)·n_lanes − 32 lie inside `out`.
+                                unsafe {
+                                    _mm256_storeu_si256(
+                                        out_ptr.add(row * n_lanes + 8 * (k - 3)).cast(),
+                                        pack32(pending[0], pending[1], pending[2], pending[3]),
+                                    );
+                                }
+                            }
+                        }
+                    }
+                    for (k, &sym) in pending.iter().enumerate().take(S * G % 4) {
+                        // SAFETY: registers S·G − S·G % 4 + k < S·G of this round: 8 bytes inside the
+                        // round's rows, as above.
+                        unsafe {
+                            _mm_storel_epi64(out_ptr.add(row * n_lanes + 8 * (S * G - S * G % 4 + k)).cast(), pack8(sym));
+                        }
+                    }
+                    row += S;
+                }
+                for (g, &p) in pos.iter().enumerate() {
+                    // SAFETY: 8 u32s into pos_arr[8g..8g + 8] of 32.
+                    unsafe { _mm256_storeu_si256(pos_arr.as_mut_ptr().add(8 * g).cast(), p) };
+                }
+                for (p, &o) in pos_arr.iter_mut().zip(&layout.offset).take(n_lanes) {
+                    // Bit address back to the lane's bit position.
+                    *p = p.wrapping_sub((o as u32).wrapping_mul(8));
                 }
             }
-            for (k, &sym) in pending.iter().enumerate().take(S * G % 4) {
-                // SAFETY: registers S·G − S·G % 4 + k < S·G of this round: 8 bytes inside the
-                // round's rows, as above.
-                unsafe {
-                    _mm_storel_epi64(out_ptr.add(row * n_lanes + 8 * (S * G - S * G % 4 + k)).cast(), pack8(sym));
-                }
-            }
-            row += S;
+            let mut lanes_acc = [0u32; 8];
+            // SAFETY: 8 u32s into an 8-element array.
+            unsafe { _mm256_storeu_si256(lanes_acc.as_mut_ptr().cast(), acc) };
+            let check = if C == 1 { lanes_acc.iter().min() } else { lanes_acc.iter().max() };
+            (row, pos_arr, check.copied().unwrap_or(0))
         }
-        for (g, &p) in pos.iter().enumerate() {
-            // SAFETY: 8 u32s into pos_arr[8g..8g + 8] of 32.
-            unsafe { _mm256_storeu_si256(pos_arr.as_mut_ptr().add(8 * g).cast(), p) };
-        }
-        for (p, &o) in pos_arr.iter_mut().zip(&layout.offset).take(n_lanes) {
-            // Bit address back to the lane's bit position.
-            *p = p.wrapping_sub((o as u32).wrapping_mul(8));
-        }
-    }
-    let mut lanes_acc = [0u32; 8];
-    // SAFETY: 8 u32s into an 8-element array.
-    unsafe { _mm256_storeu_si256(lanes_acc.as_mut_ptr().cast(), acc) };
-    let check = if C == 1 { lanes_acc.iter().min() } else { lanes_acc.iter().max() };
-    (row, pos_arr, check.copied().unwrap_or(0))
+    };
 }
+
+fast_part!(
+    /// The fast part: decodes whole rows while every lane provably has bytes left for the round's
+    /// window gather. Returns (rows decoded, each lane's bit position, check value): for Huffman
+    /// the smallest length decoded, otherwise the largest rank/value stored (`u32::MAX` / 0 if no
+    /// row was decoded).
+    ///
+    /// # Safety
+    /// AVX2 must be available. `layout` must describe `lanes`. `C` must name the variant of
+    /// `tables` (0 QLC, 1 Huffman, 2 Exp-Golomb, 3 Exp-Golomb of order ≥ 2). `tables` must come
+    /// from a decoder
+    /// whose symbols are at most `max_len` bits, with `G · 8 == lanes.len()` and
+    /// `S · max_len ≤ window_bits(WIDE)`, `max_len ≤ 25`, and for `WIDE`
+    /// `schedule == wide_schedule(max_len, S)`.
+    fast,
+    "avx2"
+);
+
+fast_part!(
+    /// [`fast`] compiled with AVX-512VL: the same instructions, but 32 `ymm` registers instead of
+    /// 16, so the register groups' windows, positions and pending rows spill less (QLC +4 %,
+    /// Exp-Golomb-rank +7 %, Huffman +1 %; benches/RESULTS.md §2).
+    ///
+    /// # Safety
+    /// As [`fast`], and the CPU must support AVX-512 F, BW and VL.
+    fast_vl,
+    "avx2,avx512f,avx512vl,avx512bw"
+);
 
 /// The 32 bits at bit `sh` (< 64) of each lane's 64-bit window: `x` holds lanes 0, 1, 4, 5 and
 /// `y` lanes 2, 3, 6, 7 (bits past the window read as zeros).

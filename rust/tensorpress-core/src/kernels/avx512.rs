@@ -1,4 +1,5 @@
-//! AVX-512 VBMI pieces of the SIMD kernel, selected at run time where the CPU has them
+//! AVX-512 VBMI pieces of the SIMD kernel (the AVX2 kernel compiled with AVX-512VL registers, and
+//! the rank map below), selected at run time where the CPU has them
 //! (`Kernel::Avx512Vbmi`); the AVX2 kernel stays the path everywhere else and stays forcible.
 //!
 //! [`translate`]: the rank → symbol map after QLC and Exp-Golomb-rank decoding, 64 bytes per
@@ -7,11 +8,13 @@
 
 use std::arch::x86_64::*;
 
-/// Whether this CPU runs the AVX-512 VBMI pieces (and the AVX2 kernel they extend).
+/// Whether this CPU runs the AVX-512 VBMI pieces (and the AVX2 kernel they extend, which is
+/// compiled for AVX-512VL's 32 registers there).
 pub fn supported() -> bool {
     is_x86_feature_detected!("avx2")
         && is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl")
         && is_x86_feature_detected!("avx512vbmi")
 }
 
