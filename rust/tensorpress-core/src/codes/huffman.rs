@@ -201,24 +201,18 @@ fn package_merge(lengths: &mut [u8; 256], hist: &Histogram, present: &[usize], m
     let mut levels: Vec<Vec<(u64, bool)>> = Vec::with_capacity(usize::from(max_len));
     levels.push(weights.iter().map(|&w| (w, true)).collect());
     for _ in 1..max_len {
-        let below = levels.last().map(Vec::as_slice).unwrap_or_default();
-        let packages = below.chunks_exact(2).map(|p| (p[0].0 + p[1].0, false));
+        let below = &levels[levels.len() - 1];
         let mut merged = Vec::with_capacity(n + below.len() / 2);
-        let mut packages = packages.peekable();
-        let mut next_leaf = weights.iter().peekable();
-        loop {
-            let take_leaf = match (next_leaf.peek(), packages.peek()) {
-                (Some(&&l), Some(&(p, _))) => l <= p,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (None, None) => break,
-            };
-            if take_leaf {
-                merged.push((*next_leaf.next().unwrap_or(&0), true));
-            } else if let Some(p) = packages.next() {
-                merged.push(p);
+        let mut leaf = 0;
+        for pair in below.chunks_exact(2) {
+            let package = pair[0].0 + pair[1].0;
+            while leaf < n && weights[leaf] <= package {
+                merged.push((weights[leaf], true));
+                leaf += 1;
             }
+            merged.push((package, false));
         }
+        merged.extend(weights[leaf..].iter().map(|&w| (w, true)));
         levels.push(merged);
     }
     // From the top: take the 2n − 2 lightest items; the packages among them take twice as many
@@ -270,6 +264,14 @@ mod tests {
     use crate::histogram::{entropy_bits, histogram};
     use std::cmp::Reverse;
 
+    /// xorshift64: the tests' deterministic random counts.
+    fn next_random(x: &mut u64) -> u64 {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x
+    }
+
     fn kraft_ok(t: &HuffmanTable) -> bool {
         t.lengths().iter().filter(|&&l| l > 0).map(|&l| 1u32 << (12 - l)).sum::<u32>() <= 4096
     }
@@ -307,10 +309,7 @@ mod tests {
             // Few distinct weights make ties (and tie-breaking) the common case.
             let spread = [2u64, 5, 40, 1 << 20][case % 4];
             for c in h.iter_mut().take(symbols) {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                *c = 1 + x % spread;
+                *c = 1 + next_random(&mut x) % spread;
             }
             if case % 3 == 0 {
                 h.swap(0, symbols / 2);
@@ -370,11 +369,9 @@ mod tests {
             let mut h = [0u64; 256];
             let symbols = 2 + case % 200;
             for c in h.iter_mut().take(symbols) {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
+                let r = next_random(&mut x);
                 // Geometric-ish counts: deep unrestricted trees, so the limit binds.
-                *c = 1 + ((x % 1_000_000) >> (x % 23));
+                *c = 1 + ((r % 1_000_000) >> (r % 23));
             }
             for limit in [8u8, 10, 12] {
                 if symbols > 1 << limit {

@@ -130,10 +130,9 @@ pub fn decode_lanes_with<D: SymbolDecoder>(dec: &D, lanes: &[&[u8]], out: &mut [
     }
     let schedule = wide_schedule(max_len, per_round.min(MAX_PER_ROUND));
     // SAFETY: AVX2 is available (checked above), AVX-512 F/BW/VL where `fast_vl` runs;
-    // `layout` was built from `lanes` and `out` is
-    // the caller's buffer; S · max_len ≤ window_bits(WIDE) by the choice of `per_round`
-    // (S ≤ per_round) and `schedule` is `wide_schedule(max_len, S)`; `fast` upholds the bounds
-    // argument documented on it.
+    // `layout` was built from `lanes` and `out` is the caller's buffer; S · max_len ≤
+    // window_bits(WIDE) by the choice of `per_round` (S ≤ per_round) and `schedule` is
+    // `wide_schedule(max_len, S)`; `fast` upholds the bounds argument documented on it.
     let (rows, pos, acc) = unsafe {
         macro_rules! by_shape {
             ($c:literal, $fast:ident) => {
