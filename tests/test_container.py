@@ -12,21 +12,12 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import tensorpress as tp
+from golden import make_golden as golden
 from tensorpress import _core, container, entropy
 from tensorpress.errors import ChecksumError, CorruptDataError, FormatError, InvalidArgumentError
 
 GOLDEN = Path(__file__).parent / "golden"
 DATA_ERRORS = (FormatError, CorruptDataError, ChecksumError)
-
-
-def load_golden_module():  # type: ignore[no-untyped-def]
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("make_golden", GOLDEN / "make_golden.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def assert_same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
@@ -37,13 +28,17 @@ def assert_same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
 
 
 def test_golden_file_decodes_to_known_tensors() -> None:
-    golden = load_golden_module()
     assert_same(tp.load(GOLDEN / "v1-ok.tpz"), golden.golden_tensors())
     assert_same(tp.load(GOLDEN / "v1-ok-streams.tpz"), golden.golden_tensors())
     # Version 1.0 (plain JSON header) and 1.1 (zlib header) hold the same document.
     assert_same(tp.load(GOLDEN / "v1-ok-json-header.tpz"), golden.golden_tensors())
+    # Version 1.1's leading header and 1.2's trailing one: the same stored header and payloads.
+    assert_same(tp.load(GOLDEN / "v1-ok-header-first.tpz"), golden.golden_tensors())
+    first, trailing = ((GOLDEN / n).read_bytes() for n in ("v1-ok-header-first.tpz", "v1-ok.tpz"))
+    assert golden.split(first) == golden.split(trailing)
+    assert (first[12], trailing[12]) == (1, 3)
     plain, packed = ((GOLDEN / n).read_bytes() for n in ("v1-ok-json-header.tpz", "v1-ok.tpz"))
-    assert (plain[12], packed[12]) == (0, container.FLAG_ZLIB_HEADER)
+    assert (plain[12], packed[12]) == (0, container.FLAG_ZLIB_HEADER | container.FLAG_TRAILING_HEADER)
     assert golden.header_json(plain) == golden.header_json(packed)
     with tp.open(GOLDEN / "v1-ok.tpz") as f:
         assert {f.entry(n)["codec"] for n in ("scalar", "int8", "empty")} == {"stored"}
@@ -71,6 +66,11 @@ def test_golden_file_decodes_to_known_tensors() -> None:
         ("preamble-crc", ChecksumError, "preamble"),
         ("header-flip", ChecksumError, "header"),
         ("trailing-bytes", FormatError, "bytes"),
+        ("trailing-truncated", FormatError, "truncated"),
+        ("trailing-location-crc", ChecksumError, "header offset"),
+        ("trailing-reserved", FormatError, "reserved preamble bytes"),
+        ("trailing-header-flip", ChecksumError, "header"),
+        ("trailing-gap", FormatError, "describes"),
     ],
 )
 def test_golden_must_fail_files(name: str, error: type[Exception], match: str) -> None:
@@ -103,7 +103,7 @@ def test_header_is_stored_compressed_only_where_smaller(tmp_path: Path) -> None:
     tp.save({}, tmp_path / "none.tpz")
     for name, flag in (("many.tpz", container.FLAG_ZLIB_HEADER), ("none.tpz", 0)):
         data = (tmp_path / name).read_bytes()
-        assert int.from_bytes(data[12:16], "little") == flag, name
+        assert int.from_bytes(data[12:16], "little") == flag | container.FLAG_TRAILING_HEADER, name
         assert int.from_bytes(data[10:12], "little") == container.MINOR_VERSION
     assert_same(tp.load(tmp_path / "many.tpz"), many)
 
@@ -142,12 +142,15 @@ def test_payloads_are_aligned_and_tile_the_file(tmp_path: Path) -> None:
     with tp.open(path) as f:
         entries = f.entries()
         start = f._data_start
-    assert start % container.ALIGNMENT == 0
+    assert start == container.TRAILING_DATA_START
     end = 0
     for e in entries:
         assert e["offset"] % container.ALIGNMENT == 0 and e["offset"] == -(-end // 64) * 64
         end = e["offset"] + e["length"]
-    assert path.stat().st_size == start + end
+    data = path.read_bytes()
+    header_len = int.from_bytes(data[16:24], "little")
+    assert int.from_bytes(data[32:40], "little") == start + end
+    assert len(data) == start + end + header_len
 
 
 def test_precompressed_values_are_stored_as_is(tmp_path: Path) -> None:

@@ -3,33 +3,21 @@ the error docs/format.md §7 names), and the writers are pinned (regenerating gi
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import warnings
 import zlib
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 
 import tensorpress as tp
+from golden import make_golden as golden
 from tensorpress import errors
 from tensorpress.methods.blockwise import rtn_blockwise, rtn_dequantize, tender_dequantize, tender_group
 
 GOLDEN = Path(__file__).parent / "golden"
 SPEC = Path(__file__).parent.parent / "docs" / "format.md"
-
-
-def golden_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_golden", GOLDEN / "make_golden.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-G = golden_module()
 
 
 def spec_table() -> dict[str, tuple[str, str]]:
@@ -40,15 +28,16 @@ def spec_table() -> dict[str, tuple[str, str]]:
 
 
 def test_spec_names_every_must_fail_file() -> None:
-    assert spec_table() == G.MUST_FAIL
+    assert spec_table() == golden.MUST_FAIL
     on_disk = {p.name for p in GOLDEN.glob("v1-*.tpz")}
-    must_decode = {"v1-ok.tpz", "v1-empty.tpz", "v1-methods-ok.tpz", "v1-video-ok.tpz"} | G.FROZEN
-    assert on_disk == set(G.MUST_FAIL) | must_decode
+    must_decode = {"v1-ok.tpz", "v1-ok-header-first.tpz", "v1-empty.tpz", "v1-methods-ok.tpz"}
+    must_decode |= {"v1-video-ok.tpz"} | golden.FROZEN
+    assert on_disk == set(golden.MUST_FAIL) | must_decode
 
 
-@pytest.mark.parametrize("name", sorted(G.MUST_FAIL))
+@pytest.mark.parametrize("name", sorted(golden.MUST_FAIL))
 def test_must_fail_golden(name: str) -> None:
-    error, fragment = G.MUST_FAIL[name]
+    error, fragment = golden.MUST_FAIL[name]
     with pytest.raises(getattr(errors, error)) as info:
         tp.load(GOLDEN / name)
     assert type(info.value).__name__ == error
@@ -56,7 +45,7 @@ def test_must_fail_golden(name: str) -> None:
 
 
 def test_method_goldens_decode_to_reference_values() -> None:
-    src = G.method_sources()
+    src = golden.method_sources()
     m = src["matrix"]
     got = tp.load(GOLDEN / "v1-methods-ok.tpz")
     assert got["lossless"].tobytes() == m.tobytes()
@@ -80,7 +69,7 @@ def test_video_golden_decodes_to_its_quantized_values() -> None:
     pytest.importorskip("av")
     from tensorpress.video import pipeline
 
-    picture = G.method_sources()["picture"]
+    picture = golden.method_sources()["picture"]
     quant = pipeline.quantize_rows(picture, 8)
     expected = pipeline.dequantize_rows(quant.q, quant.scale, quant.offset)
     assert tp.load(GOLDEN / "v1-video-ok.tpz")["video"].tobytes() == expected.tobytes()
@@ -89,9 +78,9 @@ def test_video_golden_decodes_to_its_quantized_values() -> None:
 def test_regenerating_the_goldens_gives_the_same_bytes(tmp_path: Path) -> None:
     """Pins the writers: a changed default (lanes, chunk size, layout, rounding) shows up here.
     Video bitstreams are the encoder library's and are pinned by their decoded values instead."""
-    G.main(tmp_path, video=False)
+    golden.main(tmp_path, video=False)
     for path in sorted(GOLDEN.iterdir()):
-        if path.suffix in (".tpz", ".tpe") and "video" not in path.name and path.name not in G.FROZEN:
+        if path.suffix in (".tpz", ".tpe") and "video" not in path.name and path.name not in golden.FROZEN:
             assert _same_bytes_up_to_deflate(tmp_path / path.name, path), path.name
 
 
@@ -104,10 +93,10 @@ def _same_bytes_up_to_deflate(new: Path, old: Path) -> bool:
     if old.suffix != ".tpz" or not (a[12] & b[12] & 1) or a[:12] != b[:12]:
         return False
     try:
-        same_header = G.header_json(a) == G.header_json(b)
+        same_header = golden.header_json(a) == golden.header_json(b)
     except zlib.error:
         return False
-    return same_header and G.split(a)[1] == G.split(b)[1]
+    return same_header and golden.split(a)[1] == golden.split(b)[1]
 
 
 def test_old_v1_video_bytes_still_load() -> None:
@@ -143,20 +132,20 @@ def test_old_v1_video_bytes_still_load() -> None:
 def test_container_checks_behind_the_checksums(tmp_path: Path) -> None:
     """Crafted containers, every CRC recomputed, each reaching one structural check."""
     ok = (GOLDEN / "v1-ok.tpz").read_bytes()
-    doc, region = G.split(ok)
-    h = len(G._header_text(doc))
-    empty = G._header_text({"tensors": [], "metadata": {}})
+    doc, region = golden.split(ok)
+    h = len(golden._header_text(doc))
+    empty = golden._header_text({"tensors": [], "metadata": {}})
     duplicate = {
         **doc,
         "tensors": [doc["tensors"][0], {**doc["tensors"][1], "name": doc["tensors"][0]["name"]}],
     }
     cases = {
-        "metadata must map": G.build({**doc, "metadata": {"a": 1}}, region),
-        "metadata must": G.build({**doc, "metadata": ["a"]}, region),
-        "an empty container ends": G.build(None, b"\0" * 64, header_text=empty),
-        "truncated after the header": G.build(doc, region)[: 32 + h + 1],
-        "duplicate tensor name": G.build(duplicate, region),
-        "no list of tensors": G.build({"tensors": {}}, b""),
+        "metadata must map": golden.build({**doc, "metadata": {"a": 1}}, region),
+        "metadata must": golden.build({**doc, "metadata": ["a"]}, region),
+        "an empty container ends": golden.build(None, b"\0" * 64, header_text=empty),
+        "truncated after the header": golden.build(doc, region)[: 32 + h + 1],
+        "duplicate tensor name": golden.build(duplicate, region),
+        "no list of tensors": golden.build({"tensors": {}}, b""),
     }
     for fragment, data in cases.items():
         path = tmp_path / "c.tpz"
@@ -164,8 +153,8 @@ def test_container_checks_behind_the_checksums(tmp_path: Path) -> None:
         with pytest.raises(errors.FormatError, match=fragment):
             tp.open(path)
     for data in (
-        G.build(None, b"", header_text=empty),
-        G.build(None, b"", header_text=empty)[: 32 + len(empty)],
+        golden.build(None, b"", header_text=empty),
+        golden.build(None, b"", header_text=empty)[: 32 + len(empty)],
     ):
         (tmp_path / "e.tpz").write_bytes(data)
         assert tp.load(tmp_path / "e.tpz") == {}

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from golden import make_golden as golden
 from tensorpress import _core, methods
 from tensorpress.distributed import PACK_MAGIC, PACK_VERSION, pack_object, unpack_object
 from tensorpress.errors import TensorpressError
@@ -229,12 +230,11 @@ def test_pack_object_bit_flips_never_decode_silently(sources: dict[str, Any]) ->
     assert flips >= 300 and wrong == 0 and caught == flips, (flips, caught, wrong)
 
 
-def _container(text: bytes, region: bytes, *, deflate: bool = False) -> bytes:
-    """A container over ``region`` with header ``text``, plain (1.0) or zlib (1.1, flag bit 0)."""
+def _container(text: bytes, region: bytes, *, deflate: bool = False, trailing: bool = False) -> bytes:
+    """A container over ``region`` with header ``text``: plain (1.0) or zlib (1.1, flag bit 0),
+    leading or trailing the payloads (1.2, flag bit 1)."""
     header = zlib.compress(text, 9) if deflate else text
-    minor_flags = (1, 1) if deflate else (0, 0)
-    head = struct.pack("<8sHHIQI", b"\x89TPZ\r\n\x1a\n", 1, *minor_flags, len(header), _core.crc32c(header))
-    return head + struct.pack("<I", _core.crc32c(head)) + header + bytes(-(32 + len(header)) % 64) + region
+    return golden.build(None, region, header_text=header, zlib_flag=deflate, trailing=trailing)
 
 
 def test_hostile_container_header_sweep(sources: dict[str, Any], tmp_path: Any) -> None:
@@ -244,11 +244,7 @@ def test_hostile_container_header_sweep(sources: dict[str, Any], tmp_path: Any) 
     good = container.save(
         {k: v for k, v in sources.items() if k != "video"}, tmp_path / "ok.tpz"
     ).read_bytes()
-    flags, h = struct.unpack_from("<IQ", good, 12)
-    doc = json.loads(
-        container.inflate_header(good[32 : 32 + h], "ok.tpz") if flags & 1 else good[32 : 32 + h]
-    )
-    region = good[-(-(32 + h) // 64) * 64 :]
+    doc, region = golden.split(good)
     rng = random.Random("container-sweep")
     path = tmp_path / "m.tpz"
     escaped = []
@@ -260,7 +256,7 @@ def test_hostile_container_header_sweep(sources: dict[str, Any], tmp_path: Any) 
             .encode()
             .replace(json.dumps(DEEP_MARK).encode(), DEEP_TEXT)
         )
-        path.write_bytes(_container(text, region, deflate=i % 2 == 1))
+        path.write_bytes(_container(text, region, deflate=i % 2 == 1, trailing=i % 4 >= 2))
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -316,22 +316,18 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _with_header_text(data: bytes, edit: Callable[[bytes], bytes]) -> bytes:
-    """A .tpz whose JSON header text is ``edit(text)``, stored as before (zlib or plain), its
-    padding and every checksum recomputed; the payloads are unchanged."""
-    import struct
+    """A .tpz whose JSON header text is ``edit(text)``, stored as before (zlib or plain, leading
+    or trailing), every checksum recomputed; the payloads are unchanged."""
     import zlib
 
-    from tensorpress import _core
+    from golden import make_golden
 
-    flags, header_len = struct.unpack_from("<IQ", data, 12)
-    stored = data[32 : 32 + header_len]
-    text = edit(zlib.decompress(stored) if flags & 1 else stored)
+    flags = int.from_bytes(data[12:16], "little")
+    _, region = make_golden.split(data)
+    text = edit(make_golden.header_json(data))
     header = zlib.compress(text, 9) if flags & 1 else text
-    region = data[-(-(32 + header_len) // 64) * 64 :]
-    head = bytearray(data[:32])
-    struct.pack_into("<QI", head, 16, len(header), _core.crc32c(header))
-    struct.pack_into("<I", head, 28, _core.crc32c(bytes(head[:28])))
-    return bytes(head) + header + bytes(-(32 + len(header)) % 64) + region
+    zlib_flag, trailing = bool(flags & 1), bool(flags & 2)
+    return make_golden.build(None, region, header_text=header, zlib_flag=zlib_flag, trailing=trailing)
 
 
 def test_cli_handles_empty_inputs(tmp_path: Path) -> None:

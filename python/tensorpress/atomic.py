@@ -83,6 +83,61 @@ def atomic_write_path(path: str | os.PathLike[str], write: Callable[[str], None]
 
 
 def _atomic(path: str | os.PathLike[str], write: Callable[[str, int], None]) -> Path:
+    target, fd, tmp_name = _temporary(path)
+    try:
+        with _terminate_cleanly():
+            write(tmp_name, fd)
+            os.replace(tmp_name, target)
+    except BaseException as exc:
+        _discard(tmp_name, target, exc)
+        raise
+    _fsync_directory(target.parent)
+    return target
+
+
+class AtomicFile:
+    """A file written over time, for writers that cannot be one ``write(file)`` call (a shard
+    filled as tensors arrive): :attr:`file` is a temporary file beside the destination, opened
+    for reading and writing; :meth:`commit` flushes, fsyncs and renames it over the destination,
+    :meth:`abort` removes it. Same guarantees as :func:`atomic_write`, except that SIGTERM is
+    left to the caller between calls (the next write to the destination removes the temporary
+    file of a process that no longer runs)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.target, fd, self._tmp_name = _temporary(path)
+        self.file = os.fdopen(fd, "w+b")
+        self._done = False
+
+    def commit(self) -> Path:
+        """Make the written bytes the destination's; returns the destination."""
+        if self._done:
+            raise InvalidArgumentError(f"{self.target}: this write was already committed or aborted")
+        self._done = True
+        try:
+            with _terminate_cleanly():
+                self.file.flush()
+                os.fsync(self.file.fileno())
+                self.file.close()
+                os.replace(self._tmp_name, self.target)
+        except BaseException as exc:
+            self.file.close()
+            _discard(self._tmp_name, self.target, exc)
+            raise
+        _fsync_directory(self.target.parent)
+        return self.target
+
+    def abort(self) -> None:
+        """Remove the temporary file; the destination stays as it was (no-op after commit)."""
+        if self._done:
+            return
+        self._done = True
+        self.file.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self._tmp_name)
+
+
+def _temporary(path: str | os.PathLike[str]) -> tuple[Path, int, str]:
+    """``(destination, fd, name)`` of a new temporary file beside ``path``'s destination."""
     target = resolve_destination(path)
     _remove_stale_temporaries(target)
     try:
@@ -92,22 +147,25 @@ def _atomic(path: str | os.PathLike[str], write: Callable[[str, int], None]) -> 
     except OSError as exc:
         raise WriteError(exc.errno, f"cannot write {target}: {exc.strerror}", str(target)) from None
     try:
-        with _terminate_cleanly():
-            os.chmod(tmp_name, _new_file_mode(target))
-            write(tmp_name, fd)
-            os.replace(tmp_name, target)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        if isinstance(exc, _Terminated):
-            _redeliver_sigterm()
-        if isinstance(exc, OSError) and not isinstance(exc, WriteError):
-            raise WriteError(
-                exc.errno or errno.EIO, f"cannot write {target}: {exc.strerror or exc}", str(target)
-            ) from exc
+        os.chmod(tmp_name, _new_file_mode(target))
+    except OSError as exc:
+        os.close(fd)
+        _discard(tmp_name, target, exc)
         raise
-    _fsync_directory(target.parent)
-    return target
+    return target, fd, tmp_name
+
+
+def _discard(tmp_name: str, target: Path, exc: BaseException) -> None:
+    """After a failed write: remove the temporary file, re-deliver SIGTERM, and turn an OSError
+    into a WriteError naming the destination (the caller re-raises what this does not)."""
+    with contextlib.suppress(OSError):
+        os.unlink(tmp_name)
+    if isinstance(exc, _Terminated):
+        _redeliver_sigterm()
+    if isinstance(exc, OSError) and not isinstance(exc, WriteError):
+        raise WriteError(
+            exc.errno or errno.EIO, f"cannot write {target}: {exc.strerror or exc}", str(target)
+        ) from exc
 
 
 @contextlib.contextmanager
@@ -197,4 +255,4 @@ def _current_umask() -> int:
     return mask
 
 
-__all__ = ["atomic_write", "atomic_write_path", "resolve_destination"]
+__all__ = ["AtomicFile", "atomic_write", "atomic_write_path", "resolve_destination"]

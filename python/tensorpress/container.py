@@ -1,14 +1,17 @@
 """The ``.tpz`` container: many compressed tensors in one checksummed, randomly accessible file.
 
-Normative specification: ``docs/format.md``. In short::
+Normative specification: ``docs/format.md``. In short (version 1.2, as written)::
 
-    preamble (32 bytes)  magic 89 54 50 5A 0D 0A 1A 0A | major u16 | minor u16 | flags u32
+    preamble (64 bytes)  magic 89 54 50 5A 0D 0A 1A 0A | major u16 | minor u16 | flags u32
                          | header length u64 | header CRC32C u32 | preamble CRC32C u32
-    header               UTF-8 JSON (flag bit 0: as a zlib stream), then zero bytes up to a
-                         multiple of 64
-    payloads             one per tensor, each starting at a multiple of 64 (relative to the end
-                         of the header), zero padding between them, the file ending exactly at
-                         the end of the last payload
+                         | header offset u64 | 20 zero bytes | CRC32C of the header offset u32
+    payloads             one per tensor, each starting at a multiple of 64 (relative to byte 64),
+                         zero padding between them
+    header               UTF-8 JSON (flag bit 0: as a zlib stream), ending the file
+
+The header comes last (flag bit 1) so that payloads are written as they are coded, and nothing
+but the header entries is held in memory; the preamble, written last, says where the header is.
+Files of version 1.0/1.1 (the header first, payloads after it) read unchanged.
 
 Writes are atomic (temporary file in the same directory, fsync, rename). Reads validate every
 length against the file before allocating and check each payload's CRC32C before decoding. Each
@@ -38,16 +41,26 @@ from tensorpress.ordered import map_in_order
 
 MAGIC = b"\x89TPZ\r\n\x1a\n"
 MAJOR_VERSION = 1
-#: 1.1 added :data:`FLAG_ZLIB_HEADER`; 1.0 files (plain JSON headers) read as before.
-MINOR_VERSION = 1
+#: 1.1 added :data:`FLAG_ZLIB_HEADER`, 1.2 :data:`FLAG_TRAILING_HEADER`; older files read as before.
+MINOR_VERSION = 2
 #: Preamble flag: the header is a zlib stream (RFC 1950) of the JSON, not the JSON itself. A
 #: model of many small tensors repeats the same keys, dtypes and names in every entry: MiniLM's
 #: 37 KB header deflates to 2.6 KB, which decides whether a .tpz beats zstd on small models.
 FLAG_ZLIB_HEADER = 1
+#: Preamble flag: the header follows the payloads and ends the file; the preamble is extended to
+#: 64 bytes by :data:`HEADER_LOCATION` and the payloads start at byte 64. A writer can then put each
+#: payload on disk as soon as it is coded, where a leading header (it holds every payload's length
+#: and CRC) made it hold the whole model's payloads until the last one was done.
+FLAG_TRAILING_HEADER = 2
 #: Flags this version understands; every other bit is reserved and must be zero.
-KNOWN_FLAGS = FLAG_ZLIB_HEADER
+KNOWN_FLAGS = FLAG_ZLIB_HEADER | FLAG_TRAILING_HEADER
 PREAMBLE = struct.Struct("<8sHHIQII")
 PREAMBLE_BYTES = PREAMBLE.size  # 32
+#: Bytes [32, 64) of a :data:`FLAG_TRAILING_HEADER` file: header offset u64, 20 reserved zero
+#: bytes, CRC32C of bytes [32, 60).
+HEADER_LOCATION = struct.Struct("<Q20sI")
+#: Where the payloads of a :data:`FLAG_TRAILING_HEADER` file start (the extended preamble's end).
+TRAILING_DATA_START = PREAMBLE_BYTES + HEADER_LOCATION.size  # 64
 #: Largest JSON header accepted, checked before it is read.
 MAX_HEADER_BYTES = 64 << 20
 #: Payload alignment (cache lines, and enough for any SIMD load).
@@ -112,26 +125,53 @@ def save(
         return path
 
     items = list(tensors_by_name.items())
-    entries: list[dict[str, Any]] = []
-    payloads: list[bytes] = []
-    offset = 0
-    for name, encoded in _progress(_encode_all(items, codec, threads), progress, "compress", len(items)):
-        payload = encoded.payload()
-        entries.append(header_entry(name, encoded, payload, offset))
-        payloads.append(payload)
-        offset = align(offset + len(payload))
-    head = head_bytes(entries, meta)
 
     def write(f: Any) -> None:
-        f.write(head)
-        at = 0
-        for entry, payload in zip(entries, payloads, strict=True):
-            f.write(b"\0" * (entry["offset"] - at))
-            f.write(payload)
-            at = entry["offset"] + len(payload)
+        writer = TpzWriter(f)
+        for name, encoded in _progress(_encode_all(items, codec, threads), progress, "compress", len(items)):
+            writer.add(name, encoded)
+        writer.finish(meta)
 
     atomic_write(path, write)
     return path
+
+
+class TpzWriter:
+    """Writes a ``.tpz`` (version 1.2, trailing header) into an open, seekable binary file as
+    stored tensors arrive: each payload goes to disk at once, at its aligned offset, and only the
+    header entries are kept; :meth:`finish` appends the header and writes the preamble over the
+    zero bytes left for it at the start. The file is valid only after :meth:`finish`."""
+
+    def __init__(self, f: Any) -> None:
+        self._f = f
+        self._entries: list[dict[str, Any]] = []
+        self._names: set[str] = set()
+        self._end = 0  # end of the last payload, relative to TRAILING_DATA_START
+        f.write(bytes(TRAILING_DATA_START))
+
+    def add(self, name: str, stored: Any) -> None:
+        """Append stored tensor ``stored`` (of any registered method) as ``name``."""
+        if name in self._names:
+            raise InvalidArgumentError(f"tensor name {name!r} is written twice")
+        payload = stored.payload()
+        offset = align(self._end) if self._entries else 0
+        self._f.write(bytes(offset - self._end))
+        self._f.write(payload)
+        self._end = offset + len(payload)
+        self._names.add(name)
+        self._entries.append(header_entry(name, stored, payload, offset))
+
+    def finish(self, metadata: Mapping[str, str]) -> int:
+        """Write the header and the preamble; returns the file's size."""
+        header, flags = _stored_header(self._entries, metadata)
+        header_offset = TRAILING_DATA_START + self._end
+        self._f.write(header)
+        preamble = _preamble(flags | FLAG_TRAILING_HEADER, header)
+        location = HEADER_LOCATION.pack(header_offset, bytes(20), 0)[:-4]
+        self._f.seek(0)
+        self._f.write(preamble + location + struct.pack("<I", _core.crc32c(location)))
+        self._f.seek(0, os.SEEK_END)
+        return header_offset + len(header)
 
 
 def header_entry(name: str, stored: Any, payload: bytes, offset: int) -> dict[str, Any]:
@@ -151,18 +191,20 @@ def header_entry(name: str, stored: Any, payload: bytes, offset: int) -> dict[st
     }
 
 
-def head_bytes(entries: list[dict[str, Any]], metadata: Mapping[str, str]) -> bytes:
-    """Preamble, JSON header and its zero padding: everything of a ``.tpz`` before the payloads,
-    whose entries (from :func:`header_entry`) must tile the data as docs/format.md §2 says."""
+def _stored_header(entries: list[dict[str, Any]], metadata: Mapping[str, str]) -> tuple[bytes, int]:
+    """The header as stored (the JSON of ``entries`` and ``metadata``, deflated when smaller) and
+    the preamble flags that say how."""
     text = json.dumps({"tensors": entries, "metadata": dict(metadata)}, separators=(",", ":")).encode()
     if len(text) > MAX_HEADER_BYTES:
         raise InvalidArgumentError(f"header of {len(text)} bytes exceeds {MAX_HEADER_BYTES}")
     packed = zlib.compress(text, 9)
-    header, flags = (packed, FLAG_ZLIB_HEADER) if len(packed) < len(text) else (text, 0)
-    preamble_fields = (MAGIC, MAJOR_VERSION, MINOR_VERSION, flags, len(header), _core.crc32c(header))
-    head = PREAMBLE.pack(*preamble_fields, 0)[:-4]
-    preamble = head + struct.pack("<I", _core.crc32c(head))
-    return preamble + header + b"\0" * (align(PREAMBLE_BYTES + len(header)) - PREAMBLE_BYTES - len(header))
+    return (packed, FLAG_ZLIB_HEADER) if len(packed) < len(text) else (text, 0)
+
+
+def _preamble(flags: int, header: bytes) -> bytes:
+    """The first 32 bytes of a container whose header (as stored) is ``header``."""
+    fields = PREAMBLE.pack(MAGIC, MAJOR_VERSION, MINOR_VERSION, flags, len(header), _core.crc32c(header), 0)
+    return fields[:-4] + struct.pack("<I", _core.crc32c(fields[:-4]))
 
 
 def inflate_header(stored: bytes, what: str) -> bytes:
@@ -259,7 +301,7 @@ class TpzFile(Mapping[str, Any]):
         try:
             if self._source.size < PREAMBLE_BYTES:
                 raise FormatError(f"{self.path}: {self._source.size} bytes is shorter than the preamble")
-            self._entries, self.metadata, self._data_start = _parse(self._source, self.path)
+            self._entries, self.metadata, self._data_start, self._data_end = _parse(self._source, self.path)
         except BaseException:
             self._source.close()
             raise
@@ -302,7 +344,7 @@ class TpzFile(Mapping[str, Any]):
             entry = self.entry(name)
             start = self._data_start + entry["offset"]
             end = start + entry["length"]
-            spans[name] = (start, end, self._data_start + align(end - self._data_start))
+            spans[name] = (start, end, self._padded_end(end))
         self._source.check_unchanged()
         # Lossless payloads stay views (their streams' chunk checksums are checked again as they
         # are decoded); the others are copied first, so the bytes parsed are the bytes summed.
@@ -323,11 +365,16 @@ class TpzFile(Mapping[str, Any]):
         entry = self.entry(name)
         start = self._data_start + entry["offset"]
         end = start + entry["length"]
-        padding = self._source.read(end, self._data_start + align(end - self._data_start))
+        padding = self._source.read(end, self._padded_end(end))
         borrow = borrow and entry["method"] == lossless.METHOD
         # A copy is summed and then parsed, so what is parsed is what was checked.
         payload = self._source.view(start, end) if borrow else self._source.read(start, end)
         return self._build(name, payload, padding, _core.crc32c(payload), borrow=borrow)
+
+    def _padded_end(self, end: int) -> int:
+        """Where the zero padding after a payload ending at ``end`` ends: at the next aligned
+        offset, or where the payloads end (the end of the file, or the start of a trailing header)."""
+        return min(self._data_start + align(end - self._data_start), self._data_end)
 
     def _build(self, name: str, payload: Any, padding: Any, crc: int, *, borrow: bool) -> Any:
         """Tensor ``name`` from its payload (a view into the file) and the zero padding after it,
@@ -421,7 +468,8 @@ def _parse_entry(i: int, e: Any, path: Path) -> dict[str, Any]:
     return e
 
 
-def _parse(buf: FileSource, path: Path) -> tuple[list[dict[str, Any]], dict[str, str], int]:
+def _parse(buf: FileSource, path: Path) -> tuple[list[dict[str, Any]], dict[str, str], int, int]:
+    """``(entries, metadata, D, E)``: the payloads tile the bytes [D, E) of the file."""
     size = len(buf)
     magic, major, minor, flags, header_len, header_crc, preamble_crc = PREAMBLE.unpack(buf[:PREAMBLE_BYTES])
     if magic != MAGIC:
@@ -435,9 +483,11 @@ def _parse(buf: FileSource, path: Path) -> tuple[list[dict[str, Any]], dict[str,
         raise ChecksumError(f"{path}: preamble checksum mismatch")
     if flags & ~KNOWN_FLAGS:
         raise FormatError(f"{path}: reserved flag bits set ({flags:#x})")
-    if header_len > MAX_HEADER_BYTES or PREAMBLE_BYTES + header_len > size:
+    trailing = bool(flags & FLAG_TRAILING_HEADER)
+    header_start = _header_location(buf, header_len, path) if trailing else PREAMBLE_BYTES
+    if header_len > MAX_HEADER_BYTES or header_start + header_len > size:
         raise FormatError(f"{path}: header length {header_len} exceeds the limit or the file (truncated?)")
-    header = buf[PREAMBLE_BYTES : PREAMBLE_BYTES + header_len]
+    header = buf[header_start : header_start + header_len]
     if _core.crc32c(header) != header_crc:
         raise ChecksumError(f"{path}: header checksum mismatch")
     if flags & FLAG_ZLIB_HEADER:
@@ -451,15 +501,18 @@ def _parse(buf: FileSource, path: Path) -> tuple[list[dict[str, Any]], dict[str,
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise FormatError(f"{path}: metadata must map strings to strings")
     entries = [_parse_entry(i, e, path) for i, e in enumerate(doc["tensors"])]
-    data_start = align(PREAMBLE_BYTES + header_len)
-    if not entries:
-        # An empty container ends at the end of its header or after its zero padding.
-        if size not in (PREAMBLE_BYTES + header_len, data_start):
-            raise FormatError(f"{path}: file is {size} bytes, an empty container ends at 32+h or at D")
-    elif data_start > size:
-        raise FormatError(f"{path}: truncated after the header")
-    if any(buf[PREAMBLE_BYTES + header_len : min(data_start, size)]):
-        raise FormatError(f"{path}: non-zero header padding")
+    if trailing:
+        data_start, data_end = TRAILING_DATA_START, header_start
+    else:
+        data_start, data_end = align(PREAMBLE_BYTES + header_len), size
+        if not entries:
+            # An empty container ends at the end of its header or after its zero padding.
+            if size not in (PREAMBLE_BYTES + header_len, data_start):
+                raise FormatError(f"{path}: file is {size} bytes, an empty container ends at 32+h or at D")
+        elif data_start > size:
+            raise FormatError(f"{path}: truncated after the header")
+        if any(buf[PREAMBLE_BYTES + header_len : min(data_start, size)]):
+            raise FormatError(f"{path}: non-zero header padding")
     end = 0
     names = set()
     for e in entries:
@@ -473,11 +526,31 @@ def _parse(buf: FileSource, path: Path) -> tuple[list[dict[str, Any]], dict[str,
                 f"{path}: payload of {name!r} at {offset} breaks the tiling (expected {align(end)})"
             )
         end = offset + length
-    if entries and data_start + end != size:
+    if (entries or trailing) and data_start + end != data_end:
+        where = f"payloads end at byte {data_end}" if trailing else f"file is {size} bytes"
+        raise FormatError(f"{path}: {where}, its header describes {data_start + end} (truncated?)")
+    return entries, metadata, data_start, data_end
+
+
+def _header_location(buf: FileSource, header_len: int, path: Path) -> int:
+    """Where the trailing header of a :data:`FLAG_TRAILING_HEADER` file starts, from bytes
+    [32, 64): checked, and the header must end the file."""
+    size = len(buf)
+    if size < TRAILING_DATA_START:
+        raise FormatError(f"{path}: {size} bytes is shorter than the 64-byte preamble (truncated?)")
+    location = buf[PREAMBLE_BYTES:TRAILING_DATA_START]
+    header_offset, reserved, crc = HEADER_LOCATION.unpack(location)
+    if _core.crc32c(location[:-4]) != crc:
+        raise ChecksumError(f"{path}: preamble checksum mismatch (header offset)")
+    if any(reserved):
+        raise FormatError(f"{path}: reserved preamble bytes are not zero")
+    ends_file = header_offset >= TRAILING_DATA_START and header_offset + header_len == size
+    if header_len > MAX_HEADER_BYTES or not ends_file:
         raise FormatError(
-            f"{path}: file is {size} bytes, its header describes {data_start + end} (truncated?)"
+            f"{path}: header length {header_len} at offset {header_offset} does not end the "
+            f"{size}-byte file (truncated?)"
         )
-    return entries, metadata, data_start
+    return int(header_offset)
 
 
 def open(
@@ -630,13 +703,14 @@ def _decode_all(
 
 __all__ = [
     "ALIGNMENT",
+    "FLAG_TRAILING_HEADER",
     "FLAG_ZLIB_HEADER",
     "MAGIC",
     "MAX_HEADER_BYTES",
     "TpzFile",
+    "TpzWriter",
     "align",
     "atomic_write",
-    "head_bytes",
     "header_entry",
     "inflate_header",
     "load",

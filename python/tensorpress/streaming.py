@@ -20,9 +20,10 @@ in-memory path.
   the file, and a fingerprint of the source, options and shard plan). A restarted run skips
   shards whose file still matches its record; the journal is removed when the job completes.
 
-A ``.tpz`` header must precede its payloads but holds their lengths and checksums, so payloads
-are first appended to a spool file beside the shard and copied behind the header when the shard
-is complete (the same bytes :func:`tensorpress.save` writes).
+Each payload goes straight into the shard's temporary file as soon as it is coded (the ``.tpz``
+header, which holds the payloads' lengths and checksums, follows them: docs/format.md §2), and
+the shard is renamed into place once complete: every byte is written once, as
+:func:`tensorpress.save` writes it.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from tensorpress import container, hf_folder, methods, tensors
+from tensorpress.atomic import AtomicFile
 from tensorpress.errors import FormatError, InvalidArgumentError, RankFailedError
 from tensorpress.hf import RECIPE_KEY
 from tensorpress.journal import JOURNAL_DIR, Journal, fingerprint
@@ -46,7 +48,6 @@ from tensorpress.safetensors_stream import SourceTensor, folder_tensors, read_te
 
 #: Default largest output shard, in *source* bytes (output sizes are unknown until compressed).
 DEFAULT_MAX_SHARD_BYTES = 2 << 30
-_COPY_CHUNK = 16 << 20
 
 
 #: Stored tensor classes that predate the ``method`` attribute, by class name.
@@ -146,55 +147,35 @@ def assign_shards(shards: Sequence[OutputShard], world_size: int) -> list[list[i
 
 
 class ShardWriter:
-    """Writes one ``.tpz`` as tensors arrive: payloads go to a spool file, and :meth:`finish`
-    writes the preamble and header and copies the spool behind them (atomically)."""
+    """Writes one ``.tpz`` as tensors arrive: each payload goes to disk as it comes, into a
+    temporary file beside the shard that :meth:`finish` completes and renames into place."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._spool_path = path.with_name(f".{path.name}.spool")
-        self._spool = self._spool_path.open("wb")
-        self._entries: list[dict[str, Any]] = []
-        self._end = 0
+        self._file = AtomicFile(path)
+        self._writer = container.TpzWriter(self._file.file)
 
     def add(self, name: str, encoded: Any) -> None:
         if not methods.is_stored(encoded):
             raise InvalidArgumentError(f"{name!r}: a {type(encoded).__name__} is not a stored tensor")
-        payload = encoded.payload()
-        offset = container.align(self._end) if self._entries else 0
-        self._spool.write(b"\0" * (offset - self._end))
-        self._spool.write(payload)
-        self._end = offset + len(payload)
-        # the entry exactly as tensorpress.save writes it (one writer of entries)
-        self._entries.append(container.header_entry(name, encoded, payload, offset))
+        self._writer.add(name, encoded)
 
     def finish(self, metadata: Mapping[str, str]) -> tuple[int, str]:
         """Write the shard; returns its ``(size, sha256 hex)``."""
-        self._spool.close()
         try:
-            head = container.head_bytes(self._entries, {str(k): str(v) for k, v in metadata.items()})
+            size = self._writer.finish({str(k): str(v) for k, v in metadata.items()})
         except InvalidArgumentError as exc:
+            self.abort()
             raise InvalidArgumentError(f"{self.path}: {exc}") from None
-        digest = hashlib.sha256()
-        size = 0
-
-        def write(f: Any) -> None:
-            nonlocal size
-            f.write(head)
-            digest.update(head)
-            size += len(head)
-            with self._spool_path.open("rb") as spool:
-                while chunk := spool.read(_COPY_CHUNK):
-                    f.write(chunk)
-                    digest.update(chunk)
-                    size += len(chunk)
-
-        container.atomic_write(self.path, write)
-        self._spool_path.unlink(missing_ok=True)
-        return size, digest.hexdigest()
+        f = self._file.file
+        f.flush()
+        f.seek(0)
+        digest = hashlib.file_digest(f, "sha256").hexdigest()  # the preamble went in last
+        self._file.commit()
+        return size, digest
 
     def abort(self) -> None:
-        self._spool.close()
-        self._spool_path.unlink(missing_ok=True)
+        self._file.abort()
 
 
 # --- compressing a folder --------------------------------------------------------------------

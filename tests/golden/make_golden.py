@@ -83,6 +83,11 @@ MUST_FAIL: dict[str, tuple[str, str]] = {
     "v1-video-bad-device.tpz": ("FormatError", "device"),
     "v1-video-superfluous-tiles.tpz": ("FormatError", "tiles"),
     "v1-video-frame-table.tpz": ("CorruptDataError", "frame-size table"),
+    "v1-trailing-truncated.tpz": ("FormatError", "truncated"),
+    "v1-trailing-location-crc.tpz": ("ChecksumError", "header offset"),
+    "v1-trailing-reserved.tpz": ("FormatError", "reserved preamble bytes"),
+    "v1-trailing-header-flip.tpz": ("ChecksumError", "header"),
+    "v1-trailing-gap.tpz": ("FormatError", "describes"),
 }
 
 
@@ -160,32 +165,74 @@ def golden_own_table_data() -> bytes:
 # --- container surgery (every checksum recomputed) -------------------------------------------
 
 
+def layout(data: bytes) -> tuple[int, int, int]:
+    """(header start, D, E) of a container: its payloads tile bytes [D, E)."""
+    flags, h = struct.unpack_from("<IQ", data, 12)
+    if flags & 2:  # version 1.2 trailing header: it starts where the payloads end
+        (at,) = struct.unpack_from("<Q", data, 32)
+        return at, 64, at
+    return 32, -(-(32 + h) // ALIGN) * ALIGN, len(data)
+
+
 def header_json(data: bytes) -> bytes:
     """The JSON header of a container (inflated where preamble flag bit 0 says it is zlib)."""
     (flags, h) = struct.unpack_from("<IQ", data, 12)
-    stored = data[32 : 32 + h]
+    at = layout(data)[0]
+    stored = data[at : at + h]
     return zlib.decompress(stored) if flags & 1 else stored
 
 
 def split(data: bytes) -> tuple[dict[str, Any], bytes]:
-    """(header document, payload region from D on) of a container."""
+    """(header document, payload region [D, E)) of a container."""
+    _, start, end = layout(data)
+    return json.loads(header_json(data)), data[start:end]
+
+
+def header_first(data: bytes) -> bytes:
+    """A 1.2 (trailing header) container rewritten as version 1.1 wrote it: the same stored
+    header first, the same payload region after it."""
+    at, start, end = layout(data)
     (h,) = struct.unpack_from("<Q", data, 16)
-    start = -(-(32 + h) // ALIGN) * ALIGN
-    return json.loads(header_json(data)), data[start:]
+    return build(None, data[start:end], header_text=data[at : at + h], zlib_flag=True)
+
+
+def with_location(
+    data: bytes, *, offset: int | None = None, reserved: bytes = b"", crc: bool = True
+) -> bytes:
+    """A 1.2 container with bytes [32, 64) (header offset, reserved, CRC) changed."""
+    location = bytearray(data[32:64])
+    if offset is not None:
+        struct.pack_into("<Q", location, 0, offset)
+    location[8 : 8 + len(reserved)] = reserved
+    if crc:
+        struct.pack_into("<I", location, 28, _core.crc32c(bytes(location[:28])))
+    return data[:32] + bytes(location) + data[64:]
 
 
 def build(
-    doc: Any, region: bytes, *, header_text: bytes | None = None, pad: bytes = b"", zlib_flag: bool = False
+    doc: Any,
+    region: bytes,
+    *,
+    header_text: bytes | None = None,
+    pad: bytes = b"",
+    zlib_flag: bool = False,
+    trailing: bool = False,
 ) -> bytes:
     """A container with header ``doc`` (or raw ``header_text``, stored as given) over payload
-    ``region``, every CRC recomputed; ``pad`` overrides the start of the header padding. The
-    header is plain JSON (version 1.0) unless ``zlib_flag`` sets preamble flag bit 0."""
+    ``region``, every CRC recomputed. By default in the leading layout: plain JSON (version 1.0)
+    unless ``zlib_flag`` sets preamble flag bit 0 (1.1); ``pad`` overrides the start of the header
+    padding. ``trailing``: the 1.2 layout (flag bit 1, the header after the payloads)."""
     header = header_text if header_text is not None else json.dumps(doc, separators=(",", ":")).encode()
-    version, flags = (1, 1) if zlib_flag else (0, 0)
-    head = struct.pack("<8sHHIQI", b"\x89TPZ\r\n\x1a\n", 1, version, flags, len(header), _core.crc32c(header))
+    flags = (1 if zlib_flag else 0) | (2 if trailing else 0)
+    minor = 2 if trailing else 1 if zlib_flag else 0
+    head = struct.pack("<8sHHIQI", b"\x89TPZ\r\n\x1a\n", 1, minor, flags, len(header), _core.crc32c(header))
+    preamble = head + struct.pack("<I", _core.crc32c(head))
+    if trailing:
+        location = struct.pack("<Q20s", 64 + len(region), bytes(20))
+        return preamble + location + struct.pack("<I", _core.crc32c(location)) + region + header
     padding = bytearray(-(32 + len(header)) % ALIGN)
     padding[: len(pad)] = pad
-    return head + struct.pack("<I", _core.crc32c(head)) + header + bytes(padding) + region
+    return preamble + header + bytes(padding) + region
 
 
 def with_entry(data: bytes, change: Callable[[dict[str, Any]], None], index: int = 0) -> bytes:
@@ -227,6 +274,10 @@ def write_container_goldens(out: Path) -> None:
     stored = {k: compress(v, lanes=LANES, chunk_size=CHUNK_SIZE) for k, v in golden_tensors().items()}
     tp.save(stored, out / "v1-ok.tpz", metadata={"purpose": "golden"})
     ok = (out / "v1-ok.tpz").read_bytes()
+    # The same file as version 1.1 wrote it (header first); the must-fail files of that layout
+    # are made from it.
+    lead = header_first(ok)
+    (out / "v1-ok-header-first.tpz").write_bytes(lead)
     # The last tensor with a payload: its first byte flipped, its CRC left as it was.
     last_coded = max(i for i, e in enumerate(split(ok)[0]["tensors"]) if e["length"])
     # An empty container ending right after its header (no padding): allowed by §2.
@@ -236,7 +287,7 @@ def write_container_goldens(out: Path) -> None:
     def with_preamble(
         magic: bytes = b"", major: int | None = None, flags: int = 0, header_len: int | None = None
     ) -> bytes:
-        fields = list(struct.unpack_from("<8sHHIQII", ok))
+        fields = list(struct.unpack_from("<8sHHIQII", lead))
         if magic:
             fields[0] = magic
         if major is not None:
@@ -245,9 +296,10 @@ def write_container_goldens(out: Path) -> None:
         if header_len is not None:
             fields[4] = header_len
         head = struct.pack("<8sHHIQI", *fields[:6])
-        return head + struct.pack("<I", _core.crc32c(head)) + ok[32:]
+        return head + struct.pack("<I", _core.crc32c(head)) + lead[32:]
 
     doc, region = split(ok)
+    header_at = layout(ok)[0]
 
     tiling_doc = json.loads(json.dumps(doc))
     tiling_doc["tensors"][1]["offset"] += 1
@@ -262,11 +314,11 @@ def write_container_goldens(out: Path) -> None:
         "header-zlib-trailing": build(
             doc, region, header_text=zlib.compress(_header_text(doc), 9) + b"\0", zlib_flag=True
         ),
-        "truncated": ok[: len(ok) - 10],
-        "preamble-crc": ok[:28] + bytes([ok[28] ^ 1]) + ok[29:],
-        "header-flip": ok[:40] + bytes([ok[40] ^ 4]) + ok[41:],
+        "truncated": lead[: len(lead) - 10],
+        "preamble-crc": lead[:28] + bytes([lead[28] ^ 1]) + lead[29:],
+        "header-flip": lead[:40] + bytes([lead[40] ^ 4]) + lead[41:],
         "payload-flip": with_payload(ok, _flip_first_byte, crc=False, index=last_coded),
-        "trailing-bytes": ok + b"\0" * 64,
+        "trailing-bytes": lead + b"\0" * 64,
         "tiling": build(tiling_doc, region),
         "header-padding": build(doc, region, pad=b"\0\0\x01"),
         "payload-padding": _payload_padding(doc, region),
@@ -277,6 +329,13 @@ def write_container_goldens(out: Path) -> None:
             None, region, header_text=_header_text(doc).replace(b'"offset":0', b'"offset":Infinity', 1)
         ),
         "summary-mismatch": with_entry(ok, lambda e: e.update(dtype="float16")),
+        # Version 1.2 (trailing header), as tp.save writes it.
+        "trailing-truncated": ok[: len(ok) - 10],
+        "trailing-location-crc": with_location(ok, offset=header_at + 64, crc=False),
+        "trailing-reserved": with_location(ok, reserved=b"\x01"),
+        "trailing-header-flip": ok[: header_at + 5] + bytes([ok[header_at + 5] ^ 4]) + ok[header_at + 6 :],
+        # 64 more zero bytes after the last payload, the header offset moved past them.
+        "trailing-gap": with_location(ok[:header_at] + bytes(64) + ok[header_at:], offset=header_at + 64),
     }
     for name, data in bad.items():
         (out / f"v1-{name}.tpz").write_bytes(data)
