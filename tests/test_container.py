@@ -189,6 +189,48 @@ def test_atomic_write_never_leaves_partial_file(tmp_path: Path) -> None:
     assert path.stat().st_mode & 0o777 == 0o644  # the file's own mode, not mkstemp's 0600
 
 
+def test_save_writes_payloads_as_they_are_coded(tmp_path: Path) -> None:
+    """The header trails the payloads, so a save holds one payload at a time, not the model's:
+    the traced peak stays at a few tensors' worth (all 12 payloads were held before version 1.2)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(7)
+    data = {f"t{i}": rng.integers(0, 256, 1 << 20, dtype=np.uint8) for i in range(12)}
+    tp.save(data, tmp_path / "warm.tpz", threads=1)  # first-call allocations (tables, imports)
+    tracemalloc.start()
+    try:
+        tp.save(data, tmp_path / "big.tpz", threads=1)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4.5 * (1 << 20), peak  # measured 3.2 MB; the 1.1 writer: 13.6 MB
+    assert_same(tp.load(tmp_path / "big.tpz"), data)
+
+
+def test_tpz_writer_refuses_duplicates_and_writes_a_valid_file(tmp_path: Path) -> None:
+    from tensorpress.atomic import AtomicFile
+
+    target = AtomicFile(tmp_path / "w.tpz")
+    writer = container.TpzWriter(target.file)
+    writer.add("a", tp.compress(np.arange(100, dtype=np.float32)))
+    with pytest.raises(InvalidArgumentError, match="twice"):
+        writer.add("a", tp.compress(np.zeros(3, np.float32)))
+    size = writer.finish({"k": "v"})
+    assert not (tmp_path / "w.tpz").exists()  # nothing visible before the commit
+    target.commit()
+    assert (tmp_path / "w.tpz").stat().st_size == size
+    with pytest.raises(InvalidArgumentError, match="already"):
+        target.commit()
+    with tp.open(tmp_path / "w.tpz") as f:
+        assert f.metadata == {"k": "v"} and list(f) == ["a"]
+    aborted = AtomicFile(tmp_path / "w.tpz")
+    aborted.file.write(b"partial")
+    aborted.abort()
+    aborted.abort()  # idempotent
+    assert [p.name for p in tmp_path.iterdir()] == ["w.tpz"]
+    assert tp.load(tmp_path / "w.tpz")["a"].tobytes() == np.arange(100, dtype=np.float32).tobytes()
+
+
 def test_invalid_arguments(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgumentError):
         tp.save({"": np.zeros(1)}, tmp_path / "x.tpz")
