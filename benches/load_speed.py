@@ -6,9 +6,10 @@ tensors) and ``load_file`` (mmap) followed by ``clone()`` of every tensor.
 
 Models: SmolLM2-135M (the Q4_1 GGUF dequantized to bf16 by transformers) and MiniLM-L6-v2 (fp32
 cast to bf16), both from pip packages (``tensorpress.samples``). MB/s are raw bf16 bytes per
-second, best of ``--repeats``. ``tp.save`` writes a new file each time (the previous one is
-removed untimed): replacing an existing file also pays the kernel's freeing of the old file's
-page cache inside the rename (about 0.1 s per GB here), which is not the encoder's cost.
+second, best of ``--repeats``; the save's traced peak memory (``tracemalloc``) is printed too.
+``tp.save`` writes a new file each time (the previous one is removed untimed): replacing an existing
+file also pays the kernel's freeing of the old file's page cache inside the rename (about 0.1 s per
+GB here), which is not the encoder's cost.
 
     python benches/load_speed.py                      # both models
     python benches/load_speed.py --models minilm --repeats 3
@@ -22,6 +23,7 @@ import os
 import platform
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -90,6 +92,7 @@ def bench_model(name: str, weights: dict[str, np.ndarray], workdir: Path, repeat
     as_torch = {k: torch.from_numpy(v.view(np.uint8).copy()).view(torch.bfloat16) for k, v in weights.items()}
     save_file(as_torch, str(st))
     save_s = _best(lambda: tp.save(weights, tpz), max(1, repeats // 2), lambda: tpz.unlink(missing_ok=True))
+    save_peak = _traced_peak(lambda: tp.save(weights, tpz))
     for p in (tpz, st):  # into the page cache
         p.read_bytes()
 
@@ -127,7 +130,20 @@ def bench_model(name: str, weights: dict[str, np.ndarray], workdir: Path, repeat
         rows.append(f"{head} | {raw / t / 1e6:,.0f} | {base / t:.2f}x |")
     save_row = f"tp.save (new file) | {raw / save_s / 1e6:,.0f} | |"
     rows.append(f"| {name} | {len(weights)} | {raw / 1e6:.1f} | {ratio:.2%} | {save_row}")
+    peak_row = f"tp.save traced peak memory: {save_peak / 1e6:,.1f} MB | | |"
+    rows.append(f"| {name} | {len(weights)} | {raw / 1e6:.1f} | {ratio:.2%} | {peak_row}")
     return rows
+
+
+def _traced_peak(fn: Callable[[], Any]) -> int:
+    """Peak Python-allocated memory (``tracemalloc``) while ``fn`` runs: what a save holds beyond
+    its inputs (coded payloads are Python ``bytes``)."""
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 def main() -> None:
