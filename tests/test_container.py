@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import ml_dtypes
@@ -205,6 +206,43 @@ def test_save_writes_payloads_as_they_are_coded(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert peak < 4.5 * (1 << 20), peak  # measured 3.2 MB; the 1.1 writer: 13.6 MB
     assert_same(tp.load(tmp_path / "big.tpz"), data)
+
+
+def test_save_starts_writeback_of_written_payloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every WRITEBACK_BYTES of payload, the writer asks the kernel to start writing them back,
+    over consecutive ranges that cover what was written; the file stays valid."""
+    calls: list[tuple[int, int]] = []
+    real = container.start_writeback
+
+    def spy(f: object, start: int, end: int) -> None:
+        calls.append((start, end))
+        real(f, start, end)
+
+    monkeypatch.setattr(container, "WRITEBACK_BYTES", 1 << 20)
+    monkeypatch.setattr(container, "start_writeback", spy)
+    rng = np.random.default_rng(3)
+    data = {f"t{i}": rng.integers(0, 256, 600_000, dtype=np.uint8) for i in range(6)}
+    tp.save(data, tmp_path / "wb.tpz")
+    assert len(calls) >= 2
+    assert calls[0][0] == 0 and all(a[1] == b[0] for a, b in itertools.pairwise(calls))
+    assert all(end - start >= 1 << 20 for start, end in calls)
+    assert calls[-1][1] <= (tmp_path / "wb.tpz").stat().st_size
+    assert_same(tp.load(tmp_path / "wb.tpz"), data)
+
+
+def test_start_writeback_is_a_harmless_hint(tmp_path: Path) -> None:
+    import io
+
+    from tensorpress.atomic import start_writeback
+
+    start_writeback(io.BytesIO(b"abc"), 0, 3)  # no descriptor: nothing to do
+    with open(tmp_path / "f", "wb") as f:
+        f.write(b"x" * 10_000)
+        start_writeback(f, 0, 10_000)
+        start_writeback(f, 5, 5)  # empty range
+    with open(tmp_path / "f", "rb") as f:
+        start_writeback(f, 0, 10_000)  # read-only descriptor: the kernel may refuse; ignored
+    assert (tmp_path / "f").read_bytes() == b"x" * 10_000
 
 
 def test_tpz_writer_refuses_duplicates_and_writes_a_valid_file(tmp_path: Path) -> None:
