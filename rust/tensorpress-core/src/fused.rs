@@ -7,7 +7,7 @@
 
 use crate::codes::EncodeTable;
 use crate::error::{Error, Result};
-use crate::histogram::{histogram, merge, Histogram};
+use crate::histogram::{entropy_bits, histogram, merge, Histogram};
 use crate::kernels::Kernel;
 use crate::planes::{Transform, MAX_ELEMENT_BYTES};
 use crate::stream::{
@@ -274,6 +274,31 @@ fn predicted_size(table: &CodeTable, hist: &Histogram, n: usize, opts: &EncodeOp
     Some((FIXED_HEADER_BYTES + 4 + table_bytes.len()) as u64 + chunks * per_chunk + bits / 8)
 }
 
+/// Planes of at least this many chunks are probed before they are counted in full.
+const RAW_PROBE_MIN_CHUNKS: usize = 4;
+/// A probe counts every this-many-th chunk, from the first.
+const RAW_PROBE_STRIDE: usize = 8;
+/// Bits per symbol a probed plane's entropy must clear the break-even point by before the plane
+/// is stored raw uncounted: covers the sample's estimation error with a wide margin (a chunk of
+/// 256 Ki symbols misestimates the entropy of its source by about 0.001 bit).
+const RAW_PROBE_MARGIN_BITS: f64 = 0.02;
+
+/// The chunk stride of a raw probe, where one pays: automatic codec choice, enough chunks.
+fn raw_probe(codecs: &PlaneCodecs, n_chunks: usize) -> Option<usize> {
+    let auto = matches!(codecs, PlaneCodecs::Auto { .. });
+    (auto && n_chunks >= RAW_PROBE_MIN_CHUNKS).then_some(RAW_PROBE_STRIDE)
+}
+
+/// Whether no prefix code can save the required share on a plane of `n` symbols whose sampled
+/// histogram is `sample`: every candidate codes at least `n` times the entropy, so a sampled
+/// entropy clearly above the break-even point means the plane will be stored raw anyway.
+fn surely_incompressible(codecs: &PlaneCodecs, sample: &Histogram, n: usize, opts: &EncodeOptions) -> bool {
+    let PlaneCodecs::Auto { min_saving_permille, .. } = codecs else { return false };
+    let raw_bits = 8.0 * raw_stream_bound(n, opts.chunk_size) as f64;
+    let keep = 1.0 - f64::from((*min_saving_permille).min(1000)) / 1000.0;
+    (entropy_bits(sample) - RAW_PROBE_MARGIN_BITS) * n as f64 > raw_bits * keep
+}
+
 fn choose_table(
     codecs: &PlaneCodecs,
     plane: usize,
@@ -350,15 +375,47 @@ pub fn encode_planes_parts(
         end - start
     };
     {
-        // Pass 1: per chunk, per plane histograms.
-        let hists: Vec<Vec<Histogram>> = map_pieces((0..n_chunks).collect(), opts.threads, |i| {
-            with_scratch(k_planes, cs, |scratch| {
-                let len = split_chunk(i, scratch);
-                scratch.iter().map(|p| histogram(&p[..len])).collect()
+        let chunk_hists = |chunks: Vec<usize>, counted: &[bool]| {
+            map_pieces(chunks, opts.threads, |i| {
+                with_scratch(k_planes, cs, |scratch| {
+                    let len = split_chunk(i, scratch);
+                    let hist = |(p, &c): (&&mut [u8], &bool)| if c { histogram(&p[..len]) } else { [0; 256] };
+                    scratch.iter().zip(counted).map(hist).collect::<Vec<Histogram>>()
+                })
             })
-        });
+        };
+        // Pass 0: planes that a sample shows to be incoherent bytes (a float's low mantissa)
+        // are stored raw without counting the rest of them: their histograms would cost as
+        // much as coding the exponent plane.
+        let every_plane = vec![true; k_planes];
+        let probe = raw_probe(codecs, n_chunks);
+        let mut hists: Vec<Vec<Histogram>> = vec![Vec::new(); n_chunks];
+        let mut surely_raw = vec![false; k_planes];
+        if let Some(stride) = probe {
+            let sample: Vec<usize> = (0..n_chunks).step_by(stride).collect();
+            for (i, h) in sample.iter().zip(chunk_hists(sample.clone(), &every_plane)) {
+                hists[*i] = h;
+            }
+            for (k, raw) in surely_raw.iter_mut().enumerate() {
+                let mut total = [0u64; 256];
+                for &i in &sample {
+                    merge(&mut total, &hists[i][k]);
+                }
+                *raw = surely_incompressible(codecs, &total, n, opts);
+            }
+        }
+        // Pass 1: per chunk, per plane histograms (those a probe has not settled).
+        let counted: Vec<bool> = surely_raw.iter().map(|r| !r).collect();
+        let rest: Vec<usize> = (0..n_chunks).filter(|i| probe.is_none_or(|s| i % s != 0)).collect();
+        for (i, h) in rest.iter().zip(chunk_hists(rest.clone(), &counted)) {
+            hists[*i] = h;
+        }
         let mut tables = Vec::with_capacity(k_planes);
         for k in 0..k_planes {
+            if surely_raw[k] {
+                tables.push(CodeTable::Raw);
+                continue;
+            }
             let mut total = [0u64; 256];
             for h in &hists {
                 merge(&mut total, &h[k]);

@@ -199,3 +199,76 @@ fn incompressible_bytes_fall_back_to_a_raw_stream() {
         assert_eq!(decode(&blob, &DecodeOptions::default()).unwrap(), noise);
     }
 }
+
+/// bf16-like elements: the low byte from `low(x)`, the high byte a random sign and one of a few
+/// exponent values (so the sign·mantissa plane is `low`'s 7 bits under a random sign bit).
+fn bf16_like(count: usize, low: impl Fn(u64) -> u8) -> Vec<u8> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut out = Vec::with_capacity(2 * count);
+    for _ in 0..count {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.push(low(x));
+        out.push(((x >> 50) as u8 & 0x80) | (0x3C + ((x >> 40) % 3) as u8));
+    }
+    out
+}
+
+/// Makes an element's low byte from a random word.
+type LowByte = fn(u64) -> u8;
+
+#[test]
+fn raw_probe_skips_only_planes_no_code_could_shrink() {
+    // 64 chunks per plane: the automatic choice probes every 8th chunk before counting the rest.
+    let opts = EncodeOptions { chunk_size: 4096, lanes: 4, threads: Some(2), ..Default::default() };
+    let auto = PlaneCodecs::Auto { candidates: vec![Codec::Qlc, Codec::Huffman], min_saving_permille: 10 };
+    let t = Transform::Bf16Exponent;
+    let cases: [(&str, LowByte, bool); 3] = [
+        ("noise mantissa", |x| (x >> 24) as u8, true),
+        // 6 of 7 mantissa bits random (plane entropy 7 bits): worth coding, never settled raw.
+        ("6-bit mantissa", |x| ((x >> 24) as u8) & 0x3F, false),
+        // Half the mantissas from 64 values, half from 128: plane entropy ~7.5 bits.
+        ("skewed mantissa", |x| if x & 1 == 0 { (x >> 24) as u8 } else { ((x >> 24) as u8) & 0x3F }, false),
+    ];
+    for (what, low, expect_raw) in cases {
+        let data = bf16_like(64 * 4096, low);
+        let parts = encode_planes(&data, t, &auto, &opts).unwrap();
+        let chosen: Vec<Codec> = parts.iter().map(|(c, _)| *c).collect();
+        assert_ne!(chosen[0], Codec::Raw, "{what}: the exponent plane codes");
+        assert_eq!(chosen[1] == Codec::Raw, expect_raw, "{what}: {chosen:?}");
+        // The probe changes which histograms are counted, not the bytes of what is chosen:
+        // fully counted per-plane coding with the same choice gives the same streams.
+        let counted = encode_planes(&data, t, &PlaneCodecs::PerPlane(chosen.clone()), &opts).unwrap();
+        assert_eq!(parts, counted, "{what}");
+        let blobs: Vec<&[u8]> = parts.iter().map(|(_, b)| b.as_slice()).collect();
+        let mut out = vec![0u8; data.len()];
+        decode_planes_into(&blobs, t, &mut out, &DecodeOptions::default()).unwrap();
+        assert_eq!(out, data, "{what}");
+    }
+}
+
+#[test]
+fn raw_probe_decides_from_every_eighth_chunk() {
+    // Noise mantissas in the probed chunks (0, 8, 16, ...) and three values elsewhere: counted in
+    // full the plane would code (entropy ~2.4 bits), but the probe settles it raw without
+    // counting the rest. Contrived on purpose: it shows the probe is what decides, and what the
+    // sample-based decision gives up (weights do not vary with an 8-chunk period).
+    let opts = EncodeOptions { chunk_size: 4096, lanes: 4, threads: Some(1), ..Default::default() };
+    let auto = PlaneCodecs::Auto { candidates: vec![Codec::Huffman], min_saving_permille: 10 };
+    let mut data = bf16_like(64 * 4096, |x| (x >> 24) as u8);
+    for (i, element) in data.chunks_exact_mut(2).enumerate() {
+        if (i / 4096) % 8 != 0 {
+            element[0] = (i % 3) as u8;
+            element[1] = 0x3C;
+        }
+    }
+    let parts = encode_planes(&data, Transform::Bf16Exponent, &auto, &opts).unwrap();
+    assert_eq!(parts[1].0, Codec::Raw);
+    let counted = encode_planes(&data, Transform::Bf16Exponent, &PlaneCodecs::Fixed(Codec::Huffman), &opts).unwrap();
+    assert!(counted[1].1.len() < parts[1].1.len() / 2, "full counts would code the plane");
+    // Fewer than 4 chunks: no probe, the full count decides.
+    let short = &data[..2 * 3 * 4096];
+    let parts = encode_planes(short, Transform::Bf16Exponent, &auto, &opts).unwrap();
+    assert_eq!(parts[1].0, Codec::Huffman);
+}
