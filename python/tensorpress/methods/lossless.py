@@ -12,7 +12,7 @@ A tensor's elements are split into byte planes so that each plane has one kind o
 
 Each plane is coded by :mod:`tensorpress.entropy`; ``codec="auto"`` measures every candidate's
 size on the plane's histogram (one pass in Rust) and keeps the smallest, or stores the plane raw
-when no code saves at least :data:`MIN_SAVING`. A plane of four chunks or more is first probed
+when no code saves at least :data:`MIN_SAVING`. A plane of two chunks or more is first probed
 on every eighth chunk: when the sample's entropy is clearly (0.02 bit) above what any code would
 need to save that much (a float's low mantissa bytes), the plane is stored raw without counting
 the rest, which would cost as much as coding the exponent plane. The transform follows from the

@@ -275,7 +275,7 @@ fn predicted_size(table: &CodeTable, hist: &Histogram, n: usize, opts: &EncodeOp
 }
 
 /// Planes of at least this many chunks are probed before they are counted in full.
-const RAW_PROBE_MIN_CHUNKS: usize = 4;
+const RAW_PROBE_MIN_CHUNKS: usize = 2;
 /// A probe counts every this-many-th chunk, from the first.
 const RAW_PROBE_STRIDE: usize = 8;
 /// Bits per symbol a probed plane's entropy must clear the break-even point by before the plane
@@ -376,7 +376,15 @@ pub fn encode_planes_parts(
     };
     {
         let chunk_hists = |chunks: Vec<usize>, counted: &[bool]| {
+            let exponent_only = counted.first() == Some(&true) && counted[1..].iter().all(|c| !c);
             map_pieces(chunks, opts.threads, |i| {
+                let (start, end) = (i * cs, (i * cs + cs).min(n));
+                let source = &input[transform.source_range(start, end, count)];
+                if let Some(exponents) = exponent_only.then(|| transform.exponent_histogram(source)).flatten() {
+                    let mut hists = vec![[0; 256]; k_planes];
+                    hists[0] = exponents;
+                    return hists;
+                }
                 with_scratch(k_planes, cs, |scratch| {
                     let len = split_chunk(i, scratch);
                     let hist = |(p, &c): (&&mut [u8], &bool)| if c { histogram(&p[..len]) } else { [0; 256] };
