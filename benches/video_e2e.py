@@ -24,11 +24,13 @@ import argparse
 import math
 import platform
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+import norm_tune
 import tensorpress.video as tv
 from tensorpress.evaluation import (
     calibration_texts,
@@ -65,6 +67,14 @@ def main() -> None:
     ap.add_argument("--bit-depth", type=int, default=8, choices=(8, 10))
     ap.add_argument("--calib-windows", type=int, default=16, help="calibration windows for statistics")
     ap.add_argument("--qp-step", type=int, default=6, help="first QP grid step of --allocate rd")
+    ap.add_argument(
+        "--tune-norms",
+        type=int,
+        default=0,
+        help="after rd coding, also train the RMSNorm weights this many steps",
+    )
+    ap.add_argument("--tune-lr", type=float, default=1e-3, help="Adam learning rate of --tune-norms")
+    ap.add_argument("--coded-cache", default=None, help="directory: reuse (or keep) the rd-coded tensors")
     args = ap.parse_args()
     torch.set_num_threads(2)
 
@@ -130,9 +140,10 @@ def main() -> None:
         ap.error(f"--importance takes mse, act and fisher, got {args.importance}")
     need_stats = args.col_scale > 0 or kinds != ["mse"]
     stats: dict[str, tv.LinearStats] = {}
+    calib = token_windows(tok, calibration_texts(), 256, args.calib_windows)
+    teacher = norm_tune.teacher_logits(model, calib) if args.tune_norms else None
     if need_stats:
         t = time.perf_counter()
-        calib = token_windows(tok, calibration_texts(), 256, args.calib_windows)
         stats = tv.linear_statistics(model, calib, gradients="fisher" in kinds, names=list(linears))
         print(f"  statistics over {calib.numel():,} calibration tokens ({time.perf_counter() - t:.0f}s)")
     col_scale = (
@@ -160,19 +171,32 @@ def main() -> None:
             label = f"{codec}{extras}"
             for kind in kinds if args.allocate != "equal" else ():
                 t = time.perf_counter()
-                coded = tv.encode_many(
-                    {n: w.numpy() for n, w in orig.items()},
-                    target,
-                    allocate=args.allocate,
-                    importance=importance_of(kind),
-                    col_scale=col_scale,
-                    codec=codec,
-                    bit_depth=args.bit_depth,
-                    rotate=args.rotate,
-                    preset=args.preset,
-                    qp_step=args.qp_step,
-                    progress=lambda msg: print(f"    {msg}", flush=True),
+                cache = None
+                if args.coded_cache:
+                    run = f"{label}-{args.allocate}-{kind}-{target}".replace(" ", "_")
+                    cache = Path(args.coded_cache) / run
+                    cache.mkdir(parents=True, exist_ok=True)
+                cached = sorted(cache.glob("*.vt")) if cache else []
+                coded = (
+                    {p.stem: tv.VideoTensor.from_bytes(p.read_bytes()) for p in cached}
+                    if cached
+                    else tv.encode_many(
+                        {n: w.numpy() for n, w in orig.items()},
+                        target,
+                        allocate=args.allocate,
+                        importance=importance_of(kind),
+                        col_scale=col_scale,
+                        codec=codec,
+                        bit_depth=args.bit_depth,
+                        rotate=args.rotate,
+                        preset=args.preset,
+                        qp_step=args.qp_step,
+                        progress=lambda msg: print(f"    {msg}", flush=True),
+                    )
                 )
+                if cache and not cached:
+                    for n, vt in coded.items():
+                        (cache / f"{n}.vt").write_bytes(vt.to_bytes())
                 t_code = time.perf_counter() - t
                 bpv, rel, note = apply_coded(coded)
                 note += f", code {t_code:.0f}s"
@@ -183,6 +207,15 @@ def main() -> None:
                     f"  {label} {setting}: {bpv:.3f} bits/value ppl {p:.3f} ({note}; ppl {tp:.0f}s)",
                     flush=True,
                 )
+                if teacher is not None:
+                    t = time.perf_counter()
+                    saved = norm_tune.tune_norms(model, calib, teacher, args.tune_norms, lr=args.tune_lr)
+                    t_tune = time.perf_counter() - t
+                    p, tp = ppl()
+                    tuned = f"+norms {args.tune_norms} steps lr {args.tune_lr:g}"
+                    results.append((f"{label} {tuned}", setting, bpv, rel, p, f"{note}, tune {t_tune:.0f}s"))
+                    print(f"  {label} {setting} {tuned}: ppl {p:.3f} (tune {t_tune:.0f}s)", flush=True)
+                    norm_tune.restore_norms(model, saved)
                 restore()
             if args.allocate != "equal":
                 continue

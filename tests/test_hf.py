@@ -328,6 +328,59 @@ def test_calibrated_video_recipe_in_one_call(tmp_path: Path, tiny_llama: Callabl
         assert torch.equal(back.state_dict()[n], state[n]), n
 
 
+def test_tuned_norms_bring_the_coded_model_closer(tmp_path: Path, tiny_llama: Callable[..., Any]) -> None:
+    """tune_norms=N stores norms trained against the coded weights: the folder's logits on the
+    calibration ids move closer to the original model's than without tuning, only norm weights
+    differ between the two folders, and the model passed in is left as it was."""
+    pytest.importorskip("tensorpress.video")
+    model = tiny_llama(**CALIBRATION_LLAMA)
+    before = {n: p.detach().clone() for n, p in model.state_dict().items()}
+    calibration = torch.randint(0, 64, (8, 32), generator=torch.Generator().manual_seed(1))
+    try:
+        for name, steps in (("plain", 0), ("tuned", 30)):
+            tp.save_pretrained(
+                model, tmp_path / name, bits_per_value=3.0, method="video", calibration=calibration,
+                tune_norms=steps,
+            )  # fmt: skip
+    except tp.BackendUnavailableError:
+        pytest.skip("no AV1 encoder")
+    assert all(torch.equal(model.state_dict()[n], w) for n, w in before.items())
+    assert not any(p.requires_grad is False for p in model.parameters())
+
+    def kl_to_original(folder: Path) -> float:
+        back = tp.from_pretrained(folder)
+        with torch.no_grad():
+            want = torch.log_softmax(model(calibration).logits, -1)
+            got = torch.log_softmax(back(calibration).logits, -1)
+        return float(torch.nn.functional.kl_div(got, want, log_target=True, reduction="batchmean"))
+
+    assert kl_to_original(tmp_path / "tuned") < 0.9 * kl_to_original(tmp_path / "plain")  # 0.062 vs 0.077
+    plain = tp.load(tmp_path / "plain" / "model.tpz")
+    tuned = tp.load(tmp_path / "tuned" / "model.tpz")
+    differ = {n for n in plain if not torch.equal(plain[n], tuned[n])}
+    assert differ and all(n.endswith("norm.weight") for n in differ), differ
+
+
+def test_tune_norms_refusals(tmp_path: Path, tiny_llama: Callable[..., Any]) -> None:
+    from tensorpress.video.tune import tune_norms
+
+    model = tiny_llama(**CALIBRATION_LLAMA)
+    ids = torch.randint(0, 64, (2, 16))
+    with pytest.raises(tp.errors.InvalidArgumentError, match="needs calibration"):
+        tp.save_pretrained(model, tmp_path / "a", bits_per_value=6.0, method="video", tune_norms=5)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(tp.errors.InvalidArgumentError, match="tune_norms"):
+            tp.save_pretrained(
+                model, tmp_path / "a", bits_per_value=6.0, method="video", calibration=ids, tune_norms=bad
+            )
+    with pytest.raises(tp.errors.InvalidArgumentError, match="positive"):
+        tune_norms(model, ids, {}, 0)
+    with pytest.raises(tp.errors.InvalidArgumentError, match="not a parameter"):
+        tune_norms(model, ids, {"nope.weight": torch.zeros(3)}, 1)
+    with pytest.raises(tp.errors.InvalidArgumentError, match="no RMSNorm"):
+        tune_norms(torch.nn.Sequential(torch.nn.Linear(4, 4)), ids, {}, 1)
+
+
 def test_calibration_is_refused_where_it_cannot_apply(tmp_path: Path, tiny_llama: Callable[..., Any]) -> None:
     model = tiny_llama(**CALIBRATION_LLAMA)
     ids = torch.randint(0, 64, (2, 16))
