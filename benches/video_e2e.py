@@ -13,6 +13,9 @@ second moment E[x_j²]; ``fisher``: by E[(∂L/∂y_r)²]·E[x_j²], the K-FAC d
 ``--col-scale α`` multiplies input column j by E[x_j²]^α before coding (AWQ-style; the fp16 scales
 count in bits/value). Activation and gradient statistics come from ``--calib-windows`` 256-token
 windows of :func:`tensorpress.evaluation.calibration_texts` (disjoint from the evaluation text). The tied
+``--tune-norms N`` adds a row per rd run with the RMSNorm weights then trained N steps against
+the original model (:func:`tensorpress.video.tune.tune_norms`, on the calibration windows);
+``--coded-cache DIR`` keeps the coded tensors and reuses them in a later run. The tied
 ``lm_head``/embedding matrix is left uncompressed for every method (as GPTQ/AWQ/RTN baselines do).
 The GGUF weights are Q4_1 already (DESIGN.md §4): perplexity deltas are meaningful, absolute
 weight statistics less so.
@@ -30,7 +33,6 @@ from typing import Any
 import numpy as np
 import torch
 
-import norm_tune
 import tensorpress.video as tv
 from tensorpress.evaluation import (
     calibration_texts,
@@ -40,6 +42,7 @@ from tensorpress.evaluation import (
     perplexity,
     token_windows,
 )
+from tensorpress.video.tune import tune_norms
 
 
 def rtn_g128(w: np.ndarray, bits: int, group: int = 128) -> np.ndarray:
@@ -141,7 +144,6 @@ def main() -> None:
     need_stats = args.col_scale > 0 or kinds != ["mse"]
     stats: dict[str, tv.LinearStats] = {}
     calib = token_windows(tok, calibration_texts(), 256, args.calib_windows)
-    teacher = norm_tune.teacher_logits(model, calib) if args.tune_norms else None
     if need_stats:
         t = time.perf_counter()
         stats = tv.linear_statistics(model, calib, gradients="fisher" in kinds, names=list(linears))
@@ -207,15 +209,25 @@ def main() -> None:
                     f"  {label} {setting}: {bpv:.3f} bits/value ppl {p:.3f} ({note}; ppl {tp:.0f}s)",
                     flush=True,
                 )
-                if teacher is not None:
+                if args.tune_norms:
+                    restore()  # the original weights give the teacher's logits
                     t = time.perf_counter()
-                    saved = norm_tune.tune_norms(model, calib, teacher, args.tune_norms, lr=args.tune_lr)
+                    decoded = {f"{n}.weight": torch.from_numpy(tv.decode(vt)) for n, vt in coded.items()}
+                    tuned = tune_norms(model, calib, decoded, args.tune_norms, lr=args.tune_lr, say=print)
                     t_tune = time.perf_counter() - t
+                    params = dict(model.named_parameters())
+                    saved = {n: params[n].detach().clone() for n in tuned}
+                    apply_coded(coded)
+                    with torch.no_grad():
+                        for n, w in tuned.items():
+                            params[n].copy_(w)
                     p, tp = ppl()
-                    tuned = f"+norms {args.tune_norms} steps lr {args.tune_lr:g}"
-                    results.append((f"{label} {tuned}", setting, bpv, rel, p, f"{note}, tune {t_tune:.0f}s"))
-                    print(f"  {label} {setting} {tuned}: ppl {p:.3f} (tune {t_tune:.0f}s)", flush=True)
-                    norm_tune.restore_norms(model, saved)
+                    label_tuned = f"{label} +norms {args.tune_norms} steps lr {args.tune_lr:g}"
+                    results.append((label_tuned, setting, bpv, rel, p, f"{note}, tune {t_tune:.0f}s"))
+                    print(f"  {label_tuned} {setting}: ppl {p:.3f} (tune {t_tune:.0f}s)", flush=True)
+                    with torch.no_grad():
+                        for n, w in saved.items():
+                            params[n].copy_(w)
                 restore()
             if args.allocate != "equal":
                 continue
