@@ -6,7 +6,8 @@ Why it pays: a norm's weight scales the input columns of every projection it fee
 gate, up in a Llama block), so tuning it is a column scaling learned end to end, against the
 model's own output instead of each layer's; and the norms are stored losslessly either way, so the
 tuned ones cost no bits. On SmolLM2-135M coded with AV1 at 3.0 bits/value it takes the perplexity
-increase from +40.4 % to +25.9 % with 60 steps (benches/RESULTS.md §10.9).
+increase from +40.4 % to +25.9 % with 60 steps, and to +23.2 % with 150 steps on 64 calibration
+windows (benches/RESULTS.md §10.9).
 """
 
 from __future__ import annotations
@@ -57,11 +58,11 @@ def tune_norms(
 
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise InvalidArgumentError(f"tune_norms takes a positive number of steps, got {steps!r}")
-    ids = torch.as_tensor(calibration)
     norms = norm_weights(model)
     if not norms:
         raise InvalidArgumentError("tune_norms: the model has no RMSNorm or LayerNorm weight")
     params = dict(model.named_parameters())
+    ids = torch.as_tensor(calibration).to(next(iter(params.values())).device)
     missing = [n for n in decoded if n not in params]
     if missing:
         raise InvalidArgumentError(f"tune_norms: {missing[0]!r} is not a parameter of the model")
