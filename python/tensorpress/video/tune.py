@@ -6,7 +6,7 @@ Why it pays: a norm's weight scales the input columns of every projection it fee
 gate, up in a Llama block), so tuning it is a column scaling learned end to end, against the
 model's own output instead of each layer's; and the norms are stored losslessly either way, so the
 tuned ones cost no bits. On SmolLM2-135M coded with AV1 at 3.0 bits/value it takes the perplexity
-increase from +40.4 % to +25.9 % with 60 steps, and to +23.2 % with 150 steps on 64 calibration
+increase from +40.4 % to +25.9 % with 60 steps, and to +22.2 % with 150 steps on 64 calibration
 windows (benches/RESULTS.md §10.9).
 """
 
