@@ -3,22 +3,29 @@
 /// Counts of each byte value.
 pub type Histogram = [u64; 256];
 
-/// Counts byte values. Four sub-histograms break the store-to-load dependency on runs of the
-/// same byte (the common case in exponent planes).
+/// Counts byte values.
 pub fn histogram(data: &[u8]) -> Histogram {
+    histogram_by::<1>(data, |[b]| b)
+}
+
+/// Counts `byte(element)` over the `W`-byte elements of `src` (a trailing partial element is
+/// ignored). Four sub-histograms break the store-to-load dependency on runs of the same value
+/// (the common case in exponent planes).
+pub fn histogram_by<const W: usize>(src: &[u8], byte: impl Fn([u8; W]) -> u8) -> Histogram {
     let mut sub = [[0u32; 256]; 4];
     let mut total = [0u64; 256];
-    // u32 sub-counts cannot overflow within a block of 2^31 bytes.
-    for block in data.chunks(1 << 30) {
-        let mut quads = block.chunks_exact(4);
+    let value = |e: &[u8]| usize::from(byte(e.try_into().expect("a W-byte element")));
+    // u32 sub-counts cannot overflow within a block of 2^31 elements.
+    for block in src.chunks(W << 30) {
+        let mut quads = block.chunks_exact(4 * W);
         for q in &mut quads {
-            sub[0][usize::from(q[0])] += 1;
-            sub[1][usize::from(q[1])] += 1;
-            sub[2][usize::from(q[2])] += 1;
-            sub[3][usize::from(q[3])] += 1;
+            sub[0][value(&q[..W])] += 1;
+            sub[1][value(&q[W..2 * W])] += 1;
+            sub[2][value(&q[2 * W..3 * W])] += 1;
+            sub[3][value(&q[3 * W..])] += 1;
         }
-        for &b in quads.remainder() {
-            sub[0][usize::from(b)] += 1;
+        for e in quads.remainder().chunks_exact(W) {
+            sub[0][value(e)] += 1;
         }
         for s in 0..256 {
             total[s] += u64::from(sub[0][s]) + u64::from(sub[1][s]) + u64::from(sub[2][s]) + u64::from(sub[3][s]);

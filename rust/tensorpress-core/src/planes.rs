@@ -12,7 +12,7 @@
 //! Split and merge work on any element range, so the fused paths run them per chunk.
 
 use crate::error::{Error, Result};
-use crate::histogram::Histogram;
+use crate::histogram::{histogram_by, Histogram};
 
 /// A byte-plane transform, with the element width for `byte-planes`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,8 +107,8 @@ impl Transform {
     /// [`crate::histogram::histogram`] of the split plane.
     pub fn exponent_histogram(self, src: &[u8]) -> Option<Histogram> {
         match self {
-            Transform::Bf16Exponent => Some(histogram_of_words::<2>(src, |w| (u16::from_le_bytes(w) >> 7) as u8)),
-            Transform::Fp32Exponent => Some(histogram_of_words::<4>(src, |w| (u32::from_le_bytes(w) >> 23) as u8)),
+            Transform::Bf16Exponent => Some(histogram_by::<2>(src, |w| (u16::from_le_bytes(w) >> 7) as u8)),
+            Transform::Fp32Exponent => Some(histogram_by::<4>(src, |w| (u32::from_le_bytes(w) >> 23) as u8)),
             _ => None,
         }
     }
@@ -306,32 +306,6 @@ multiversioned! {
             dst[2 * i + 1] = hi[i];
         }
     }
-}
-
-/// Histogram of `byte(element)` over the `W`-byte elements of `src`, in four sub-histograms as
-/// [`crate::histogram::histogram`] (runs of one exponent would otherwise chain every increment on the last).
-fn histogram_of_words<const W: usize>(src: &[u8], byte: impl Fn([u8; W]) -> u8) -> Histogram {
-    let mut sub = [[0u32; 256]; 4];
-    let mut total = [0u64; 256];
-    let word = |e: &[u8]| byte(e.try_into().expect("W-byte element"));
-    // u32 sub-counts cannot overflow within a block of 2^31 elements.
-    for block in src.chunks(W << 30) {
-        let mut quads = block.chunks_exact(4 * W);
-        for q in &mut quads {
-            sub[0][usize::from(word(&q[..W]))] += 1;
-            sub[1][usize::from(word(&q[W..2 * W]))] += 1;
-            sub[2][usize::from(word(&q[2 * W..3 * W]))] += 1;
-            sub[3][usize::from(word(&q[3 * W..]))] += 1;
-        }
-        for e in quads.remainder().chunks_exact(W) {
-            sub[0][usize::from(word(e))] += 1;
-        }
-        for s in 0..256 {
-            total[s] += u64::from(sub[0][s]) + u64::from(sub[1][s]) + u64::from(sub[2][s]) + u64::from(sub[3][s]);
-        }
-        sub = [[0u32; 256]; 4];
-    }
-    total
 }
 
 #[cfg(test)]
