@@ -15,6 +15,8 @@ count in bits/value). Activation and gradient statistics come from ``--calib-win
 windows of :func:`tensorpress.evaluation.calibration_texts` (disjoint from the evaluation text). The tied
 ``--tune-norms N`` adds a row per rd run with the RMSNorm weights then trained N steps against
 the original model (:func:`tensorpress.video.tune.tune_norms`, on the calibration windows);
+``--tune-scales`` also learns a gain per row and per column of every coded matrix, folded into
+its stored scales (:meth:`tensorpress.video.VideoTensor.with_gains`, no extra bits).
 ``--coded-cache DIR`` keeps the coded tensors and reuses them in a later run. The tied
 ``lm_head``/embedding matrix is left uncompressed for every method (as GPTQ/AWQ/RTN baselines do).
 The GGUF weights are Q4_1 already (DESIGN.md §4): perplexity deltas are meaningful, absolute
@@ -42,7 +44,7 @@ from tensorpress.evaluation import (
     perplexity,
     token_windows,
 )
-from tensorpress.video.tune import tune_norms
+from tensorpress.video.tune import tune_coded
 
 
 def rtn_g128(w: np.ndarray, bits: int, group: int = 128) -> np.ndarray:
@@ -77,6 +79,11 @@ def main() -> None:
         help="after rd coding, also train the RMSNorm weights this many steps",
     )
     ap.add_argument("--tune-lr", type=float, default=1e-3, help="Adam learning rate of --tune-norms")
+    ap.add_argument(
+        "--tune-scales",
+        action="store_true",
+        help="with --tune-norms, also learn per-row and per-column gains folded into the stored scales",
+    )
     ap.add_argument("--coded-cache", default=None, help="directory: reuse (or keep) the rd-coded tensors")
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -213,16 +220,36 @@ def main() -> None:
                     restore()  # the original weights give the teacher's logits
                     t = time.perf_counter()
                     decoded = {f"{n}.weight": torch.from_numpy(tv.decode(vt)) for n, vt in coded.items()}
-                    tuned = tune_norms(model, calib, decoded, args.tune_norms, lr=args.tune_lr, say=print)
+                    gains = [f"{n}.weight" for n in coded] if args.tune_scales else []
+                    with_cols = [f"{n}.weight" for n, vt in coded.items() if vt.col_scale is not None]
+                    tuned = tune_coded(
+                        model,
+                        calib,
+                        decoded,
+                        args.tune_norms,
+                        row_gains=gains,
+                        col_gains=with_cols if args.tune_scales else [],
+                        lr=args.tune_lr,
+                        say=print,
+                    )
                     t_tune = time.perf_counter() - t
                     params = dict(model.named_parameters())
-                    saved = {n: params[n].detach().clone() for n in tuned}
-                    apply_coded(coded)
+                    saved = {n: params[n].detach().clone() for n in tuned.norms}
+                    # The gains are folded into the stored tables and the tensors decoded again:
+                    # the perplexity is that of what a folder would hold.
+                    rescaled = {
+                        n: vt.with_gains(
+                            tuned.row_gains.get(f"{n}.weight"), tuned.col_gains.get(f"{n}.weight")
+                        )
+                        for n, vt in coded.items()
+                    }
+                    apply_coded(rescaled)
                     with torch.no_grad():
-                        for n, w in tuned.items():
+                        for n, w in tuned.norms.items():
                             params[n].copy_(w)
                     p, tp = ppl()
-                    label_tuned = f"{label} +norms {args.tune_norms} steps lr {args.tune_lr:g}"
+                    what = "norms+scales" if args.tune_scales else "norms"
+                    label_tuned = f"{label} +{what} {args.tune_norms} steps lr {args.tune_lr:g}"
                     results.append((label_tuned, setting, bpv, rel, p, f"{note}, tune {t_tune:.0f}s"))
                     print(f"  {label_tuned} {setting}: ppl {p:.3f} (tune {t_tune:.0f}s)", flush=True)
                     with torch.no_grad():

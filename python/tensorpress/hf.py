@@ -146,6 +146,7 @@ def save_pretrained(
     workers: int = 1,
     calibration: Any = None,
     tune_norms: int = 0,
+    tune_scales: bool = False,
 ) -> SavedFolder:
     """Compress a model into a folder :func:`from_pretrained` (and ``tensorpress decompress``) read.
 
@@ -178,11 +179,18 @@ def save_pretrained(
             calibration ids (:func:`tensorpress.video.tune.tune_norms`); the tuned norms are
             stored (losslessly, as the norms always are), at no cost in bits. 60 steps take the
             3.0-bits/value SmolLM2 result from +40.4 % to +25.9 % perplexity (RESULTS.md §10.9).
+        tune_scales: with ``tune_norms``, also learn a gain per row and per column of every
+            video-coded matrix, folded into its stored scales
+            (:meth:`tensorpress.video.VideoTensor.with_gains`), again at no cost in bits.
     """
     if not isinstance(tune_norms, int) or isinstance(tune_norms, bool) or tune_norms < 0:
         raise InvalidArgumentError(f"tune_norms takes a number of steps >= 0, got {tune_norms!r}")
     if tune_norms and calibration is None:
         raise InvalidArgumentError("tune_norms needs calibration ids (method='video' with bits_per_value)")
+    if not isinstance(tune_scales, bool):
+        raise InvalidArgumentError(f"tune_scales must be a bool, got {tune_scales!r}")
+    if tune_scales and not tune_norms:
+        raise InvalidArgumentError("tune_scales needs tune_norms, the number of tuning steps")
     if streaming or workers != 1:
         if calibration is not None:
             raise InvalidArgumentError("calibration needs the model in memory: not with streaming or workers")
@@ -233,7 +241,7 @@ def save_pretrained(
         video_options=video_options,
     )
     if tune_norms:
-        _store_tuned_norms(_model, calibration, packed, plans, tune_norms, say)
+        _store_tuned(_model, calibration, packed, plans, tune_norms, tune_scales, say)
     out.mkdir(parents=True, exist_ok=True)
     meta = {
         ALIASES_KEY: json.dumps(aliases, separators=(",", ":")),
@@ -267,23 +275,37 @@ def save_pretrained(
     )
 
 
-def _store_tuned_norms(
-    model: Any, calibration: Any, packed: dict[str, Any], plans: dict[str, Any], steps: int, say: Any
+def _store_tuned(
+    model: Any,
+    calibration: Any,
+    packed: dict[str, Any],
+    plans: dict[str, Any],
+    steps: int,
+    scales: bool,
+    say: Any,
 ) -> None:
-    """Replace the stored norm weights in ``packed`` by ones tuned for the decoded lossy tensors."""
+    """Replace the stored norm weights in ``packed`` by ones tuned for the decoded lossy tensors
+    and, with ``scales``, fold tuned row and column gains into the video-coded tensors."""
     from tensorpress.planner import plan
-    from tensorpress.video.tune import tune_norms
+    from tensorpress.video import VideoTensor
+    from tensorpress.video.tune import linear_weights, tune_coded
 
     decoded = {
         name: tensors.decompress(stored, as_kind="torch")
         for name, stored in packed.items()
         if getattr(stored, "method", "lossless") != "lossless"
     }
-    tuned = tune_norms(model, calibration, decoded, steps, say=say)
-    for name, weight in tuned.items():
+    linears = linear_weights(model)
+    video = {n: v for n, v in packed.items() if isinstance(v, VideoTensor) and n in linears}
+    rows = list(video) if scales else []
+    cols = [n for n in rows if video[n].col_scale is not None]
+    tuned = tune_coded(model, calibration, decoded, steps, row_gains=rows, col_gains=cols, say=say)
+    for name, weight in tuned.norms.items():
         if name in packed:
             p = plan(weight, lossless=True)
             packed[name], plans[name] = p.apply(weight), p
+    for name in rows:
+        packed[name] = video[name].with_gains(tuned.row_gains.get(name), tuned.col_gains.get(name))
 
 
 def _numel(value: Any) -> int:

@@ -216,6 +216,33 @@ class VideoTensor:
         """The tensor (see :func:`decode`), as ``as_kind`` (default: the kind it came from)."""
         return decode(self, backend=backend, device=device, as_kind=as_kind)
 
+    def with_gains(self, row_gain: Any = None, col_gain: Any = None) -> VideoTensor:
+        """The same bitstream decoding to ``diag(row_gain) · W · diag(col_gain)``: the gains are
+        folded into the stored per-row scales and offsets and the per-column scales, so the
+        bitstream and the size do not change (what :func:`tensorpress.video.tune.tune_coded`
+        learns costs no bits). Column gains need a tensor coded with ``col_scale``.
+
+        Rows and columns are those of the folded matrix (``shape[0]·…·shape[-2]`` × ``shape[-1]``).
+        Gains must be finite and positive; InvalidArgumentError when a gain is not, or when a
+        rescaled table leaves its stored dtype's range.
+        """
+        h = self._header
+        rows, cols = pipeline.fold_2d(self.shape)
+        n_frames = pipeline.TileLayout(**h["layout"]).n_frames
+        scale, offset, packets, col_scale = self._split_payload()
+        if row_gain is not None:
+            g = _check_gain(row_gain, rows, "row_gain").astype(np.float64)
+            scale = _rescaled(scale, g, "row scale")
+            offset = _rescaled(offset, g, "row offset")
+        if col_gain is not None:
+            if col_scale is None:
+                raise InvalidArgumentError("col_gain needs a tensor coded with col_scale (none is stored)")
+            c = _check_gain(col_gain, cols, "col_gain").astype(np.float64)
+            col_scale = _rescaled(col_scale, 1.0 / c, "column scale")
+        sizes = self._payload[: 4 * n_frames]
+        tables = scale.tobytes() + offset.tobytes() + (b"" if col_scale is None else col_scale.tobytes())
+        return VideoTensor(self.header(), sizes + tables + b"".join(packets))
+
     # -- serialization
     def header(self) -> dict[str, Any]:
         """JSON-able parameters (a copy)."""
@@ -506,6 +533,29 @@ def _check_col_scale(col_scale: Any, cols: int) -> np.ndarray:
             "float16): normalize it, e.g. with column_scales()"
         )
     return s.astype("<f2")
+
+
+def _check_gain(gain: Any, n: int, what: str) -> np.ndarray:
+    raw = gain.detach().cpu().numpy() if hasattr(gain, "detach") else gain
+    g = np.asarray(raw, dtype=np.float64)
+    if g.shape != (n,):
+        raise InvalidArgumentError(f"{what} must have shape ({n},), got {g.shape}")
+    if not np.all(np.isfinite(g) & (g > 0)):
+        raise InvalidArgumentError(f"{what} must hold finite positive numbers")
+    return g
+
+
+def _rescaled(table: np.ndarray, gain: np.ndarray, what: str) -> np.ndarray:
+    """``table · gain`` in the table's stored dtype, refused where that dtype cannot hold it (a
+    column scale must also stay a positive normal number, as :func:`encode` requires)."""
+    with np.errstate(over="ignore"):
+        out = (table.astype(np.float64) * gain).astype(table.dtype)
+    bad = ~np.isfinite(out)
+    if what == "column scale":
+        bad |= out < np.finfo(np.float16).tiny
+    if bad.any():
+        raise InvalidArgumentError(f"a gain takes a {what} out of the range of {table.dtype}")
+    return out
 
 
 def _bisect(build: Any, codec: str, target: float, tolerance: float) -> VideoTensor:
