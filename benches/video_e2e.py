@@ -79,6 +79,7 @@ def main() -> None:
         help="after rd coding, also train the RMSNorm weights this many steps",
     )
     ap.add_argument("--tune-lr", type=float, default=1e-3, help="Adam learning rate of --tune-norms")
+    ap.add_argument("--tune-schedule", choices=("constant", "cosine"), default="constant")
     ap.add_argument(
         "--tune-scales",
         action="store_true",
@@ -230,6 +231,7 @@ def main() -> None:
                         row_gains=gains,
                         col_gains=with_cols if args.tune_scales else [],
                         lr=args.tune_lr,
+                        schedule=args.tune_schedule,
                         say=print,
                     )
                     t_tune = time.perf_counter() - t
@@ -250,6 +252,8 @@ def main() -> None:
                     p, tp = ppl()
                     what = "norms+scales" if args.tune_scales else "norms"
                     label_tuned = f"{label} +{what} {args.tune_norms} steps lr {args.tune_lr:g}"
+                    if args.tune_schedule != "constant":
+                        label_tuned += f" {args.tune_schedule}"
                     results.append((label_tuned, setting, bpv, rel, p, f"{note}, tune {t_tune:.0f}s"))
                     print(f"  {label_tuned} {setting}: ppl {p:.3f} (tune {t_tune:.0f}s)", flush=True)
                     with torch.no_grad():

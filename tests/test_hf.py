@@ -419,6 +419,8 @@ def test_tune_norms_refusals(tmp_path: Path, tiny_llama: Callable[..., Any]) -> 
         )  # fmt: skip
     with pytest.raises(tp.errors.InvalidArgumentError, match=r"nn\.Linear"):
         tune_coded(model, ids, {}, 1, row_gains=["model.norm.weight"])
+    with pytest.raises(tp.errors.InvalidArgumentError, match="schedule"):
+        tune_coded(model, ids, {}, 1, schedule="linear")
     with pytest.raises(tp.errors.InvalidArgumentError, match="positive"):
         tune_norms(model, ids, {}, 0)
     with pytest.raises(tp.errors.InvalidArgumentError, match="not a parameter"):

@@ -28,6 +28,8 @@ from tensorpress.errors import InvalidArgumentError
 DEFAULT_LR = 1e-3
 #: Calibration windows per step.
 DEFAULT_BATCH = 4
+#: Learning-rate schedules of :func:`tune_coded`: constant, or cosine decay to zero over the steps.
+SCHEDULES = ("constant", "cosine")
 
 
 def norm_weights(model: Any) -> dict[str, Any]:
@@ -129,12 +131,14 @@ def tune_coded(
     col_gains: Collection[str] = (),
     lr: float = DEFAULT_LR,
     batch: int = DEFAULT_BATCH,
+    schedule: str = "constant",
     say: Callable[[str], None] = lambda _m: None,
 ) -> Tuned:
     """Tune ``model`` for its weights ``decoded`` (state-dict name → decoded tensor): ``steps``
     Adam steps over batches of ``calibration`` token ids ``(n, seq_len)``, minimising
     KL(original model ‖ coded model) per token, over the norm weights and over a gain per output
-    row of each linear weight named in ``row_gains`` and per input column of each in ``col_gains``.
+    row of each linear weight named in ``row_gains`` and per input column of each in ``col_gains``;
+    the rate is ``lr`` throughout or, with ``schedule="cosine"``, decays from it to zero.
 
     The model is left as it was (weights, norms and ``requires_grad`` restored, hooks removed,
     even on error). Memory: the original model's logits over ``calibration`` are kept, in float16.
@@ -143,6 +147,8 @@ def tune_coded(
 
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise InvalidArgumentError(f"tune_norms takes a positive number of steps, got {steps!r}")
+    if schedule not in SCHEDULES:
+        raise InvalidArgumentError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     norms = norm_weights(model)
     if not norms:
         raise InvalidArgumentError("tune_norms: the model has no RMSNorm or LayerNorm weight")
@@ -169,6 +175,7 @@ def tune_coded(
             p.requires_grad_(True)
         rows, cols, handles = _gain_hooks(model, row_gains, col_gains)
         opt = torch.optim.Adam([*norms.values(), *rows.values(), *cols.values()], lr=lr)
+        decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if schedule == "cosine" else None
         for step in range(steps):
             k = step % len(teacher)
             window = ids[k * batch : (k + 1) * batch]
@@ -183,6 +190,8 @@ def tune_coded(
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if decay is not None:
+                decay.step()
             if step % 20 == 0 or step == steps - 1:
                 say(f"tuning step {step + 1}/{steps}: KL {loss.item():.4f} per token")
         return Tuned(
