@@ -3,6 +3,7 @@
 with ``tp.from_pretrained`` and scored on the evaluation windows of ``benches/video_e2e.py``.
 
     HF_HUB_OFFLINE=1 python benches/video_calibrated.py [--linear-bits 4.0] [--windows 32] [--out DIR]
+        [--calib-windows 16] [--tune-norms N [--tune-scales]]
 
 ``B`` is the model average over every parameter: the script sets it so that the linear weights get
 about ``--linear-bits`` after the tensors that stay lossless (the tied embedding, norms) are paid
@@ -28,6 +29,8 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=32)
     ap.add_argument("--calib-windows", type=int, default=16)
     ap.add_argument("--out", default=None, help="folder to write (default: a temporary one)")
+    ap.add_argument("--tune-norms", type=int, default=0, help="save_pretrained(tune_norms=N)")
+    ap.add_argument("--tune-scales", action="store_true", help="save_pretrained(tune_scales=True)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     model, tok = load_smollm2()
@@ -46,7 +49,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or Path(tmp) / "smollm2-video")
         t = time.perf_counter()
-        saved = tp.save_pretrained(model, out, bits_per_value=budget, method="video", calibration=calib)
+        saved = tp.save_pretrained(
+            model, out, bits_per_value=budget, method="video", calibration=calib,
+            tune_norms=args.tune_norms, tune_scales=args.tune_scales, progress=print,
+        )  # fmt: skip
         t_save = time.perf_counter() - t
         with tp.open(next(out.glob("*.tpz"))) as f:
             coded = [e for e in f.entries() if e["method"] == "video"]
@@ -60,7 +66,8 @@ def main() -> None:
     print(f"| uncompressed | 32 | {base:.3f} | |")
     model_bits = saved.nbytes * 8 / saved.values
     print(
-        f"| save_pretrained(method='video', calibration=...) | {model_bits:.3f} model avg, "
+        f"| save_pretrained(method='video', calibration={args.calib_windows} windows, "
+        f"tune_norms={args.tune_norms}, tune_scales={args.tune_scales}) | {model_bits:.3f} model avg, "
         f"{linear_bits:.3f} on {len(coded)} linears | {ppl:.3f} | {100 * (ppl / base - 1):+.2f} % |"
     )
     print(f"save {t_save:.0f} s, from_pretrained {t_load:.1f} s; {saved}")

@@ -44,7 +44,7 @@ from tensorpress.evaluation import (
     perplexity,
     token_windows,
 )
-from tensorpress.video.tune import tune_coded
+from tensorpress.video.tune import DEFAULT_LR, DEFAULT_SCHEDULE, SCHEDULES, tune_coded
 
 
 def rtn_g128(w: np.ndarray, bits: int, group: int = 128) -> np.ndarray:
@@ -78,8 +78,8 @@ def main() -> None:
         default=0,
         help="after rd coding, also train the RMSNorm weights this many steps",
     )
-    ap.add_argument("--tune-lr", type=float, default=1e-3, help="Adam learning rate of --tune-norms")
-    ap.add_argument("--tune-schedule", choices=("constant", "cosine"), default="constant")
+    ap.add_argument("--tune-lr", type=float, default=DEFAULT_LR, help="Adam learning rate of --tune-norms")
+    ap.add_argument("--tune-schedule", choices=SCHEDULES, default=DEFAULT_SCHEDULE)
     ap.add_argument(
         "--tune-scales",
         action="store_true",
@@ -252,8 +252,7 @@ def main() -> None:
                     p, tp = ppl()
                     what = "norms+scales" if args.tune_scales else "norms"
                     label_tuned = f"{label} +{what} {args.tune_norms} steps lr {args.tune_lr:g}"
-                    if args.tune_schedule != "constant":
-                        label_tuned += f" {args.tune_schedule}"
+                    label_tuned += f" {args.tune_schedule}"
                     results.append((label_tuned, setting, bpv, rel, p, f"{note}, tune {t_tune:.0f}s"))
                     print(f"  {label_tuned} {setting}: ppl {p:.3f} (tune {t_tune:.0f}s)", flush=True)
                     with torch.no_grad():
