@@ -95,15 +95,15 @@ def _linear_of(model: Any, weight_name: str) -> Any:
 def _gain_hooks(
     model: Any, row_names: Collection[str], col_names: Collection[str]
 ) -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
-    """Gain parameters (ones) and the hooks that apply them: inputs times the column gain, the
-    weight's part of the output times the row gain (a bias stays as it is, so the gains are
-    exactly a rescaled weight)."""
+    """Gain parameters (float32 ones, on each weight's device) and the hooks that apply them:
+    inputs times the column gain, the weight's part of the output times the row gain (a bias stays
+    as it is, so the gains are exactly a rescaled weight)."""
     import torch
 
     rows, cols, handles = {}, {}, []
     for name in col_names:
         module = _linear_of(model, name)
-        gain = torch.ones(module.in_features, dtype=torch.float32, requires_grad=True)
+        gain = torch.ones(module.in_features, device=module.weight.device, requires_grad=True)
         cols[name] = gain
 
         def scale_input(_m: Any, args: tuple[Any, ...], gain: Any = gain) -> tuple[Any, ...]:
@@ -112,7 +112,7 @@ def _gain_hooks(
         handles.append(module.register_forward_pre_hook(scale_input))
     for name in row_names:
         module = _linear_of(model, name)
-        gain = torch.ones(module.out_features, dtype=torch.float32, requires_grad=True)
+        gain = torch.ones(module.out_features, device=module.weight.device, requires_grad=True)
         rows[name] = gain
 
         def scale_output(m: Any, _args: tuple[Any, ...], out: Any, gain: Any = gain) -> Any:
