@@ -395,6 +395,29 @@ def test_tuned_scales_fold_into_the_video_tensors(tmp_path: Path, tiny_llama: Ca
             assert x.payload() != y.payload(), n
 
 
+def test_gain_hooks_rescale_the_weight_and_not_the_bias() -> None:
+    """The tuning hooks compute exactly the layer with weight diag(r)·W·diag(c) and its own bias,
+    which is what VideoTensor.with_gains stores; removing them restores the layer."""
+    from tensorpress.video.tune import _gain_hooks
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 3, bias=True))
+    x = torch.randn(2, 5)
+    plain = model(x)
+    rows, cols, handles = _gain_hooks(model, ["0.weight"], ["0.weight"])
+    with torch.no_grad():
+        rows["0.weight"].copy_(torch.tensor([0.5, 2.0, 1.5]))
+        cols["0.weight"].copy_(torch.linspace(0.5, 1.5, 5))
+        layer = model[0]
+        want = torch.nn.functional.linear(
+            x, rows["0.weight"][:, None] * layer.weight * cols["0.weight"][None, :], layer.bias
+        )
+        torch.testing.assert_close(model(x), want)
+    for handle in handles:
+        handle.remove()
+    torch.testing.assert_close(model(x), plain)
+
+
 def test_tune_norms_refusals(tmp_path: Path, tiny_llama: Callable[..., Any]) -> None:
     from tensorpress.video.tune import tune_coded, tune_norms
 
