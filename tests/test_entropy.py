@@ -15,6 +15,7 @@ from tensorpress.errors import (
     CorruptDataError,
     FormatError,
     InvalidArgumentError,
+    InvalidTypeError,
     TensorpressError,
 )
 
@@ -145,8 +146,10 @@ def test_bad_arguments_raise_typed_errors() -> None:
         entropy.encode(b"abc", chunk_size=7)
     with pytest.raises(InvalidArgumentError):
         entropy.encode(b"abc", threads=0)
-    with pytest.raises(TypeError):
+    with pytest.raises(InvalidTypeError):  # typed, and still a TypeError
         entropy.encode(12345)  # type: ignore[arg-type]
+    with pytest.raises(InvalidTypeError):
+        entropy.encode(np.array([object()]))
     with pytest.raises(InvalidArgumentError):
         entropy.decode(entropy.encode(b"abc"), kernel="gpu")
 

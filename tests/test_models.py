@@ -145,7 +145,7 @@ def test_constraint_errors() -> None:
 
     with pytest.raises(InvalidArgumentError):
         tp.compress_model({"w": torch.ones(3)}, lossless=True, max_rel_error=0.1)
-    with pytest.raises(TypeError):
+    with pytest.raises(tp.errors.InvalidTypeError):
         tp.compress_model(42)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from tensorpress import _core
-from tensorpress.errors import FormatError, InvalidArgumentError
+from tensorpress.errors import FormatError, InvalidArgumentError, InvalidTypeError
 
 #: Codec names accepted by :func:`encode`.
 CODECS: tuple[str, ...] = tuple(_core.CODECS)
@@ -72,9 +72,11 @@ def as_byte_view(data: Any) -> bytes | bytearray | memoryview | np.ndarray:
         return data.cast("B") if data.format != "B" or data.ndim != 1 else data
     if isinstance(data, np.ndarray):
         if data.dtype.hasobject:
-            raise TypeError("object arrays have no byte representation to encode")
+            raise InvalidTypeError("object arrays have no byte representation to encode")
         return np.ascontiguousarray(data).reshape(-1).view(np.uint8)
-    raise TypeError(f"expected bytes, bytearray, memoryview or a numpy array, got {type(data).__name__}")
+    raise InvalidTypeError(
+        f"expected bytes, bytearray, memoryview or a numpy array, got {type(data).__name__}"
+    )
 
 
 def _check_codec(codec: str) -> None:

@@ -29,7 +29,7 @@ import numpy as np
 
 from tensorpress import container, entropy, tensors
 from tensorpress.allocation import compress_at_budget, lossy_eligible
-from tensorpress.errors import BackendUnavailableError, FormatError, InvalidArgumentError
+from tensorpress.errors import BackendUnavailableError, FormatError, InvalidArgumentError, InvalidTypeError
 from tensorpress.methods.base import parse_json
 from tensorpress.ordered import map_in_order
 from tensorpress.planner import DEFAULT_SAMPLE, Plan, plan
@@ -92,7 +92,7 @@ def state_dict_of(model_or_state_dict: Any) -> dict[str, Any]:
     state_dict = getattr(model_or_state_dict, "state_dict", None)
     if callable(state_dict):
         return dict(state_dict())
-    raise TypeError(
+    raise InvalidTypeError(
         f"expected a torch module or a mapping of tensors, got {type(model_or_state_dict).__name__}"
     )
 
@@ -381,7 +381,7 @@ def load_model(
         state[alias] = state[target]
     if model is not None:
         if not isinstance(model, torch.nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+            raise InvalidTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         model.load_state_dict(state, strict=strict)
     return state
 
@@ -425,7 +425,7 @@ def _cache_layers(cache: Any) -> tuple[list[tuple[Any, Any]], str, list[int | No
         return layers, "legacy", [None] * len(layers)
     cache_layers = getattr(cache, "layers", None)
     if cache_layers is None:
-        raise TypeError(
+        raise InvalidTypeError(
             f"expected a transformers Cache or a tuple of (key, value), got {type(cache).__name__}"
         )
     layers, windows = [], []
