@@ -221,15 +221,15 @@ def main() -> None:
                     restore()  # the original weights give the teacher's logits
                     t = time.perf_counter()
                     decoded = {f"{n}.weight": torch.from_numpy(tv.decode(vt)) for n, vt in coded.items()}
-                    gains = [f"{n}.weight" for n in coded] if args.tune_scales else []
-                    with_cols = [f"{n}.weight" for n, vt in coded.items() if vt.col_scale is not None]
+                    rows = list(coded) if args.tune_scales else []
+                    cols = [n for n in rows if coded[n].col_scale is not None]
                     tuned = tune_coded(
                         model,
                         calib,
                         decoded,
                         args.tune_norms,
-                        row_gains=gains,
-                        col_gains=with_cols if args.tune_scales else [],
+                        row_gains=[f"{n}.weight" for n in rows],
+                        col_gains=[f"{n}.weight" for n in cols],
                         lr=args.tune_lr,
                         schedule=args.tune_schedule,
                         say=print,

@@ -328,6 +328,15 @@ def test_calibrated_video_recipe_in_one_call(tmp_path: Path, tiny_llama: Callabl
         assert torch.equal(back.state_dict()[n], state[n]), n
 
 
+def kl_to_original(model: Any, folder: Path, calibration: Any) -> float:
+    """KL(model ‖ the model loaded from ``folder``) on ``calibration``, per sequence."""
+    back = tp.from_pretrained(folder)
+    with torch.no_grad():
+        want = torch.log_softmax(model(calibration).logits, -1)
+        got = torch.log_softmax(back(calibration).logits, -1)
+    return float(torch.nn.functional.kl_div(got, want, log_target=True, reduction="batchmean"))
+
+
 def test_tuned_norms_bring_the_coded_model_closer(tmp_path: Path, tiny_llama: Callable[..., Any]) -> None:
     """tune_norms=N stores norms trained against the coded weights: the folder's logits on the
     calibration ids move closer to the original model's than without tuning, only norm weights
@@ -347,14 +356,9 @@ def test_tuned_norms_bring_the_coded_model_closer(tmp_path: Path, tiny_llama: Ca
     assert all(torch.equal(model.state_dict()[n], w) for n, w in before.items())
     assert all(p.requires_grad for p in model.parameters())
 
-    def kl_to_original(folder: Path) -> float:
-        back = tp.from_pretrained(folder)
-        with torch.no_grad():
-            want = torch.log_softmax(model(calibration).logits, -1)
-            got = torch.log_softmax(back(calibration).logits, -1)
-        return float(torch.nn.functional.kl_div(got, want, log_target=True, reduction="batchmean"))
-
-    assert kl_to_original(tmp_path / "tuned") < 0.9 * kl_to_original(tmp_path / "plain")
+    assert kl_to_original(model, tmp_path / "tuned", calibration) < 0.9 * kl_to_original(
+        model, tmp_path / "plain", calibration
+    )
     plain = tp.load(tmp_path / "plain" / "model.tpz")
     tuned = tp.load(tmp_path / "tuned" / "model.tpz")
     differ = {n for n in plain if not torch.equal(plain[n], tuned[n])}
@@ -378,14 +382,9 @@ def test_tuned_scales_fold_into_the_video_tensors(tmp_path: Path, tiny_llama: Ca
         pytest.skip("no AV1 encoder")
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())  # hooks removed
 
-    def kl_to_original(folder: Path) -> float:
-        back = tp.from_pretrained(folder)
-        with torch.no_grad():
-            want = torch.log_softmax(model(calibration).logits, -1)
-            got = torch.log_softmax(back(calibration).logits, -1)
-        return float(torch.nn.functional.kl_div(got, want, log_target=True, reduction="batchmean"))
-
-    assert kl_to_original(tmp_path / "scales") < 0.9 * kl_to_original(tmp_path / "norms")
+    assert kl_to_original(model, tmp_path / "scales", calibration) < 0.9 * kl_to_original(
+        model, tmp_path / "norms", calibration
+    )
     with tp.open(tmp_path / "norms" / "model.tpz") as a, tp.open(tmp_path / "scales" / "model.tpz") as b:
         video = [n for n in a if a.entry(n)["method"] == "video"]
         assert video

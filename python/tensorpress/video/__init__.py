@@ -238,7 +238,8 @@ class VideoTensor:
             if col_scale is None:
                 raise InvalidArgumentError("col_gain needs a tensor coded with col_scale (none is stored)")
             c = _check_gain(col_gain, cols, "col_gain").astype(np.float64)
-            col_scale = _rescaled(col_scale, 1.0 / c, "column scale")
+            # a column scale must stay a positive normal float16, as encode() requires
+            col_scale = _rescaled(col_scale, 1.0 / c, "column scale", floor=float(np.finfo(np.float16).tiny))
         sizes = self._payload[: 4 * n_frames]
         tables = scale.tobytes() + offset.tobytes() + (b"" if col_scale is None else col_scale.tobytes())
         return VideoTensor(self.header(), sizes + tables + b"".join(packets))
@@ -520,12 +521,7 @@ def encode(
 
 def _check_col_scale(col_scale: Any, cols: int) -> np.ndarray:
     """Validate per-column scales and round them to the stored little-endian float16."""
-    raw = col_scale.detach().cpu().numpy() if hasattr(col_scale, "detach") else col_scale
-    s = np.asarray(raw, dtype=np.float64)
-    if s.shape != (cols,):
-        raise InvalidArgumentError(f"col_scale must have shape ({cols},), got {s.shape}")
-    if not np.all(np.isfinite(s) & (s > 0)):
-        raise InvalidArgumentError("col_scale must hold finite positive numbers")
+    s = _check_gain(col_scale, cols, "col_scale")
     tiny, big = float(np.finfo(np.float16).tiny), float(np.finfo(np.float16).max)
     if s.size and (s.min() < tiny or s.max() > big):
         raise InvalidArgumentError(
@@ -536,6 +532,7 @@ def _check_col_scale(col_scale: Any, cols: int) -> np.ndarray:
 
 
 def _check_gain(gain: Any, n: int, what: str) -> np.ndarray:
+    """``gain`` (array or tensor) as float64 of shape ``(n,)``, finite and positive."""
     raw = gain.detach().cpu().numpy() if hasattr(gain, "detach") else gain
     g = np.asarray(raw, dtype=np.float64)
     if g.shape != (n,):
@@ -545,15 +542,12 @@ def _check_gain(gain: Any, n: int, what: str) -> np.ndarray:
     return g
 
 
-def _rescaled(table: np.ndarray, gain: np.ndarray, what: str) -> np.ndarray:
-    """``table · gain`` in the table's stored dtype, refused where that dtype cannot hold it (a
-    column scale must also stay a positive normal number, as :func:`encode` requires)."""
+def _rescaled(table: np.ndarray, gain: np.ndarray, what: str, floor: float = -np.inf) -> np.ndarray:
+    """``table · gain`` in the table's stored dtype, refused where that dtype cannot hold it or a
+    value falls below ``floor``."""
     with np.errstate(over="ignore"):
         out = (table.astype(np.float64) * gain).astype(table.dtype)
-    bad = ~np.isfinite(out)
-    if what == "column scale":
-        bad |= out < np.finfo(np.float16).tiny
-    if bad.any():
+    if not np.all(np.isfinite(out) & (out >= floor)):
         raise InvalidArgumentError(f"a gain takes a {what} out of the range of {table.dtype}")
     return out
 
