@@ -50,6 +50,12 @@ import tensorpress.gpu as tg  # noqa: E402 (after the kernels are imported in th
 from tensorpress.gpu import stream as gstream  # noqa: E402
 
 CODED = [c for c in te.CODECS if c != "raw"]
+#: The must-fail golden streams (docs/format.md §7), each tested against both decoders below.
+MUST_FAIL_STREAMS = {
+    "stream-v2-future-version.tpe": FormatError,
+    "stream-v2-lane-length-overlong.tpe": CorruptDataError,
+    "stream-v2-huffman-table-trailing.tpe": FormatError,
+}
 
 
 def gpu_decode(blob: bytes, **kw: Any) -> np.ndarray:
@@ -106,14 +112,28 @@ def assert_same_outcome(blob: bytes) -> None:
 # --- differential: golden streams, every codec and chunk mode -----------------------------------
 
 
-@pytest.mark.parametrize("path", sorted(GOLDEN.glob("stream-v1-*.tpe")), ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for v in (1, 2) for p in GOLDEN.glob(f"stream-v{v}-*.tpe") if p.name not in MUST_FAIL_STREAMS),
+    ids=lambda p: p.stem,
+)
 def test_golden_streams_decode_like_rust(path: Path) -> None:
     blob = path.read_bytes()
     np.testing.assert_array_equal(gpu_decode(blob), te.decode(blob))
 
 
+@pytest.mark.parametrize("name", sorted(MUST_FAIL_STREAMS))
+def test_must_fail_golden_streams_fail_alike(name: str) -> None:
+    blob = (GOLDEN / name).read_bytes()
+    for decode in (gpu_decode, te.decode):
+        with pytest.raises(MUST_FAIL_STREAMS[name]):
+            decode(blob)
+
+
 def test_golden_own_tables_stream_has_own_table_chunks() -> None:
-    assert gstream.MODE_OWN_TABLE in chunk_modes((GOLDEN / "stream-v1-huffman-own-tables.tpe").read_bytes())
+    for version in (1, 2):
+        blob = (GOLDEN / f"stream-v{version}-huffman-own-tables.tpe").read_bytes()
+        assert gstream.MODE_OWN_TABLE in chunk_modes(blob)
 
 
 def _mixed() -> np.ndarray:
@@ -240,14 +260,60 @@ def test_kernel_flags_invalid_codes_and_unconsumed_lanes() -> None:
         te.decode(reseal(bad))
     # A lane shortened by one byte and the next lengthened by one: the lanes still tile the
     # chunk, so only the decode can tell.
-    body = int(plan.lane_start[0, 0]) - 4 * 32
-    l0, l1 = struct.unpack_from("<II", blob, body)
-    bad = bytearray(blob)
-    struct.pack_into("<II", bad, body, l0 - 1, l1 + 1)
+    lens = plan.lane_len[0].tolist()
+    lens[0], lens[1] = lens[0] - 1, lens[1] + 1
+    bad = with_lane_lengths(blob, lens)
     with pytest.raises(CorruptDataError, match="lane"):
-        gpu_decode(reseal(bad))
+        gpu_decode(bad)
     with pytest.raises(CorruptDataError):
-        te.decode(reseal(bad))
+        te.decode(bad)
+
+
+def varints(lengths: list[int]) -> bytes:
+    """Version 2's lane-length table (docs/format.md §1.1), written independently of the encoder."""
+    out, prev = bytearray(), 0
+    for length in lengths:
+        d = length - prev
+        z = 2 * d if d >= 0 else -2 * d - 1
+        while z >= 0x80:
+            out.append(z & 0x7F | 0x80)
+            z >>= 7
+        out.append(z)
+        prev = length
+    return bytes(out)
+
+
+def with_lane_lengths(blob: bytes, lengths: list[int]) -> bytes:
+    """``blob`` with chunk 0 (mode 1) given the lane lengths ``lengths``, its lanes' bytes as they
+    were; index length and every CRC recomputed."""
+    _, plan = gstream.parse_stream(blob)
+    at, length = te.info(blob)["chunks"][0]
+    assert blob[at] == gstream.MODE_CODED
+    lanes_at = int(plan.lane_start[0, 0])
+    chunk = bytes([gstream.MODE_CODED]) + varints(lengths) + blob[lanes_at : at + length]
+    table_len = struct.unpack_from("<I", blob, 20)[0]
+    out = bytearray(blob[:at] + chunk + blob[at + length :])
+    struct.pack_into("<I", out, 24 + table_len, len(chunk))
+    return reseal(out)
+
+
+def test_lane_length_tables_are_checked_like_rusts() -> None:
+    blob = te.encode(skewed(1024, 4, 2.0), "expgolomb", lanes=32, chunk_size=1024)
+    _, plan = gstream.parse_stream(blob)
+    lens = plan.lane_len[0].tolist()
+    assert with_lane_lengths(blob, lens) == blob, "the test's varints are the encoder's"
+    at = te.info(blob)["chunks"][0][0]
+    for table, match in [
+        (b"\x80\x00" + varints(lens)[1:], "shortest"),  # lane 0 in two bytes
+        (b"\xff\xff\xff\xff\xff\x01", "longer than 5"),
+        (b"\x01", "outside"),  # −1
+    ]:
+        bad = bytearray(blob)
+        bad[at + 1 : at + 1 + len(table)] = table
+        bad = bytearray(reseal(bad))
+        for decode in (gpu_decode, te.decode):
+            with pytest.raises(CorruptDataError, match=match):
+                decode(bytes(bad))
 
 
 def _huffman_blob() -> bytes:
@@ -266,7 +332,8 @@ def _mutations() -> list[tuple[str, bytes]]:
         return reseal(b) if seal else bytes(b)
 
     cases.append(("magic", put(0, b"\x89TPX", seal=False)))
-    cases.append(("version", put(4, b"\x02", seal=False)))
+    cases.append(("version", put(4, b"\x03", seal=False)))
+    cases.append(("version 0", put(4, b"\x00", seal=False)))
     cases.append(("codec id", put(5, b"\x09", seal=False)))
     cases.append(("lanes 0", put(6, b"\x00", seal=False)))
     cases.append(("lanes 33", put(6, b"\x21", seal=False)))
@@ -274,8 +341,9 @@ def _mutations() -> list[tuple[str, bytes]]:
     cases.append(("huge length", put(8, struct.pack("<Q", 1 << 41), seal=False)))
     cases.append(("chunk size", put(16, struct.pack("<I", 512), seal=False)))
     cases.append(("table length", put(20, struct.pack("<I", 266), seal=False)))
-    cases.append(("kraft", put(24, b"\x11" * 128)))
-    cases.append(("long code", put(24, b"\xdd")))
+    cases.append(("kraft", put(24, b"\x07")))  # lengths 1, 1, 1, …
+    cases.append(("long code", put(24, b"\x3f")))  # a first length of 15
+    cases.append(("below zero", put(24, b"\x05")))  # a first length of −1
     cases.append(("truncated", blob[:-1]))
     cases.append(("padded", blob + b"\0"))
     cases.append(("short header", blob[:20]))

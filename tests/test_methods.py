@@ -234,7 +234,9 @@ def test_save_model_with_video_candidates(tmp_path: Path) -> None:
     weights = samples.minilm_weights()
     names = ["encoder.layer.0.attention.self.query.weight", "encoder.layer.0.attention.self.query.bias"]
     state = {k: torch.from_numpy(weights[k]) for k in names}
-    packed = tp.save_model(state, tmp_path / "m.tpz", bits_per_value=3.0, video=True, sample=4096)
+    # At 2.5 bits/value the video candidates are the best fits to the budget (at 3.0, 3-bit RTN
+    # with Huffman-coded codes now fits in 2.9 bits and wins on error).
+    packed = tp.save_model(state, tmp_path / "m.tpz", bits_per_value=2.5, video=True, sample=4096)
     chosen = {k: p.chosen.method for k, p in packed.plans.items()}
     assert "video" in chosen.values(), chosen
     back = tp.models.load_model(tmp_path / "m.tpz")

@@ -13,7 +13,7 @@ import pytest
 
 import tensorpress as tp
 from golden import make_golden as golden
-from tensorpress import errors
+from tensorpress import entropy, errors
 from tensorpress.methods.blockwise import rtn_blockwise, rtn_dequantize, tender_dequantize, tender_group
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -23,14 +23,16 @@ SPEC = Path(__file__).parent.parent / "docs" / "format.md"
 def spec_table() -> dict[str, tuple[str, str]]:
     """The must-fail table of docs/format.md §7."""
     text = SPEC.read_text().split("## 7. Golden files", 1)[1]
-    rows = re.findall(r"^\| `([^`]+\.tpz)` \| `(\w+)` \| (.+?) \|$", text, flags=re.MULTILINE)
+    rows = re.findall(r"^\| `([^`]+\.tp[ze])` \| `(\w+)` \| (.+?) \|$", text, flags=re.MULTILINE)
     return {name: (error, fragment) for name, error, fragment in rows}
 
 
 def test_spec_names_every_must_fail_file() -> None:
     assert spec_table() == golden.MUST_FAIL
-    on_disk = {p.name for p in GOLDEN.glob("v1-*.tpz")}
+    on_disk = {p.name for p in GOLDEN.glob("v1-*.tpz")} | {p.name for p in GOLDEN.glob("stream-*.tpe")}
     must_decode = {"v1-ok.tpz", "v1-ok-header-first.tpz", "v1-empty.tpz", "v1-methods-ok.tpz"}
+    must_decode |= {f"stream-v2-{codec}.tpe" for codec in entropy.CODECS}
+    must_decode |= {"stream-v2-huffman-own-tables.tpe"}
     must_decode |= {"v1-video-ok.tpz"} | golden.FROZEN
     assert on_disk == set(golden.MUST_FAIL) | must_decode
 
@@ -39,7 +41,10 @@ def test_spec_names_every_must_fail_file() -> None:
 def test_must_fail_golden(name: str) -> None:
     error, fragment = golden.MUST_FAIL[name]
     with pytest.raises(getattr(errors, error)) as info:
-        tp.load(GOLDEN / name)
+        if name.endswith(".tpe"):
+            entropy.decode((GOLDEN / name).read_bytes())
+        else:
+            tp.load(GOLDEN / name)
     assert type(info.value).__name__ == error
     assert fragment in str(info.value)
 

@@ -380,6 +380,7 @@ class CodecStats:
     mean_code_len: float
     saving: float
     params: str
+    table_bytes: int  # the serialised code table (docs/format.md §1.2)
 
 
 @dataclass(frozen=True)

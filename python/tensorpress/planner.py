@@ -333,7 +333,9 @@ def _plane_candidates(
                 sizes["raw"] = raw_size
                 st = entropy.stats(plane)
                 for c in PLANE_CODECS:
-                    sizes[c] = tensors.predicted_size(full_n, st.codecs[c].mean_code_len, c, lanes, chunk)
+                    sizes[c] = tensors.predicted_size(
+                        full_n, st.codecs[c].mean_code_len, c, lanes, chunk, st.codecs[c].table_bytes
+                    )
         best_size = min(sizes.values())
         coded = {c: s for c, s in sizes.items() if c != "raw"}
         if constant or not coded:

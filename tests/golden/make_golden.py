@@ -44,7 +44,13 @@ ALIGN = 64
 #: Must-decode files kept as an earlier writer wrote them (not regenerated): ``v1-ok-streams.tpz``
 #: holds ``golden_tensors`` with every tensor as plane streams, written before ``verbatim``;
 #: ``v1-ok-json-header.tpz`` is ``v1-ok.tpz`` as version 1.0 wrote it (plain JSON header).
-FROZEN = frozenset({"v1-ok-streams.tpz", "v1-ok-json-header.tpz"})
+#: ``stream-v1-*.tpe`` are the entropy streams of version 1 (u32 lane lengths, nibble Huffman
+#: tables), written by the version-1 writer from the same data and options as ``stream-v2-*``.
+FROZEN = frozenset(
+    {"v1-ok-streams.tpz", "v1-ok-json-header.tpz"}
+    | {f"stream-v1-{codec}.tpe" for codec in entropy.CODECS}
+    | {"stream-v1-huffman-own-tables.tpe"}
+)
 
 #: Must-fail golden file -> (error class, fragment of its message).
 MUST_FAIL: dict[str, tuple[str, str]] = {
@@ -88,6 +94,9 @@ MUST_FAIL: dict[str, tuple[str, str]] = {
     "v1-trailing-reserved.tpz": ("FormatError", "reserved preamble bytes"),
     "v1-trailing-header-flip.tpz": ("ChecksumError", "header"),
     "v1-trailing-gap.tpz": ("FormatError", "describes"),
+    "stream-v2-future-version.tpe": ("FormatError", "version 3"),
+    "stream-v2-lane-length-overlong.tpe": ("CorruptDataError", "shortest form"),
+    "stream-v2-huffman-table-trailing.tpe": ("FormatError", "its lengths take"),
 }
 
 
@@ -262,12 +271,59 @@ def saved(tensors: dict[str, Any], out: Path, name: str) -> bytes:
 
 def write_streams(out: Path) -> None:
     for codec in entropy.CODECS:
-        (out / f"stream-v1-{codec}.tpe").write_bytes(
+        (out / f"stream-v2-{codec}.tpe").write_bytes(
             entropy.encode(golden_stream_data(), codec, lanes=8, chunk_size=2048)
         )
-    (out / "stream-v1-huffman-own-tables.tpe").write_bytes(
+    (out / "stream-v2-huffman-own-tables.tpe").write_bytes(
         entropy.encode(golden_own_table_data(), "huffman", lanes=8, chunk_size=4096)
     )
+    blob = bytearray((out / "stream-v2-huffman.tpe").read_bytes())
+    future = bytearray(blob)
+    future[4] = 3
+    (out / "stream-v2-future-version.tpe").write_bytes(reseal_stream(future))
+    # Chunk 0's first lane length in two bytes (0x80 | low bits, 0x00): the same value, not in
+    # its shortest form.
+    table_len = struct.unpack_from("<I", blob, 20)[0]
+    chunks = _stream_chunks(blob)
+    at, length = chunks[0]
+    assert blob[at] == 1, "chunk 0 of the golden Huffman stream is coded with the stream's table"
+    chunk = blob[at : at + length]
+    chunk[1:2] = bytes([chunk[1] | 0x80, 0])
+    (out / "stream-v2-lane-length-overlong.tpe").write_bytes(_with_chunks(blob, [bytes(chunk)]))
+    # One zero byte after the stream's Huffman table, declared in its length.
+    index_at = 24 + table_len
+    longer = blob[:index_at] + b"\0" + blob[index_at:]
+    struct.pack_into("<I", longer, 20, table_len + 1)
+    (out / "stream-v2-huffman-table-trailing.tpe").write_bytes(reseal_stream(longer))
+
+
+def _stream_chunks(blob: bytes | bytearray) -> list[tuple[int, int]]:
+    """(offset, stored length) of each chunk of an entropy stream (docs/format.md §1)."""
+    table_len, n, c = struct.unpack_from("<I", blob, 20)[0], *struct.unpack_from("<QI", blob, 8)
+    m, index_at = -(-n // c), 24 + table_len
+    at, chunks = index_at + 8 * m + 4, []
+    for i in range(m):
+        length = struct.unpack_from("<I", blob, index_at + 8 * i)[0]
+        chunks.append((at, length))
+        at += length
+    return chunks
+
+
+def _with_chunks(blob: bytes | bytearray, first: list[bytes]) -> bytes:
+    """``blob`` with its first chunks replaced by ``first``; index and CRCs recomputed."""
+    table_len = struct.unpack_from("<I", blob, 20)[0]
+    chunks = _stream_chunks(blob)
+    stored = first + [bytes(blob[at : at + n]) for at, n in chunks[len(first) :]]
+    head = bytearray(blob[: 24 + table_len])
+    for chunk in stored:
+        head += struct.pack("<II", len(chunk), _core.crc32c(chunk))
+    head += struct.pack("<I", _core.crc32c(bytes(head)))
+    return bytes(head) + b"".join(stored)
+
+
+def reseal_stream(blob: bytes | bytearray) -> bytes:
+    """Recompute an entropy stream's chunk CRCs and header CRC."""
+    return _with_chunks(blob, [])
 
 
 def write_container_goldens(out: Path) -> None:

@@ -22,7 +22,9 @@ from tensorpress import _core
 from tensorpress.errors import ChecksumError, CorruptDataError, FormatError
 
 MAGIC = b"\x89TPE"
-VERSION = 1
+#: Stream versions read: 2 (written now: varint lane lengths, delta-coded Huffman tables) and 1.
+VERSIONS = (1, 2)
+VERSION = max(VERSIONS)
 FIXED_HEADER_BYTES = 24
 MAX_LANES = 32
 MIN_CHUNK_SIZE = 1 << 10
@@ -102,19 +104,22 @@ def _u32(buf: np.ndarray, at: int) -> int:
     return int(buf[at : at + 4].view("<u4")[0])
 
 
-def parse_table(codec: int, raw: bytes) -> CodeTable:
+def parse_table(codec: int, raw: bytes, version: int = VERSION) -> CodeTable:
     """Parse and validate a code table of ``codec`` (FormatError on any violation of §1.2)."""
     if codec == RAW:
         if raw:
             raise FormatError("raw stream carries a code table")
         return CodeTable(RAW)
     if codec == HUFFMAN:
-        if len(raw) != 128:
-            raise FormatError(f"Huffman table is {len(raw)} bytes, expected 128")
-        packed = np.frombuffer(raw, np.uint8)
-        lengths = np.empty(256, np.uint8)
-        lengths[0::2] = packed & 0x0F
-        lengths[1::2] = packed >> 4
+        if version == 1:
+            if len(raw) != 128:
+                raise FormatError(f"Huffman table is {len(raw)} bytes, expected 128")
+            packed = np.frombuffer(raw, np.uint8)
+            lengths = np.empty(256, np.uint8)
+            lengths[0::2] = packed & 0x0F
+            lengths[1::2] = packed >> 4
+        else:
+            lengths = _delta_coded_lengths(raw)
         if int(lengths.max()) > MAX_HUFFMAN_LEN:
             raise FormatError("Huffman code length above 12")
         present = lengths[lengths > 0].astype(np.int64)
@@ -149,6 +154,41 @@ def parse_table(codec: int, raw: bytes) -> CodeTable:
     raise FormatError(f"unknown codec id {codec}")
 
 
+def _delta_coded_lengths(raw: bytes) -> np.ndarray:
+    """The 256 code lengths of a version-2 Huffman table (§1.2): per symbol, against the previous
+    one, ``0`` same, ``1 0 s`` one longer/shorter, ``1 1 l0..l3`` the length; zero padding."""
+    bits = np.unpackbits(np.frombuffer(raw, np.uint8), bitorder="little")
+    lengths = np.zeros(256, np.uint8)
+    at, prev = 0, 0
+
+    def take(n: int) -> int:
+        nonlocal at
+        if at + n > bits.size:
+            raise FormatError("Huffman table truncated")
+        value = sum(int(bits[at + k]) << k for k in range(n))
+        at += n
+        return value
+
+    for s in range(256):
+        if take(1):
+            if take(1):
+                prev = take(4)
+            elif take(1):
+                if prev == 0:
+                    raise FormatError("Huffman code length below 0")
+                prev -= 1
+            else:
+                prev += 1
+        if prev > MAX_HUFFMAN_LEN:
+            raise FormatError("Huffman code length above 12")
+        lengths[s] = prev
+    if -(-at // 8) != len(raw):
+        raise FormatError(f"Huffman table is {len(raw)} bytes, its lengths take {-(-at // 8)}")
+    if bits[at:].any():
+        raise FormatError("Huffman table padding bits are not zero")
+    return lengths
+
+
 def _permutation(raw: bytes) -> np.ndarray:
     ranks = np.frombuffer(raw, np.uint8).copy()
     if np.unique(ranks).size != 256:
@@ -156,14 +196,17 @@ def _permutation(raw: bytes) -> np.ndarray:
     return ranks
 
 
-def _header(buf: np.ndarray, max_size: int | None) -> tuple[int, int, int, int, int, int]:
-    """(codec, lanes, decoded_len, chunk_size, table_len, n_chunks), every field validated."""
+def _header(buf: np.ndarray, max_size: int | None) -> tuple[int, int, int, int, int, int, int]:
+    """(version, codec, lanes, decoded_len, chunk_size, table_len, n_chunks), every field
+    validated."""
     if buf.size < FIXED_HEADER_BYTES + 4:
         raise FormatError(f"stream is {buf.size} bytes, shorter than any header")
     if buf[:4].tobytes() != MAGIC:
         raise FormatError("not a tensorpress entropy stream (bad magic)")
-    if buf[4] != VERSION:
-        raise FormatError(f"stream version {buf[4]} is not supported (this build reads {VERSION})")
+    version = int(buf[4])
+    if version not in VERSIONS:
+        readable = f"{min(VERSIONS)}..={VERSION}"
+        raise FormatError(f"stream version {version} is not supported (this build reads {readable})")
     codec, lanes, flags = int(buf[5]), int(buf[6]), int(buf[7])
     if codec not in CODEC_NAMES:
         raise FormatError(f"unknown codec id {codec}")
@@ -185,19 +228,19 @@ def _header(buf: np.ndarray, max_size: int | None) -> tuple[int, int, int, int, 
     index_at = FIXED_HEADER_BYTES + table_len
     if buf.size < index_at + n_chunks * (INDEX_ENTRY_BYTES + 2) + 4:
         raise FormatError(f"stream of {buf.size} bytes is too short for {n_chunks} chunks (truncated?)")
-    return codec, lanes, decoded_len, chunk_size, table_len, n_chunks
+    return version, codec, lanes, decoded_len, chunk_size, table_len, n_chunks
 
 
 def parse_stream(blob: Any, *, max_size: int | None = None) -> tuple[np.ndarray, StreamPlan]:
     """Validate ``blob`` completely (header, tables, index, every CRC32C, chunk framing) and
     return it as a uint8 array with its :class:`StreamPlan`."""
     buf = as_stream_bytes(blob)
-    codec, lanes, decoded_len, chunk_size, table_len, n_chunks = _header(buf, max_size)
+    version, codec, lanes, decoded_len, chunk_size, table_len, n_chunks = _header(buf, max_size)
     index_at = FIXED_HEADER_BYTES + table_len
     crc_at = index_at + n_chunks * INDEX_ENTRY_BYTES
     if _core.crc32c(buf[:crc_at]) != _u32(buf, crc_at):
         raise ChecksumError("stream header checksum does not match")
-    tables = [parse_table(codec, buf[FIXED_HEADER_BYTES:index_at].tobytes())]
+    tables = [parse_table(codec, buf[FIXED_HEADER_BYTES:index_at].tobytes(), version)]
     table_ids: dict[bytes, int] = {}
     index = buf[index_at:crc_at].view("<u4").reshape(n_chunks, 2).astype(np.int64)
     starts = crc_at + 4 + np.concatenate(([0], np.cumsum(index[:, 0])))
@@ -241,12 +284,12 @@ def parse_stream(blob: Any, *, max_size: int | None = None) -> tuple[np.ndarray,
                 own = chunk[3 : 3 + own_len].tobytes()
                 if own not in table_ids:  # equal tables share one decode table
                     try:
-                        tables.append(parse_table(codec, own))
+                        tables.append(parse_table(codec, own, version))
                     except FormatError as exc:
                         raise corrupt(str(exc)) from None
                     table_ids[own] = len(tables) - 1
                 body_at, table_id = at + 3 + own_len, table_ids[own]
-            lane_rows.append(_split_lanes(buf, body_at, at + length, lanes, corrupt))
+            lane_rows.append(_split_lanes(buf, body_at, at + length, lanes, version, corrupt))
             coded.append((i, dst, out_len, table_id))
         elif mode in (MODE_RAW, MODE_CONSTANT):
             raise corrupt("stored length does not match the decoded length")
@@ -277,16 +320,48 @@ def parse_stream(blob: Any, *, max_size: int | None = None) -> tuple[np.ndarray,
     return buf, plan
 
 
-def _split_lanes(buf: np.ndarray, body_at: int, end: int, lanes: int, corrupt: Any) -> np.ndarray:
+def _split_lanes(
+    buf: np.ndarray, body_at: int, end: int, lanes: int, version: int, corrupt: Any
+) -> np.ndarray:
     """(2, lanes) int64: each lane's first byte in the stream and its length; the lanes must tile
     the body after the lane-length table exactly."""
-    data_at = body_at + 4 * lanes
-    if data_at > end:
-        raise corrupt("jump table truncated")
-    lengths = buf[body_at:data_at].view("<u4").astype(np.int64)
+    if version == 1:
+        data_at = body_at + 4 * lanes
+        if data_at > end:
+            raise corrupt("jump table truncated")
+        lengths = buf[body_at:data_at].view("<u4").astype(np.int64)
+    else:
+        lengths, data_at = _lane_lengths(buf, body_at, end, lanes, corrupt)
     offsets = np.concatenate(([0], np.cumsum(lengths)))
     if int(offsets[-1]) > end - data_at:
         raise corrupt("lane runs past the chunk")
     if int(offsets[-1]) != end - data_at:
         raise corrupt("bytes after the last lane")
     return np.stack((data_at + offsets[:-1], lengths))
+
+
+def _lane_lengths(buf: np.ndarray, at: int, end: int, lanes: int, corrupt: Any) -> tuple[np.ndarray, int]:
+    """Version 2's lane lengths (§1.1): LEB128 varints of the zigzag differences of successive
+    lengths. Returns the lengths and where the first lane starts."""
+    lengths = np.empty(lanes, np.int64)
+    prev = 0
+    for lane in range(lanes):
+        z, shift = 0, 0
+        while True:
+            if at >= end:
+                raise corrupt("lane-length table truncated")
+            byte = int(buf[at])
+            at += 1
+            z |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                if byte == 0 and shift:
+                    raise corrupt("lane length varint is not in its shortest form")
+                break
+            shift += 7
+            if shift >= 35:
+                raise corrupt("lane length varint longer than 5 bytes")
+        prev += (z >> 1) ^ -(z & 1)
+        if not 0 <= prev <= 0xFFFFFFFF:
+            raise corrupt(f"lane length {prev} outside 0..=2^32-1")
+        lengths[lane] = prev
+    return lengths, at

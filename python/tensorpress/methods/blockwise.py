@@ -148,7 +148,12 @@ def code_layouts(u: np.ndarray, bits: int) -> dict[str, int]:
         st = entropy.stats(u)
         for c in LAYOUT_CODECS:
             sizes[c] = predicted_size(
-                n, st.codecs[c].mean_code_len, c, entropy.DEFAULT_LANES, entropy.DEFAULT_CHUNK_SIZE
+                n,
+                st.codecs[c].mean_code_len,
+                c,
+                entropy.DEFAULT_LANES,
+                entropy.DEFAULT_CHUNK_SIZE,
+                st.codecs[c].table_bytes,
             )
     return sizes
 

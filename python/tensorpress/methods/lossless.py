@@ -332,16 +332,22 @@ class CompressedTensor:
 
 # --- encoding --------------------------------------------------------------------------------
 
-#: Serialised code-table bytes per codec (see docs/format.md), for size prediction.
-TABLE_BYTES = {"raw": 0, "qlc": 265, "dlc": 259, "huffman": 128, "expgolomb": 1, "expgolomb-rank": 257}
+#: Serialised code-table bytes per codec (docs/format.md §1.2), for size prediction where the
+#: table itself is not at hand (Huffman's varies with the lengths: a typical size).
+TABLE_BYTES = {"raw": 0, "qlc": 265, "dlc": 259, "huffman": 64, "expgolomb": 1, "expgolomb-rank": 257}
 
 
-def predicted_size(n: int, mean_code_len: float, codec: str, lanes: int, chunk_size: int) -> int:
-    """Stream bytes for ``n`` symbols at ``mean_code_len`` bits (table, index, lane jumps included)."""
+def predicted_size(
+    n: int, mean_code_len: float, codec: str, lanes: int, chunk_size: int, table_bytes: int | None = None
+) -> int:
+    """Stream bytes for ``n`` symbols at ``mean_code_len`` bits: table (``table_bytes``, as
+    :class:`~tensorpress.entropy.CodecStats` reports it, or a typical size), index, and per lane
+    of a chunk its length (one or two varint bytes) and up to a byte of padding."""
     chunks = -(-n // chunk_size)
     if codec == "raw":
         return 28 + chunks * (8 + 1) + n
-    return 28 + TABLE_BYTES[codec] + chunks * (8 + 1 + 4 * lanes + lanes) + int(n * mean_code_len / 8)
+    table = TABLE_BYTES[codec] if table_bytes is None else table_bytes
+    return 28 + table + chunks * (8 + 1 + 2 * lanes) + int(n * mean_code_len / 8)
 
 
 def choose_codec(
@@ -357,17 +363,19 @@ def choose_codec(
     if plane.size == 0:
         return "raw"
     stats = entropy.stats(plane)
-    sizes = {
-        c: predicted_size(plane.size, stats.codecs[c].mean_code_len, c, lanes, chunk_size) for c in candidates
-    }
+    sizes = {}
+    for c in candidates:
+        code = stats.codecs[c]
+        sizes[c] = predicted_size(plane.size, code.mean_code_len, c, lanes, chunk_size, code.table_bytes)
     best = min(candidates, key=sizes.__getitem__)
     raw = predicted_size(plane.size, 8.0, "raw", lanes, chunk_size)
     return best if sizes[best] <= (1 - MIN_SAVING) * raw else "raw"
 
 
 #: With ``lanes=None`` a plane gets one lane per this many bytes (at least 1, at most
-#: ``entropy.DEFAULT_LANES``): every lane of a coded chunk costs a 4-byte length and up to a byte
-#: of padding, which a bias vector of a few hundred values cannot pay for.
+#: ``entropy.DEFAULT_LANES``): every lane of a coded chunk costs its length and up to a byte of
+#: padding, and the decoder's per-lane setup, which a bias vector of a few hundred values cannot
+#: pay for.
 BYTES_PER_LANE = 4096
 
 

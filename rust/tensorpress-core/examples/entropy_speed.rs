@@ -4,7 +4,8 @@
 //! `cargo run --release -p tensorpress-core --example entropy_speed -- FILE [REPEATS] [CODEC...]`
 //! prints, per codec, the ratio and the best-of-REPEATS encode and decode MB/s (MB = 10^6 bytes;
 //! best-of, as the huff0 peer benchmark reports, so the two compare on a busy machine).
-//! `TP_SPEED_ONLY=encode` (or `decode`) times one direction only, for `perf record`.
+//! `TP_SPEED_ONLY=encode` (or `decode`) times one direction only, for `perf record`;
+//! `TP_CHUNK_SIZE=N` codes in chunks of N bytes instead of the default.
 
 use std::time::Instant;
 use tensorpress_core::stream::{decode_into, encode, Codec, DecodeOptions, EncodeOptions};
@@ -30,9 +31,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         _ => vec![Codec::Huffman, Codec::Qlc, Codec::ExpGolombRank],
     };
     let only = std::env::var("TP_SPEED_ONLY").unwrap_or_default();
+    let chunk_size = match std::env::var("TP_CHUNK_SIZE") {
+        Ok(n) => n.parse()?,
+        Err(_) => EncodeOptions::default().chunk_size,
+    };
     let mb = data.len() as f64 / 1e6;
     for codec in codecs {
-        let opts = EncodeOptions { codec, threads: Some(1), ..Default::default() };
+        let opts = EncodeOptions { codec, threads: Some(1), chunk_size, ..Default::default() };
         let blob = encode(&data, &opts)?;
         let enc = if only == "decode" { f64::NAN } else { mb / best_secs(repeats, || drop(encode(&data, &opts))) };
         let mut out = vec![0u8; data.len()];

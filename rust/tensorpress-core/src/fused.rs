@@ -136,23 +136,14 @@ fn decode_unit(tensor: &Checked<'_>, i: usize, dst: &mut [u8], kernel: Kernel) -
         // The one plane is the tensor's bytes: decode in place.
         let (at, stored_len, crc) = infos[0].chunks[i];
         let stored = &tensor.blobs[0][at..at + stored_len];
-        return decode_chunk_checked(
-            &*tensor.decoders[0],
-            infos[0].codec(),
-            stored,
-            crc,
-            i,
-            infos[0].lanes,
-            dst,
-            kernel,
-        );
+        return decode_chunk_checked(&*tensor.decoders[0], infos[0].format(), stored, crc, i, dst, kernel);
     }
     with_scratch(infos.len(), len, |scratch| {
         let mut views: [&[u8]; MAX_ELEMENT_BYTES] = [&[]; MAX_ELEMENT_BYTES];
         for (k, (info, slot)) in infos.iter().zip(scratch.iter_mut()).enumerate() {
             let (at, stored_len, crc) = info.chunks[i];
             let stored = &tensor.blobs[k][at..at + stored_len];
-            views[k] = chunk_view(&*tensor.decoders[k], info.codec(), stored, crc, i, info.lanes, slot, kernel)
+            views[k] = chunk_view(&*tensor.decoders[k], info.format(), stored, crc, i, slot, kernel)
                 .map_err(|e| in_plane(k, &e))?;
         }
         let last = i + 1 == infos[0].chunks.len();
@@ -269,7 +260,8 @@ fn predicted_size(table: &CodeTable, hist: &Histogram, n: usize, opts: &EncodeOp
     let bits = codes.coded_bits(hist)?;
     let mut table_bytes = Vec::new();
     table.serialize(&mut table_bytes);
-    let per_chunk = (CHUNK_INDEX_ENTRY_BYTES + 1 + 5 * opts.lanes) as u64;
+    // Per lane: its length (one or two varint bytes) and up to a byte of padding.
+    let per_chunk = (CHUNK_INDEX_ENTRY_BYTES + 1 + 2 * opts.lanes) as u64;
     // Rounded down, as tensorpress's Python size model does, so both choose alike.
     Some((FIXED_HEADER_BYTES + 4 + table_bytes.len()) as u64 + chunks * per_chunk + bits / 8)
 }
@@ -280,7 +272,7 @@ const RAW_PROBE_MIN_CHUNKS: usize = 2;
 const RAW_PROBE_STRIDE: usize = 8;
 /// Bits per symbol a probed plane's entropy must clear the break-even point by before the plane
 /// is stored raw uncounted: covers the sample's estimation error with a wide margin (a chunk of
-/// 256 Ki symbols misestimates the entropy of its source by about 0.001 bit).
+/// 128 Ki symbols misestimates the entropy of its source by about 0.001 bit).
 const RAW_PROBE_MARGIN_BITS: f64 = 0.02;
 
 /// The chunk stride of a raw probe, where one pays: automatic codec choice, enough chunks.

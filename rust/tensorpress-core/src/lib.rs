@@ -16,6 +16,7 @@ pub mod planes;
 pub mod stats;
 pub mod stream;
 pub mod threads;
+pub mod varint;
 
 pub use error::{Error, Result};
 pub use kernels::Kernel;

@@ -13,6 +13,8 @@ pub struct CodecStats {
     pub saving: f64,
     /// Free-form parameters (QLC widths, Exp-Golomb order, Huffman max length).
     pub params: String,
+    /// Bytes of the serialised code table (stream version 2).
+    pub table_bytes: usize,
 }
 
 /// Entropy and every codec's mean code length.
@@ -38,7 +40,10 @@ pub fn stats(hist: &Histogram) -> Stats {
                 CodeTable::ExpGolomb(t) | CodeTable::ExpGolombRank(t) => format!("k={}", t.order()),
                 CodeTable::Raw => String::new(),
             };
-            Some(CodecStats { codec, mean_code_len: mean, saving: (8.0 - mean) / 8.0, params })
+            let mut table_bytes = Vec::new();
+            table.serialize(&mut table_bytes);
+            let table_bytes = table_bytes.len();
+            Some(CodecStats { codec, mean_code_len: mean, saving: (8.0 - mean) / 8.0, params, table_bytes })
         })
         .collect();
     Stats { symbols: hist.iter().sum(), entropy_bits: entropy_bits(hist), codecs }

@@ -4,7 +4,7 @@
 //! ```text
 //! offset  size  field
 //! 0       4     magic  89 54 50 45  ("\x89TPE")
-//! 4       1     version (1)
+//! 4       1     version (2 written; 1 still read)
 //! 5       1     codec id (0 raw, 1 QLC, 2 Huffman, 3 Exp-Golomb, 4 Exp-Golomb on ranks, 5 DLC)
 //! 6       1     lanes L (1..=32)
 //! 7       1     flags (reserved, must be 0)
@@ -17,10 +17,12 @@
 //! ...           the m chunks, back to back; the stream ends exactly after the last one
 //! ```
 //! A chunk starts with a mode byte: 0 = raw bytes follow; 2 = one byte follows, repeated;
-//! 1 = coded with the stream's table: L lane lengths (u32 LE) then the L lane bitstreams;
+//! 1 = coded with the stream's table: L lane lengths then the L lane bitstreams;
 //! 3 = coded with the chunk's own table: table length t' (u16 LE), t' table bytes of the stream's
 //! codec, then as mode 1. Symbol i of the chunk is in lane i mod L. Every lane is consumed to its
-//! last byte (padding bits are zero).
+//! last byte (padding bits are zero). Version 2 stores the lane lengths as varints of their
+//! differences ([`crate::varint`]) and Huffman tables as delta-coded lengths
+//! ([`HuffmanTable::serialize`]); version 1 as u32 each and 128 nibble bytes.
 
 use crate::codes::exp_golomb::ExpGolombTable;
 use crate::codes::huffman::{HuffmanTable, MAX_HUFFMAN_LEN};
@@ -33,8 +35,11 @@ use crate::threads::{try_for_each_piece, validate_threads};
 
 /// Stream magic; the leading 0x89 byte keeps it from reading as text.
 pub const STREAM_MAGIC: [u8; 4] = [0x89, b'T', b'P', b'E'];
-/// The stream version this code writes and reads.
-pub const STREAM_VERSION: u8 = 1;
+/// The stream version this code writes.
+pub const STREAM_VERSION: u8 = 2;
+/// The oldest stream version this code reads (version 1: u32 lane lengths, nibble Huffman
+/// tables; otherwise the same layout).
+pub const MIN_STREAM_VERSION: u8 = 1;
 /// Fixed part of the header before the table.
 pub const FIXED_HEADER_BYTES: usize = 24;
 /// Most lanes a chunk may have.
@@ -42,9 +47,10 @@ pub const MAX_LANES: usize = 32;
 /// Smallest and largest chunk sizes (decoded bytes).
 pub const MIN_CHUNK_SIZE: usize = 1 << 10;
 pub const MAX_CHUNK_SIZE: usize = 1 << 24;
-/// Default chunk size: big enough to amortise the table-free chunk header, small enough to
-/// spread over threads and to keep random access cheap.
-pub const DEFAULT_CHUNK_SIZE: usize = 1 << 18;
+/// Default chunk size: big enough to amortise a chunk's framing and own table (about 100 bytes
+/// in version 2), small enough that each chunk's own table follows the data's local statistics,
+/// spreads over threads and keeps random access cheap (sizes measured in benches/RESULTS.md §2).
+pub const DEFAULT_CHUNK_SIZE: usize = 1 << 17;
 /// Default lane count: enough independent chains to hide decode latency (32 lanes run four
 /// AVX2 register groups, which overlap the window gathers; measured in benches/RESULTS.md §2).
 pub const DEFAULT_LANES: usize = 32;
@@ -169,12 +175,13 @@ impl CodeTable {
         }
     }
 
-    fn parse(codec: Codec, bytes: &[u8]) -> Result<Self> {
+    fn parse(codec: Codec, bytes: &[u8], version: u8) -> Result<Self> {
         Ok(match codec {
             Codec::Raw if bytes.is_empty() => CodeTable::Raw,
             Codec::Raw => return Err(Error::format("raw stream carries a code table")),
             Codec::Qlc => CodeTable::Qlc(QlcTable::parse(bytes, QLC_PREFIX_BITS)?),
             Codec::Dlc => CodeTable::Dlc(QlcTable::parse(bytes, DLC_PREFIX_BITS)?),
+            Codec::Huffman if version == 1 => CodeTable::Huffman(HuffmanTable::parse_nibbles(bytes)?),
             Codec::Huffman => CodeTable::Huffman(HuffmanTable::parse(bytes)?),
             Codec::ExpGolomb => CodeTable::ExpGolomb(ExpGolombTable::parse(bytes, false)?),
             Codec::ExpGolombRank => CodeTable::ExpGolombRank(ExpGolombTable::parse(bytes, true)?),
@@ -231,6 +238,8 @@ pub(crate) use encode::{encode_chunk_fitted, finish_stream};
 #[derive(Debug, Clone)]
 pub struct StreamInfo {
     pub table: CodeTable,
+    /// Stream version (1 or 2): how lane lengths and Huffman tables are stored.
+    pub version: u8,
     pub lanes: usize,
     pub decoded_len: u64,
     pub chunk_size: usize,
@@ -242,6 +251,11 @@ pub struct StreamInfo {
 impl StreamInfo {
     pub fn codec(&self) -> Codec {
         self.table.codec()
+    }
+
+    /// What a chunk decoder needs to know of the stream besides the chunk's bytes.
+    pub(crate) fn format(&self) -> ChunkFormat {
+        ChunkFormat { codec: self.codec(), lanes: self.lanes, version: self.version }
     }
 
     /// Decoded length of chunk `index`.
@@ -257,6 +271,14 @@ impl StreamInfo {
     }
 }
 
+/// The stream fields every chunk is framed by.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ChunkFormat {
+    pub codec: Codec,
+    pub lanes: usize,
+    pub version: u8,
+}
+
 pub(crate) fn read_u32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
@@ -270,10 +292,10 @@ pub fn parse_header(blob: &[u8]) -> Result<StreamInfo> {
     if blob[..4] != STREAM_MAGIC {
         return Err(Error::format("not a tensorpress entropy stream (bad magic)"));
     }
-    if blob[4] != STREAM_VERSION {
+    let version = blob[4];
+    if !(MIN_STREAM_VERSION..=STREAM_VERSION).contains(&version) {
         return Err(Error::format(format!(
-            "stream version {} is not supported (this build reads {STREAM_VERSION})",
-            blob[4]
+            "stream version {version} is not supported (this build reads {MIN_STREAM_VERSION}..={STREAM_VERSION})"
         )));
     }
     let codec = Codec::from_id(blob[5])?;
@@ -312,7 +334,7 @@ pub fn parse_header(blob: &[u8]) -> Result<StreamInfo> {
     if crc32c::crc32c(&blob[..crc_at]) != stored_crc {
         return Err(Error::Checksum("stream header checksum does not match".into()));
     }
-    let table = CodeTable::parse(codec, &blob[FIXED_HEADER_BYTES..index_at])?;
+    let table = CodeTable::parse(codec, &blob[FIXED_HEADER_BYTES..index_at], version)?;
     let header_len = crc_at + 4;
     let mut offset = header_len;
     let mut chunks = Vec::with_capacity(n_chunks);
@@ -328,7 +350,7 @@ pub fn parse_header(blob: &[u8]) -> Result<StreamInfo> {
             blob.len()
         )));
     }
-    Ok(StreamInfo { table, lanes, decoded_len, chunk_size, chunks, header_len })
+    Ok(StreamInfo { table, version, lanes, decoded_len, chunk_size, chunks, header_len })
 }
 
 /// Decoded length declared by a stream (header verified).
@@ -350,7 +372,7 @@ pub fn decode_into(blob: &[u8], out: &mut [u8], opts: &DecodeOptions) -> Result<
     with_decoder(&info.table, |dec| {
         let pieces: Vec<_> = out.chunks_mut(info.chunk_size).zip(&info.chunks).enumerate().collect();
         try_for_each_piece(pieces, opts.threads, |(i, (dst, &(at, len, crc)))| {
-            decode_chunk_checked(dec, info.codec(), &blob[at..at + len], crc, i, info.lanes, dst, opts.kernel)
+            decode_chunk_checked(dec, info.format(), &blob[at..at + len], crc, i, dst, opts.kernel)
         })
     })
 }
@@ -373,9 +395,7 @@ pub fn decode_chunk_into(blob: &[u8], info: &StreamInfo, index: usize, out: &mut
         return Err(Error::invalid("output size does not match the chunk"));
     }
     let stored = blob.get(at..at + len).ok_or_else(|| Error::format("chunk outside the stream"))?;
-    with_decoder(&info.table, |dec| {
-        decode_chunk_checked(dec, info.codec(), stored, crc, index, info.lanes, out, kernel)
-    })
+    with_decoder(&info.table, |dec| decode_chunk_checked(dec, info.format(), stored, crc, index, out, kernel))
 }
 
 /// Runs `f` with the decoder of `table`, monomorphised per codec.
@@ -419,33 +439,30 @@ impl<D: SymbolDecoder> ChunkDecoder for Coded<D> {
     }
 }
 
-#[allow(clippy::too_many_arguments)] // one call site per entry point; a struct would only rename them
 pub(crate) fn decode_chunk_checked(
     dec: &dyn ChunkDecoder,
-    codec: Codec,
+    format: ChunkFormat,
     stored: &[u8],
     crc: u32,
     index: usize,
-    n_lanes: usize,
     out: &mut [u8],
     kernel: Kernel,
 ) -> Result<()> {
     if crc32c::crc32c(stored) != crc {
         return Err(Error::Checksum(format!("chunk {index} checksum does not match")));
     }
-    decode_chunk_body(dec, codec, stored, index, n_lanes, out, kernel)
+    decode_chunk_body(dec, format, stored, index, out, kernel)
 }
 
 /// The decoded bytes of a chunk whose checksum is verified here: a raw chunk's body borrowed
 /// from the stream (no copy), any other chunk decoded into `scratch[..len]`.
-#[allow(clippy::too_many_arguments)] // as decode_chunk_checked
+#[allow(clippy::too_many_arguments)] // as decode_chunk_checked, plus the scratch buffer
 pub(crate) fn chunk_view<'a>(
     dec: &dyn ChunkDecoder,
-    codec: Codec,
+    format: ChunkFormat,
     stored: &'a [u8],
     crc: u32,
     index: usize,
-    n_lanes: usize,
     scratch: &'a mut [u8],
     kernel: Kernel,
 ) -> Result<&'a [u8]> {
@@ -455,7 +472,7 @@ pub(crate) fn chunk_view<'a>(
     match stored.split_first() {
         Some((&MODE_RAW, body)) if body.len() == scratch.len() => Ok(body),
         _ => {
-            decode_chunk_body(dec, codec, stored, index, n_lanes, scratch, kernel)?;
+            decode_chunk_body(dec, format, stored, index, scratch, kernel)?;
             Ok(scratch)
         }
     }
@@ -464,24 +481,24 @@ pub(crate) fn chunk_view<'a>(
 /// Decodes a chunk whose checksum the caller has verified.
 fn decode_chunk_body(
     dec: &dyn ChunkDecoder,
-    codec: Codec,
+    format: ChunkFormat,
     stored: &[u8],
     index: usize,
-    n_lanes: usize,
     out: &mut [u8],
     kernel: Kernel,
 ) -> Result<()> {
+    let n_lanes = format.lanes;
     let corrupt = |what: &str| Error::corrupt(format!("chunk {index}: {what}"));
     let (&mode, body) = stored.split_first().ok_or_else(|| corrupt("empty"))?;
     match mode {
         MODE_RAW if body.len() == out.len() => out.copy_from_slice(body),
         MODE_CONSTANT if body.len() == 1 => out.fill(body[0]),
         MODE_CODED => {
-            let lanes = split_lanes(body, n_lanes).map_err(|e| corrupt(e.message()))?;
+            let lanes = split_lanes(body, n_lanes, format.version).map_err(|e| corrupt(e.message()))?;
             dec.decode_lanes(kernel, &lanes[..n_lanes], out).map_err(|e| corrupt(e.message()))?;
         }
         MODE_OWN_TABLE => {
-            if codec == Codec::Raw {
+            if format.codec == Codec::Raw {
                 return Err(corrupt("own-table chunk in a raw stream"));
             }
             let table_len = match body {
@@ -492,8 +509,9 @@ fn decode_chunk_body(
                 return Err(corrupt("own table truncated or too long"));
             }
             let (table_bytes, rest) = body[2..].split_at(table_len);
-            let table = CodeTable::parse(codec, table_bytes).map_err(|e| corrupt(e.message()))?;
-            let lanes = split_lanes(rest, n_lanes).map_err(|e| corrupt(e.message()))?;
+            let table =
+                CodeTable::parse(format.codec, table_bytes, format.version).map_err(|e| corrupt(e.message()))?;
+            let lanes = split_lanes(rest, n_lanes, format.version).map_err(|e| corrupt(e.message()))?;
             with_decoder(&table, |own| own.decode_lanes(kernel, &lanes[..n_lanes], out))
                 .map_err(|e| corrupt(e.message()))?;
         }
@@ -505,15 +523,23 @@ fn decode_chunk_body(
 
 /// Splits a coded chunk body (lane lengths, then lanes) into its `n_lanes` lanes, which must
 /// tile the body exactly.
-fn split_lanes(body: &[u8], n_lanes: usize) -> Result<[&[u8]; MAX_LANES]> {
-    let jump = 4 * n_lanes;
-    if body.len() < jump {
-        return Err(Error::corrupt("jump table truncated"));
-    }
-    let (table, mut data) = body.split_at(jump);
+fn split_lanes(body: &[u8], n_lanes: usize, version: u8) -> Result<[&[u8]; MAX_LANES]> {
+    let mut lens = [0usize; MAX_LANES];
+    let mut data = if version == 1 {
+        let jump = 4 * n_lanes;
+        if body.len() < jump {
+            return Err(Error::corrupt("jump table truncated"));
+        }
+        for (l, len) in lens.iter_mut().take(n_lanes).enumerate() {
+            *len = read_u32(body, 4 * l) as usize;
+        }
+        &body[jump..]
+    } else {
+        let used = crate::varint::read_lane_lengths(body, &mut lens[..n_lanes])?;
+        &body[used..]
+    };
     let mut lanes: [&[u8]; MAX_LANES] = [&[]; MAX_LANES];
-    for (l, lane) in lanes.iter_mut().take(n_lanes).enumerate() {
-        let len = read_u32(table, 4 * l) as usize;
+    for (lane, &len) in lanes.iter_mut().zip(&lens).take(n_lanes) {
         if len > data.len() {
             return Err(Error::corrupt("lane runs past the chunk"));
         }

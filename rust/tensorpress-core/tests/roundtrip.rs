@@ -2,6 +2,7 @@
 //! size, and no mutation of a valid stream decodes to wrong data silently.
 
 use proptest::prelude::*;
+use tensorpress_core::codes::huffman::{HuffmanTable, MAX_HUFFMAN_LEN};
 use tensorpress_core::stream::{decode, encode, Codec, DecodeOptions, EncodeOptions};
 
 fn codec() -> impl Strategy<Value = Codec> {
@@ -45,9 +46,27 @@ proptest! {
     #[test]
     fn garbage_never_panics(junk in prop::collection::vec(any::<u8>(), 0..4000)) {
         let _ = decode(&junk, &DecodeOptions::default());
-        let mut with_magic = vec![0x89, b'T', b'P', b'E', 1];
-        with_magic.extend_from_slice(&junk);
-        let _ = decode(&with_magic, &DecodeOptions::default());
+        for version in [1, 2] {
+            let mut with_magic = vec![0x89, b'T', b'P', b'E', version];
+            with_magic.extend_from_slice(&junk);
+            let _ = decode(&with_magic, &DecodeOptions::default());
+        }
+    }
+
+    #[test]
+    fn huffman_tables_parse_or_fail_cleanly(junk in prop::collection::vec(any::<u8>(), 0..300)) {
+        let _ = HuffmanTable::parse(&junk);
+        let _ = HuffmanTable::parse_nibbles(&junk);
+    }
+
+    #[test]
+    fn huffman_tables_round_trip(counts in prop::collection::vec(prop_oneof![Just(0u64), 1u64..1_000_000], 256)) {
+        let hist: [u64; 256] = counts.try_into().unwrap();
+        let table = HuffmanTable::fit(&hist, MAX_HUFFMAN_LEN).unwrap();
+        let mut bytes = Vec::new();
+        table.serialize(&mut bytes);
+        prop_assert!(bytes.len() <= 6 * 256 / 8);
+        prop_assert_eq!(HuffmanTable::parse(&bytes).unwrap(), table);
     }
 }
 
@@ -57,6 +76,36 @@ fn size_never_exceeds_raw_plus_overhead() {
     let noise: Vec<u8> = (0..1_000_000u64).map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8).collect();
     for codec in Codec::ALL {
         let blob = encode(&noise, &EncodeOptions { codec, ..Default::default() }).unwrap();
-        assert!(blob.len() <= noise.len() + 24 + 265 + 4 + 4 * 9, "{codec:?}: {}", blob.len());
+        let chunks = noise.len().div_ceil(tensorpress_core::stream::DEFAULT_CHUNK_SIZE);
+        assert!(blob.len() <= noise.len() + 24 + 265 + 4 + chunks * 9, "{codec:?}: {}", blob.len());
     }
+}
+
+/// Version-1 streams (u32 lane lengths, nibble Huffman tables), pinned by the golden files,
+/// still decode, to the same bytes as the version-2 streams written now.
+#[test]
+fn version_1_golden_streams_still_decode() {
+    let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&golden).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !(name.starts_with("stream-v1-") && name.ends_with(".tpe")) {
+            continue;
+        }
+        let blob = std::fs::read(&path).unwrap();
+        assert_eq!(blob[4], 1, "{name}");
+        let info = tensorpress_core::parse_header(&blob).unwrap();
+        let data = decode(&blob, &DecodeOptions::default()).unwrap();
+        let opts =
+            EncodeOptions { codec: info.codec(), lanes: info.lanes, chunk_size: info.chunk_size, threads: Some(1) };
+        let again = encode(&data, &opts).unwrap();
+        assert_eq!(again[4], 2);
+        assert_eq!(decode(&again, &DecodeOptions::default()).unwrap(), data, "{name}");
+        if info.codec() != Codec::Raw {
+            assert!(again.len() < blob.len(), "{name}: version 2 is smaller");
+        }
+        seen += 1;
+    }
+    assert!(seen >= 7, "{seen} version-1 golden streams found");
 }

@@ -4,6 +4,7 @@
 
 use tensorpress_core::checksum::crc32c_append;
 use tensorpress_core::stream::{decode, encode, parse_header, Codec, DecodeOptions, EncodeOptions};
+use tensorpress_core::varint::{put_lane_lengths, read_lane_lengths};
 use tensorpress_core::{Error, Kernel};
 
 const CODED: [Codec; 5] = [Codec::Qlc, Codec::Dlc, Codec::Huffman, Codec::ExpGolomb, Codec::ExpGolombRank];
@@ -82,13 +83,15 @@ fn a_lane_longer_than_its_symbols_fails_the_lane_end_check_in_every_kernel() {
         let blob = coded_stream(codec);
         let chunk = first_chunk(&blob);
         // Lane 0 gets one more (zero) byte than its codes use; its length says so too.
-        let len0 = u32::from_le_bytes(chunk[1..5].try_into().unwrap());
-        let body_start = 1 + 4 * LANES;
-        let mut longer = chunk[..body_start].to_vec();
-        longer[1..5].copy_from_slice(&(len0 + 1).to_le_bytes());
-        longer.extend_from_slice(&chunk[body_start..body_start + len0 as usize]);
+        let mut lens = [0usize; LANES];
+        let body_start = 1 + read_lane_lengths(&chunk[1..], &mut lens).unwrap();
+        let mut longer = vec![chunk[0]];
+        let mut new_lens = lens.map(|l| l as u32);
+        new_lens[0] += 1;
+        put_lane_lengths(&mut longer, &new_lens);
+        longer.extend_from_slice(&chunk[body_start..body_start + lens[0]]);
         longer.push(0);
-        longer.extend_from_slice(&chunk[body_start + len0 as usize..]);
+        longer.extend_from_slice(&chunk[body_start + lens[0]..]);
         let bad = reseal_first_chunk(&blob, &longer);
         for kernel in kernels() {
             let message = corrupt_message(&bad, kernel);

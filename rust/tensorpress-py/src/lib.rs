@@ -406,6 +406,7 @@ fn stats<'py>(py: Python<'py>, data: PyBuffer<u8>, threads: Option<i64>) -> PyRe
         entry.set_item("mean_code_len", c.mean_code_len)?;
         entry.set_item("saving", c.saving)?;
         entry.set_item("params", &c.params)?;
+        entry.set_item("table_bytes", c.table_bytes)?;
         codecs.set_item(c.codec.name(), entry)?;
     }
     d.set_item("codecs", codecs)?;

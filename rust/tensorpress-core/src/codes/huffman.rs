@@ -3,17 +3,22 @@
 //!
 //! Codes are canonical (assigned in order of (length, symbol), MSB-first) and written to the
 //! wire bit-reversed, so the LSB-first reader indexes its table with the next `max_len` bits.
-//! Serialised table: 128 bytes, the 4-bit code length of symbol 2i in the low nibble of byte i
-//! and of symbol 2i+1 in the high nibble; 0 = symbol absent.
+//! Serialised table (stream version 2): the 256 code lengths (0 = symbol absent), each coded
+//! against the previous symbol's (the first against 0) in an LSB-first bit string: `0` = same
+//! length, `1 0 s` = one longer (s = 0) or shorter (s = 1), `1 1 l₀…l₃` = the length itself in
+//! 4 bits; zero padding to a whole byte. Neighbouring byte values of a tensor (neighbouring
+//! magnitudes of a float) have similar frequencies, so a table takes 40–60 bytes. Version 1
+//! stored 128 bytes: the length of symbol 2i in the low nibble of byte i, of 2i+1 in the high.
 
 use super::{EncodeTable, SimdTables, SymbolDecoder};
+use crate::bits::BitWriter;
 use crate::error::{Error, Result};
 use crate::histogram::Histogram;
 
 /// Longest code the encoder emits and the decoder accepts.
 pub const MAX_HUFFMAN_LEN: u8 = 12;
-/// Serialised size of a Huffman table.
-pub const HUFFMAN_TABLE_BYTES: usize = 128;
+/// Serialised size of a Huffman table in stream version 1.
+pub const HUFFMAN_TABLE_BYTES_V1: usize = 128;
 
 /// Code lengths per symbol of a length-limited canonical Huffman code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,19 +63,27 @@ impl HuffmanTable {
         &self.lengths
     }
 
-    /// Canonical codes, MSB-first, per symbol.
+    /// Canonical codes, MSB-first, per symbol: in order of (length, symbol), as DEFLATE assigns
+    /// them (first code of each length from the counts, then symbols in order; no sort, since a
+    /// decoder builds one per own-table chunk).
     fn canonical_codes(&self) -> [u32; 256] {
-        let mut order: Vec<usize> = (0..256).filter(|&s| self.lengths[s] > 0).collect();
-        order.sort_by_key(|&s| (self.lengths[s], s));
-        let mut codes = [0u32; 256];
+        let mut count = [0u32; MAX_HUFFMAN_LEN as usize + 1];
+        for &len in &self.lengths {
+            count[usize::from(len)] += 1;
+        }
+        count[0] = 0;
+        let mut next = [0u32; MAX_HUFFMAN_LEN as usize + 1];
         let mut code = 0u32;
-        let mut prev_len = 0u8;
-        for s in order {
-            let len = self.lengths[s];
-            code <<= len - prev_len;
-            codes[s] = code;
-            code += 1;
-            prev_len = len;
+        for len in 1..next.len() {
+            code = (code + count[len - 1]) << 1;
+            next[len] = code;
+        }
+        let mut codes = [0u32; 256];
+        for (c, &len) in codes.iter_mut().zip(&self.lengths) {
+            if len > 0 {
+                *c = next[usize::from(len)];
+                next[usize::from(len)] += 1;
+            }
         }
         codes
     }
@@ -86,14 +99,74 @@ impl HuffmanTable {
         t
     }
 
+    /// Appends the delta-coded table (module docs).
     pub fn serialize(&self, out: &mut Vec<u8>) {
-        for pair in self.lengths.chunks_exact(2) {
-            out.push(pair[0] | (pair[1] << 4));
+        let mut bits = BitWriter::with_capacity_bits(6 * 256);
+        let mut prev = 0u8;
+        for &len in &self.lengths {
+            match i16::from(len) - i16::from(prev) {
+                0 => bits.put(0b0, 1),
+                1 => bits.put(0b001, 3),
+                -1 => bits.put(0b101, 3),
+                _ => bits.put(0b11 | u32::from(len) << 2, 6),
+            }
+            prev = len;
         }
+        out.extend_from_slice(&bits.finish());
     }
 
+    /// Parses the delta-coded table of stream version 2: every length ≤ 12, the bit string used
+    /// to its last byte with zero padding, the Kraft inequality.
     pub fn parse(bytes: &[u8]) -> Result<Self> {
-        if bytes.len() != HUFFMAN_TABLE_BYTES {
+        let mut at = 0usize;
+        let mut take = |n: usize| -> Result<u8> {
+            if at + n > 8 * bytes.len() {
+                return Err(Error::format("Huffman table truncated"));
+            }
+            // The n ≤ 4 bits at `at` lie in the two bytes from `at / 8`.
+            let low = u16::from(bytes[at / 8]) | u16::from(bytes.get(at / 8 + 1).copied().unwrap_or(0)) << 8;
+            let v = (low >> (at % 8)) as u8 & ((1u8 << n) - 1);
+            at += n;
+            Ok(v)
+        };
+        let mut lengths = [0u8; 256];
+        let mut prev = 0u8;
+        for len in lengths.iter_mut() {
+            *len = match take(1)? {
+                0 => prev,
+                _ => match take(1)? {
+                    0 if take(1)? == 0 => prev + 1,
+                    0 => prev.checked_sub(1).ok_or_else(|| Error::format("Huffman code length below 0"))?,
+                    _ => take(4)?,
+                },
+            };
+            if *len > MAX_HUFFMAN_LEN {
+                return Err(Error::format("Huffman code length above 12"));
+            }
+            prev = *len;
+        }
+        Self::checked_padding(bytes, at)?;
+        Self::checked(lengths)
+    }
+
+    /// The bit string of `bytes` ends in its last byte after `used` bits, padded with zeros.
+    fn checked_padding(bytes: &[u8], used: usize) -> Result<()> {
+        if used.div_ceil(8) != bytes.len() {
+            return Err(Error::format(format!(
+                "Huffman table is {} bytes, its lengths take {}",
+                bytes.len(),
+                used.div_ceil(8)
+            )));
+        }
+        if !used.is_multiple_of(8) && bytes[used / 8] >> (used % 8) != 0 {
+            return Err(Error::format("Huffman table padding bits are not zero"));
+        }
+        Ok(())
+    }
+
+    /// Parses the 128-byte nibble table of stream version 1.
+    pub fn parse_nibbles(bytes: &[u8]) -> Result<Self> {
+        if bytes.len() != HUFFMAN_TABLE_BYTES_V1 {
             return Err(Error::format(format!("Huffman table is {} bytes, expected 128", bytes.len())));
         }
         let mut lengths = [0u8; 256];
@@ -104,6 +177,10 @@ impl HuffmanTable {
         if lengths.iter().any(|&l| l > MAX_HUFFMAN_LEN) {
             return Err(Error::format("Huffman code length above 12"));
         }
+        Self::checked(lengths)
+    }
+
+    fn checked(lengths: [u8; 256]) -> Result<Self> {
         let kraft: u32 = lengths.iter().filter(|&&l| l > 0).map(|&l| 1u32 << (MAX_HUFFMAN_LEN - l)).sum();
         if kraft > 1 << MAX_HUFFMAN_LEN {
             return Err(Error::format("Huffman code lengths violate the Kraft inequality"));
@@ -448,5 +525,30 @@ mod tests {
         bad[0] = 0x11; // two 1-bit codes plus the rest overflow Kraft
         assert!(HuffmanTable::parse(&bad).is_err());
         assert!(HuffmanTable::parse(&[0xdd; 128]).is_err());
+        // Version 1's nibble form still reads.
+        let nibbles: Vec<u8> = t.lengths().chunks_exact(2).map(|p| p[0] | p[1] << 4).collect();
+        assert_eq!(HuffmanTable::parse_nibbles(&nibbles).unwrap(), t);
+        assert!(HuffmanTable::parse_nibbles(&[0xdd; 128]).is_err());
+    }
+
+    #[test]
+    fn delta_coded_tables_are_small_and_strict() {
+        let h = histogram(&(0..4096u32).map(|i| (i * i % 251) as u8).collect::<Vec<_>>());
+        let t = HuffmanTable::fit(&h, 12).unwrap();
+        let mut bytes = Vec::new();
+        t.serialize(&mut bytes);
+        assert!(bytes.len() < 128, "{} bytes", bytes.len());
+        assert_eq!(HuffmanTable::parse(&bytes).unwrap(), t);
+        let err = |b: &[u8]| HuffmanTable::parse(b).unwrap_err().message().to_string();
+        assert!(err(&bytes[..bytes.len() - 1]).contains("truncated"));
+        assert!(err(&[bytes.as_slice(), &[0]].concat()).contains("its lengths take"));
+        // 256 × "same as before" (all absent) is 32 zero bytes; a set padding bit is refused.
+        assert_eq!(HuffmanTable::parse(&[0; 32]).unwrap().lengths(), &[0; 256]);
+        // First symbol: literal 15 (1 1 1111) is above the limit; "one shorter" than 0 is below 0.
+        assert!(err(&[0b0011_1111, 0, 0, 0]).contains("above 12"));
+        assert!(err(&[0b101]).contains("below 0"));
+        let mut empty = Vec::new();
+        HuffmanTable::fit(&[0; 256], 12).unwrap().serialize(&mut empty);
+        assert_eq!(empty, vec![0; 32]);
     }
 }

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::histogram::{histogram, merge, Histogram};
 use crate::kernels::Kernel;
 use crate::threads::{map_pieces, workers};
+use crate::varint::{put_lane_lengths, MAX_VARINT_BYTES};
 
 /// Histogram of `input`, computed over chunks in parallel.
 pub fn parallel_histogram(input: &[u8], threads: Option<usize>) -> Histogram {
@@ -92,7 +93,7 @@ fn encode_in_place(
     // padding (an own table is only chosen when smaller), and never more than raw.
     let coded_bound = |(chunk, hist): (&[u8], &Histogram)| {
         let coded = codes.and_then(|c| c.coded_bits(hist)).map_or(usize::MAX, |bits| {
-            (bits.div_ceil(8) as usize).saturating_add(3 + MAX_TABLE_BYTES + 5 * opts.lanes)
+            (bits.div_ceil(8) as usize).saturating_add(3 + MAX_TABLE_BYTES + (MAX_VARINT_BYTES + 1) * opts.lanes)
         });
         coded.min(1 + chunk.len())
     };
@@ -148,7 +149,7 @@ pub(crate) fn encode_chunk_fitted(
     hist: &Histogram,
     lanes: usize,
 ) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(chunk.len() + MAX_TABLE_BYTES + 64);
+    let mut out = Vec::with_capacity(chunk.len() + 3 + MAX_TABLE_BYTES + MAX_VARINT_BYTES * MAX_LANES);
     encode_chunk_fitted_into(&mut out, chunk, table, codes, hist, lanes)?;
     Ok(out)
 }
@@ -309,8 +310,8 @@ fn stream_head(
     out
 }
 
-/// Appends the mode byte, then (mode 3) the chunk's own table, then room for the lane
-/// lengths. Returns where the lane lengths start.
+/// Appends the mode byte, then (mode 3) the chunk's own table, then room for the largest
+/// lane-length table. Returns where the lane lengths start; [`close_lanes`] writes them.
 fn coded_chunk_prefix(out: &mut Vec<u8>, own_table: Option<&[u8]>, n_lanes: usize) -> usize {
     match own_table {
         Some(t) => {
@@ -321,8 +322,21 @@ fn coded_chunk_prefix(out: &mut Vec<u8>, own_table: Option<&[u8]>, n_lanes: usiz
         None => out.push(MODE_CODED),
     }
     let jump_at = out.len();
-    out.resize(jump_at + 4 * n_lanes, 0);
+    out.resize(jump_at + MAX_VARINT_BYTES * n_lanes, 0);
     jump_at
+}
+
+/// Writes the lane lengths at `jump_at` and moves the lanes, coded after the room
+/// [`coded_chunk_prefix`] left, down to just after them (one copy of the chunk within the
+/// buffer, a few percent of coding it).
+fn close_lanes(out: &mut Vec<u8>, jump_at: usize, lane_lens: &[u32]) {
+    let lanes_at = jump_at + MAX_VARINT_BYTES * lane_lens.len();
+    let mut table = Vec::with_capacity(MAX_VARINT_BYTES * MAX_LANES);
+    put_lane_lengths(&mut table, lane_lens);
+    out[jump_at..jump_at + table.len()].copy_from_slice(&table);
+    let end = out.len();
+    out.copy_within(lanes_at..end, jump_at + table.len());
+    out.truncate(end - (lanes_at - jump_at - table.len()));
 }
 
 pub(crate) fn encode_chunk(
@@ -331,7 +345,7 @@ pub(crate) fn encode_chunk(
     n_lanes: usize,
     own_table: Option<&[u8]>,
 ) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(chunk.len() + MAX_TABLE_BYTES + 64);
+    let mut out = Vec::with_capacity(chunk.len() + 3 + MAX_TABLE_BYTES + MAX_VARINT_BYTES * MAX_LANES);
     encode_chunk_into(&mut out, chunk, codes, n_lanes, own_table)?;
     Ok(out)
 }
@@ -372,11 +386,10 @@ fn encode_chunk_into(
             let sym = chunk.iter().find(|&&s| codes.len[usize::from(s)] == 0);
             return Err(Error::invalid(format!("code table has no code for byte {}", sym.copied().unwrap_or(0))));
         }
-        for (lane, len) in lane_lens.iter().take(n_lanes).enumerate() {
-            out[jump_at + 4 * lane..jump_at + 4 * lane + 4].copy_from_slice(&len.to_le_bytes());
-        }
+        close_lanes(out, jump_at, &lane_lens[..n_lanes]);
     } else {
-        for lane in 0..n_lanes {
+        let mut lane_lens = [0u32; MAX_LANES];
+        for (lane, lane_len) in lane_lens.iter_mut().take(n_lanes).enumerate() {
             let count = chunk.len().saturating_sub(lane).div_ceil(n_lanes);
             let mut writer = BitWriter::with_capacity_bits(count * max_len);
             for &sym in chunk.iter().skip(lane).step_by(n_lanes) {
@@ -388,12 +401,13 @@ fn encode_chunk_into(
                 writer.put(codes.code[usize::from(sym)], u32::from(len));
             }
             let bytes = writer.finish();
-            out[jump_at + 4 * lane..jump_at + 4 * lane + 4].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
+            *lane_len = bytes.len() as u32;
             out.extend_from_slice(&bytes);
-            if out.len() - start > chunk.len() {
+            if out.len() - start > chunk.len() + MAX_VARINT_BYTES * n_lanes {
                 return raw(out);
             }
         }
+        close_lanes(out, jump_at, &lane_lens[..n_lanes]);
     }
     // A coded chunk must be strictly smaller than its raw form (mode byte included).
     if out.len() - start > chunk.len() {
