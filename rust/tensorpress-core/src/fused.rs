@@ -12,8 +12,8 @@ use crate::kernels::Kernel;
 use crate::planes::{Transform, MAX_ELEMENT_BYTES};
 use crate::stream::{
     boxed_decoder, chunk_view, decode_chunk_checked, encode_chunk_fitted, finish_stream, parse_header,
-    raw_stream_bound, ChunkDecoder, CodeTable, Codec, DecodeOptions, EncodeOptions, StreamInfo, StreamParts,
-    CHUNK_INDEX_ENTRY_BYTES, FIXED_HEADER_BYTES,
+    raw_stream_bound, ChunkDecoder, CodeTable, Codec, DecodeOptions, EncodeOptions, StoredChunk, StreamInfo,
+    StreamParts, CHUNK_INDEX_ENTRY_BYTES, FIXED_HEADER_BYTES,
 };
 use crate::threads::{map_pieces, try_for_each_piece, validate_threads};
 use std::cell::RefCell;
@@ -135,15 +135,15 @@ fn decode_unit(tensor: &Checked<'_>, i: usize, dst: &mut [u8], kernel: Kernel) -
     if tensor.transform == Transform::BytePlanes(1) {
         // The one plane is the tensor's bytes: decode in place.
         let (at, stored_len, crc) = infos[0].chunks[i];
-        let stored = &tensor.blobs[0][at..at + stored_len];
-        return decode_chunk_checked(&*tensor.decoders[0], infos[0].format(), stored, crc, i, dst, kernel);
+        let stored = StoredChunk::in_stream(tensor.blobs[0], at, stored_len, crc)?;
+        return decode_chunk_checked(&*tensor.decoders[0], infos[0].format(), stored, i, dst, kernel);
     }
     with_scratch(infos.len(), len, |scratch| {
         let mut views: [&[u8]; MAX_ELEMENT_BYTES] = [&[]; MAX_ELEMENT_BYTES];
         for (k, (info, slot)) in infos.iter().zip(scratch.iter_mut()).enumerate() {
             let (at, stored_len, crc) = info.chunks[i];
-            let stored = &tensor.blobs[k][at..at + stored_len];
-            views[k] = chunk_view(&*tensor.decoders[k], info.format(), stored, crc, i, slot, kernel)
+            let stored = StoredChunk::in_stream(tensor.blobs[k], at, stored_len, crc)?;
+            views[k] = chunk_view(&*tensor.decoders[k], info.format(), stored, i, slot, kernel)
                 .map_err(|e| in_plane(k, &e))?;
         }
         let last = i + 1 == infos[0].chunks.len();

@@ -30,7 +30,7 @@ use crate::codes::qlc::{QlcTable, DLC_PREFIX_BITS, QLC_PREFIX_BITS};
 use crate::codes::{EncodeTable, SymbolDecoder};
 use crate::error::{Error, Result};
 use crate::histogram::Histogram;
-use crate::kernels::{decode_lanes, Kernel};
+use crate::kernels::{decode_lanes, Kernel, Readable};
 use crate::threads::{try_for_each_piece, validate_threads};
 
 /// Stream magic; the leading 0x89 byte keeps it from reading as text.
@@ -271,6 +271,29 @@ impl StreamInfo {
     }
 }
 
+/// A stored chunk where it lies in its stream: its bytes are `rest[..len]`; the kernels may let
+/// a bit window run on into `rest[len..]` (the chunks after it), never past it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StoredChunk<'a> {
+    rest: &'a [u8],
+    len: usize,
+    crc: u32,
+}
+
+impl<'a> StoredChunk<'a> {
+    /// The chunk at `blob[at..at + len]` with its index CRC.
+    pub fn in_stream(blob: &'a [u8], at: usize, len: usize, crc: u32) -> Result<Self> {
+        match blob.get(at..) {
+            Some(rest) if rest.len() >= len => Ok(Self { rest, len, crc }),
+            _ => Err(Error::format("chunk outside the stream")),
+        }
+    }
+
+    pub fn bytes(&self) -> &'a [u8] {
+        &self.rest[..self.len]
+    }
+}
+
 /// The stream fields every chunk is framed by.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ChunkFormat {
@@ -372,7 +395,7 @@ pub fn decode_into(blob: &[u8], out: &mut [u8], opts: &DecodeOptions) -> Result<
     with_decoder(&info.table, |dec| {
         let pieces: Vec<_> = out.chunks_mut(info.chunk_size).zip(&info.chunks).enumerate().collect();
         try_for_each_piece(pieces, opts.threads, |(i, (dst, &(at, len, crc)))| {
-            decode_chunk_checked(dec, info.format(), &blob[at..at + len], crc, i, dst, opts.kernel)
+            decode_chunk_checked(dec, info.format(), StoredChunk::in_stream(blob, at, len, crc)?, i, dst, opts.kernel)
         })
     })
 }
@@ -394,8 +417,8 @@ pub fn decode_chunk_into(blob: &[u8], info: &StreamInfo, index: usize, out: &mut
     if out.len() != info.chunk_decoded_len(index) {
         return Err(Error::invalid("output size does not match the chunk"));
     }
-    let stored = blob.get(at..at + len).ok_or_else(|| Error::format("chunk outside the stream"))?;
-    with_decoder(&info.table, |dec| decode_chunk_checked(dec, info.format(), stored, crc, index, out, kernel))
+    let stored = StoredChunk::in_stream(blob, at, len, crc)?;
+    with_decoder(&info.table, |dec| decode_chunk_checked(dec, info.format(), stored, index, out, kernel))
 }
 
 /// Runs `f` with the decoder of `table`, monomorphised per codec.
@@ -422,33 +445,32 @@ pub(crate) fn boxed_decoder(table: &CodeTable) -> Box<dyn ChunkDecoder> {
 /// Object-safe wrapper so the per-chunk loop is written once while lane decoding stays
 /// monomorphic (one virtual call per chunk, none per symbol).
 pub(crate) trait ChunkDecoder: Sync {
-    fn decode_lanes(&self, kernel: Kernel, lanes: &[&[u8]], out: &mut [u8]) -> Result<()>;
+    fn decode_lanes(&self, kernel: Kernel, lanes: &[&[u8]], readable: &Readable<'_>, out: &mut [u8]) -> Result<()>;
 }
 
 struct RawOnly;
 impl ChunkDecoder for RawOnly {
-    fn decode_lanes(&self, _: Kernel, _: &[&[u8]], _: &mut [u8]) -> Result<()> {
+    fn decode_lanes(&self, _: Kernel, _: &[&[u8]], _: &Readable<'_>, _: &mut [u8]) -> Result<()> {
         Err(Error::corrupt("coded chunk in a raw stream"))
     }
 }
 
 struct Coded<D>(D);
 impl<D: SymbolDecoder> ChunkDecoder for Coded<D> {
-    fn decode_lanes(&self, kernel: Kernel, lanes: &[&[u8]], out: &mut [u8]) -> Result<()> {
-        decode_lanes(kernel, &self.0, lanes, out)
+    fn decode_lanes(&self, kernel: Kernel, lanes: &[&[u8]], readable: &Readable<'_>, out: &mut [u8]) -> Result<()> {
+        decode_lanes(kernel, &self.0, lanes, readable, out)
     }
 }
 
 pub(crate) fn decode_chunk_checked(
     dec: &dyn ChunkDecoder,
     format: ChunkFormat,
-    stored: &[u8],
-    crc: u32,
+    stored: StoredChunk<'_>,
     index: usize,
     out: &mut [u8],
     kernel: Kernel,
 ) -> Result<()> {
-    if crc32c::crc32c(stored) != crc {
+    if crc32c::crc32c(stored.bytes()) != stored.crc {
         return Err(Error::Checksum(format!("chunk {index} checksum does not match")));
     }
     decode_chunk_body(dec, format, stored, index, out, kernel)
@@ -456,20 +478,18 @@ pub(crate) fn decode_chunk_checked(
 
 /// The decoded bytes of a chunk whose checksum is verified here: a raw chunk's body borrowed
 /// from the stream (no copy), any other chunk decoded into `scratch[..len]`.
-#[allow(clippy::too_many_arguments)] // as decode_chunk_checked, plus the scratch buffer
 pub(crate) fn chunk_view<'a>(
     dec: &dyn ChunkDecoder,
     format: ChunkFormat,
-    stored: &'a [u8],
-    crc: u32,
+    stored: StoredChunk<'a>,
     index: usize,
     scratch: &'a mut [u8],
     kernel: Kernel,
 ) -> Result<&'a [u8]> {
-    if crc32c::crc32c(stored) != crc {
+    if crc32c::crc32c(stored.bytes()) != stored.crc {
         return Err(Error::Checksum(format!("chunk {index} checksum does not match")));
     }
-    match stored.split_first() {
+    match stored.bytes().split_first() {
         Some((&MODE_RAW, body)) if body.len() == scratch.len() => Ok(body),
         _ => {
             decode_chunk_body(dec, format, stored, index, scratch, kernel)?;
@@ -482,20 +502,26 @@ pub(crate) fn chunk_view<'a>(
 fn decode_chunk_body(
     dec: &dyn ChunkDecoder,
     format: ChunkFormat,
-    stored: &[u8],
+    stored: StoredChunk<'_>,
     index: usize,
     out: &mut [u8],
     kernel: Kernel,
 ) -> Result<()> {
     let n_lanes = format.lanes;
     let corrupt = |what: &str| Error::corrupt(format!("chunk {index}: {what}"));
-    let (&mode, body) = stored.split_first().ok_or_else(|| corrupt("empty"))?;
+    // The lanes tile the chunk's end; the kernels may read on from their start to the stream's.
+    let readable = |lanes: &[&[u8]]| {
+        let total: usize = lanes.iter().map(|l| l.len()).sum();
+        Readable::Region(&stored.rest[stored.len - total..])
+    };
+    let (&mode, body) = stored.bytes().split_first().ok_or_else(|| corrupt("empty"))?;
     match mode {
         MODE_RAW if body.len() == out.len() => out.copy_from_slice(body),
         MODE_CONSTANT if body.len() == 1 => out.fill(body[0]),
         MODE_CODED => {
             let lanes = split_lanes(body, n_lanes, format.version).map_err(|e| corrupt(e.message()))?;
-            dec.decode_lanes(kernel, &lanes[..n_lanes], out).map_err(|e| corrupt(e.message()))?;
+            let lanes = &lanes[..n_lanes];
+            dec.decode_lanes(kernel, lanes, &readable(lanes), out).map_err(|e| corrupt(e.message()))?;
         }
         MODE_OWN_TABLE => {
             if format.codec == Codec::Raw {
@@ -512,7 +538,8 @@ fn decode_chunk_body(
             let table =
                 CodeTable::parse(format.codec, table_bytes, format.version).map_err(|e| corrupt(e.message()))?;
             let lanes = split_lanes(rest, n_lanes, format.version).map_err(|e| corrupt(e.message()))?;
-            with_decoder(&table, |own| own.decode_lanes(kernel, &lanes[..n_lanes], out))
+            let lanes = &lanes[..n_lanes];
+            with_decoder(&table, |own| own.decode_lanes(kernel, lanes, &readable(lanes), out))
                 .map_err(|e| corrupt(e.message()))?;
         }
         MODE_RAW | MODE_CONSTANT => return Err(corrupt("stored length does not match the decoded length")),

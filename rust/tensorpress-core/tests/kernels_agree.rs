@@ -4,6 +4,7 @@
 
 use proptest::prelude::*;
 use tensorpress_core::stream::{decode, encode, Codec, DecodeOptions, EncodeOptions, MIN_CHUNK_SIZE};
+use tensorpress_core::varint::{put_lane_lengths, read_lane_lengths};
 use tensorpress_core::Kernel;
 
 const CODECS: [Codec; 6] = [Codec::Raw, Codec::Qlc, Codec::Dlc, Codec::Huffman, Codec::ExpGolomb, Codec::ExpGolombRank];
@@ -107,48 +108,53 @@ proptest! {
         let opts = EncodeOptions { codec, lanes, chunk_size: MIN_CHUNK_SIZE * 16, threads: Some(1) };
         let blob = encode(&data, &opts).unwrap();
         let info = tensorpress_core::parse_header(&blob).unwrap();
-        let mut bad = blob.clone();
+        let mut chunks: Vec<Vec<u8>> = info.chunks.iter().map(|&(off, len, _)| blob[off..off + len].to_vec()).collect();
         // Whether some flip landed outside the last byte of its lane: there a changed bit must
         // change the decoded bytes or be refused (the last byte may hold accepted padding bits).
         let mut flipped = Vec::new();
         for (at, bit) in &flips {
-            let (off, len, _) = info.chunks[at.index(info.chunks.len())];
-            if len > 1 + 4 * lanes && blob[off] == 1 {
-                // Inside the lane data (past the mode byte and jump table).
-                let i = off + 1 + 4 * lanes + at.index(len - 1 - 4 * lanes);
-                bad[i] ^= 1 << bit;
-                flipped.push((off, i));
+            let k = at.index(chunks.len());
+            if let Some((data_at, lens)) = coded_lanes(&chunks[k], lanes) {
+                let total: usize = lens.iter().sum();
+                if total > 0 {
+                    // Inside the lane data (past the mode byte and the lane lengths).
+                    let i = data_at + at.index(total);
+                    chunks[k][i] ^= 1 << bit;
+                    flipped.push((k, i, is_last_byte_of_lane(data_at, &lens, i)));
+                }
             }
         }
         // Two flips of one bit cancel: only bytes that really differ count.
-        let flipped_inside = flipped
-            .iter()
-            .any(|&(off, i)| bad[i] != blob[i] && !is_last_byte_of_lane(&blob, off, lanes, i));
+        let differs = |&&(k, i, _): &&(usize, usize, bool)| chunks[k][i] != blob[info.chunks[k].0 + i];
+        let flipped_inside = flipped.iter().filter(differs).any(|&(_, _, last)| !last);
+        let any_flip = flipped.iter().any(|f| differs(&f));
         let mut cut = false;
-        if cut_lane_byte {
+        if cut_lane_byte && lanes > 1 {
             // Claim one byte less for lane 0 of the first chunk and one more for lane 1.
-            let (off, len, _) = info.chunks[0];
-            if lanes > 1 && len > 1 + 4 * lanes && bad[off] == 1 {
-                let l0 = u32::from_le_bytes(bad[off + 1..off + 5].try_into().unwrap());
-                if l0 > 0 {
-                    bad[off + 1..off + 5].copy_from_slice(&(l0 - 1).to_le_bytes());
-                    let l1 = u32::from_le_bytes(bad[off + 5..off + 9].try_into().unwrap());
-                    bad[off + 5..off + 9].copy_from_slice(&(l1 + 1).to_le_bytes());
+            if let Some((data_at, mut lens)) = coded_lanes(&chunks[0], lanes) {
+                if lens[0] > 0 {
+                    lens[0] -= 1;
+                    lens[1] += 1;
+                    let mut chunk = vec![chunks[0][0]];
+                    put_lane_lengths(&mut chunk, &lens.iter().map(|&l| l as u32).collect::<Vec<_>>());
+                    chunk.extend_from_slice(&chunks[0][data_at..]);
+                    chunks[0] = chunk;
                     cut = true;
                 }
             }
         }
-        // Re-seal: chunk CRCs, then the header CRC.
+        // Re-seal: the index (lengths, CRCs), then the header CRC.
         let index_at = info.header_len - 4 - info.chunks.len() * 8;
-        for (i, &(off, len, _)) in info.chunks.iter().enumerate() {
-            let crc = crc32c::crc32c(&bad[off..off + len]);
-            bad[index_at + 8 * i + 4..index_at + 8 * i + 8].copy_from_slice(&crc.to_le_bytes());
+        let mut bad = blob[..info.header_len].to_vec();
+        for (i, chunk) in chunks.iter().enumerate() {
+            bad[index_at + 8 * i..index_at + 8 * i + 4].copy_from_slice(&(chunk.len() as u32).to_le_bytes());
+            bad[index_at + 8 * i + 4..index_at + 8 * i + 8].copy_from_slice(&crc32c::crc32c(chunk).to_le_bytes());
         }
         let hcrc = crc32c::crc32c(&bad[..info.header_len - 4]);
         bad[info.header_len - 4..info.header_len].copy_from_slice(&hcrc.to_le_bytes());
+        bad.extend(chunks.iter().flatten());
         check_all_agree(&bad)?;
         let reference = decode_with(&bad, Kernel::Scalar);
-        let any_flip = flipped.iter().any(|&(_, i)| bad[i] != blob[i]);
         if cut && !any_flip {
             // Lane 0 runs past its shortened end or lane 1 is left with a byte unread. With a
             // flipped bit as well, lane 0 may need fewer bits and lane 1 may parse its extra byte:
@@ -164,12 +170,22 @@ proptest! {
     }
 }
 
-/// Whether byte `i` is the last byte of its lane in the coded (mode 1) chunk at `off`.
-fn is_last_byte_of_lane(blob: &[u8], off: usize, lanes: usize, i: usize) -> bool {
-    let mut end = off + 1 + 4 * lanes;
-    for lane in 0..lanes {
-        let at = off + 1 + 4 * lane;
-        end += u32::from_le_bytes(blob[at..at + 4].try_into().unwrap()) as usize;
+/// Where the lane data of a coded (mode 1) chunk starts and each lane's length; `None` for
+/// other modes.
+fn coded_lanes(chunk: &[u8], lanes: usize) -> Option<(usize, Vec<usize>)> {
+    if chunk.first() != Some(&1) {
+        return None;
+    }
+    let mut lens = vec![0usize; lanes];
+    let used = read_lane_lengths(&chunk[1..], &mut lens).ok()?;
+    Some((1 + used, lens))
+}
+
+/// Whether byte `i` of a chunk is the last byte of its lane (lanes of `lens` from `data_at`).
+fn is_last_byte_of_lane(data_at: usize, lens: &[usize], i: usize) -> bool {
+    let mut end = data_at;
+    for &len in lens {
+        end += len;
         if i < end {
             return i + 1 == end;
         }

@@ -35,7 +35,7 @@
 //! (invalid code, tail or lane end) re-runs the scalar reference so errors are exactly the
 //! reference's.
 
-use super::{check_lane_end, interleaved, invalid_code, scalar};
+use super::{check_lane_end, interleaved, invalid_code, scalar, Readable};
 use crate::bits::peek_bits_checked;
 use crate::codes::{SimdTables, SymbolDecoder};
 use crate::error::Result;
@@ -98,20 +98,22 @@ fn use_wide(tables: &SimdTables<'_>, groups: usize, vl: bool) -> bool {
     vl || groups < 4 || matches!(tables, SimdTables::ExpGolomb { .. })
 }
 
-/// Decodes `lanes` into `out`; falls back to the portable kernel where AVX2 does not apply.
-pub fn decode_lanes<D: SymbolDecoder>(dec: &D, lanes: &[&[u8]], out: &mut [u8]) -> Result<()> {
-    decode_lanes_with(dec, lanes, out, false)
-}
-
-/// [`decode_lanes`], with the AVX-512 VBMI rank → symbol map when `vbmi` (the caller checked
-/// [`super::avx512::supported`]).
-pub fn decode_lanes_with<D: SymbolDecoder>(dec: &D, lanes: &[&[u8]], out: &mut [u8], vbmi: bool) -> Result<()> {
+/// Decodes `lanes` into `out`, with the AVX-512 VBMI rank → symbol map when `vbmi` (the caller
+/// checked [`super::avx512::supported`]) and reading as far as `readable` allows; falls back to
+/// the portable kernel where AVX2 does not apply.
+pub fn decode_lanes_with<D: SymbolDecoder>(
+    dec: &D,
+    lanes: &[&[u8]],
+    readable: &Readable<'_>,
+    out: &mut [u8],
+    vbmi: bool,
+) -> Result<()> {
     let groups = lanes.len() / 8;
     let Some(tables) = dec.simd_tables() else { return interleaved::decode_lanes(dec, lanes, out) };
     if !supported() || !lanes.len().is_multiple_of(8) || !matches!(groups, 1 | 2 | 4) {
         return interleaved::decode_lanes(dec, lanes, out);
     }
-    let Some(layout) = Layout::of(lanes) else { return interleaved::decode_lanes(dec, lanes, out) };
+    let Some(layout) = Layout::of(lanes, readable) else { return interleaved::decode_lanes(dec, lanes, out) };
     if matches!(tables, SimdTables::Qlc { lut, .. } if lut.len() < 256) {
         // Not a table `QlcTable::decoder` builds (its ranks cover 0..256).
         return interleaved::decode_lanes(dec, lanes, out);
@@ -225,19 +227,34 @@ fn tail<D: SymbolDecoder>(dec: &D, lanes: &[&[u8]], out: &mut [u8], row: usize, 
 /// Where the lanes lie relative to one base pointer, for gathers with `i32` offsets.
 struct Layout {
     base: *const u8,
-    /// Byte offset of each lane from `base`; |offset| + lane length ≤ MAX_SPAN_BYTES, so bit
-    /// addresses `8 · offset + pos` (pos ≤ 8 · lane length) fit an `i32`.
+    /// Byte offset of each lane from `base`; |offset| + readable bytes ≤ MAX_SPAN_BYTES, so bit
+    /// addresses `8 · offset + pos` (pos ≤ 8 · readable bytes) fit an `i32`.
     offset: [i32; 32],
+    /// Bytes that may be read from each lane's first byte on: its own length, or (with a
+    /// [`Readable::Region`]) up to the region's end, at most MAX_LANE_BYTES.
+    readable: [usize; 32],
 }
 
 impl Layout {
-    fn of(lanes: &[&[u8]]) -> Option<Self> {
+    fn of(lanes: &[&[u8]], readable: &Readable<'_>) -> Option<Self> {
         let base = lanes.first()?.as_ptr();
         let mut offset = [0i32; 32];
-        for (o, lane) in offset.iter_mut().zip(lanes) {
+        let mut reach = [0usize; 32];
+        let region = match *readable {
+            Readable::Region(region) => {
+                let (start, end) = (region.as_ptr() as usize, region.as_ptr() as usize + region.len());
+                // Every lane must lie inside the region, in order: else read only the lanes.
+                let inside = lanes.iter().all(|l| start <= l.as_ptr() as usize && l.as_ptr() as usize + l.len() <= end);
+                let ordered = lanes.windows(2).all(|w| w[0].as_ptr() as usize + w[0].len() == w[1].as_ptr() as usize);
+                (inside && ordered).then_some(end)
+            }
+            Readable::Lanes => None,
+        };
+        for ((o, r), lane) in offset.iter_mut().zip(reach.iter_mut()).zip(lanes) {
             if lane.len() > MAX_LANE_BYTES {
                 return None;
             }
+            *r = region.map_or(lane.len(), |end| (end - lane.as_ptr() as usize).min(MAX_LANE_BYTES));
             let d = (lane.as_ptr() as isize).wrapping_sub(base as isize);
             // Every gathered address is `base + offset + byte` with byte < lane length, and
             // the kernel's bit addresses 8 · (offset + byte) + 7 must fit an i32.
@@ -246,7 +263,7 @@ impl Layout {
             }
             *o = d as i32;
         }
-        Some(Self { base, offset })
+        Some(Self { base, offset, readable: reach })
     }
 }
 
@@ -384,10 +401,10 @@ macro_rules! fast_part {
                 // p_j ≤ p_0 + j·advance, in bounds while p_0 + j·advance ≤ 8·(len − window bytes).
                 let window_bytes: u64 = if WIDE { 8 } else { 4 };
                 let mut rounds = ((full_rows - row) / S) as u64;
-                for (l, lane) in lanes.iter().enumerate() {
-                    let limit = (lane.len() as u64).saturating_sub(window_bytes) * 8;
+                for (l, &reach) in layout.readable.iter().enumerate().take(lanes.len()) {
+                    let limit = (reach as u64).saturating_sub(window_bytes) * 8;
                     let p = u64::from(pos_arr[l]);
-                    if (lane.len() as u64) < window_bytes || p > limit {
+                    if (reach as u64) < window_bytes || p > limit {
                         rounds = 0;
                         break;
                     }
@@ -409,16 +426,17 @@ macro_rules! fast_part {
                         if WIDE {
                             let idx = _mm256_permutevar8x32_epi32(byte, gather_order);
                             // SAFETY: by the round count above every lane l satisfies
-                            // pos/8 + 8 ≤ lanes[l].len(), so the 8 bytes at base + (addr >> 3) =
-                            // base + offset[l] + pos/8 lie inside lanes[l] (Layout::of:
-                            // base + offset[l] = lanes[l].as_ptr()).
+                            // pos/8 + 8 ≤ layout.readable[l], so the 8 bytes at base + (addr >> 3) =
+                            // base + offset[l] + pos/8 lie inside lanes[l] or, with a region, inside
+                            // the region after lanes[l]'s start (Layout::of: base + offset[l] =
+                            // lanes[l].as_ptr(); readable[l] ends at the lane's or the region's end).
                             unsafe {
                                 x[g] = _mm256_i32gather_epi64::<1>(layout.base.cast(), _mm256_castsi256_si128(idx));
                                 y[g] = _mm256_i32gather_epi64::<1>(layout.base.cast(), _mm256_extracti128_si256::<1>(idx));
                             }
                             start[g] = _mm256_andnot_si256(seven, pos[g]);
                         } else {
-                            // SAFETY: as above with pos/8 + 4 ≤ lanes[l].len() and 4 bytes.
+                            // SAFETY: as above with pos/8 + 4 ≤ layout.readable[l] and 4 bytes.
                             let raw = unsafe { _mm256_i32gather_epi32::<1>(layout.base.cast(), byte) };
                             w[g] = _mm256_srlv_epi32(raw, _mm256_and_si256(pos[g], seven));
                         }

@@ -100,8 +100,27 @@ fn avx2_supported() -> bool {
     }
 }
 
+/// What the kernel may read beyond a lane's own bytes while its window runs ahead of the code
+/// it decodes.
+#[derive(Debug, Clone, Copy)]
+pub enum Readable<'a> {
+    /// Only each lane's own bytes: the last rows of every lane run in the checked scalar tail.
+    Lanes,
+    /// `region` holds every lane, back to back in order, and whatever follows them (the rest of
+    /// the stream): windows may read into the next lane or past the last one while inside it,
+    /// so the vector loop runs to the last full row wherever `region` extends a window's width
+    /// past the last lane (every chunk of a stream but its last).
+    Region(&'a [u8]),
+}
+
 /// Decodes lanes into `out` with `kernel`.
-pub fn decode_lanes<D: SymbolDecoder>(kernel: Kernel, dec: &D, lanes: &[&[u8]], out: &mut [u8]) -> Result<()> {
+pub fn decode_lanes<D: SymbolDecoder>(
+    kernel: Kernel,
+    dec: &D,
+    lanes: &[&[u8]],
+    readable: &Readable<'_>,
+    out: &mut [u8],
+) -> Result<()> {
     match kernel {
         // Measured (benches/RESULTS.md §2): AVX2 wins everywhere except Huffman on a single
         // register group, where its gather latency sits on the length chain.
@@ -111,14 +130,14 @@ pub fn decode_lanes<D: SymbolDecoder>(kernel: Kernel, dec: &D, lanes: &[&[u8]], 
                 && !(lanes.len() < 16
                     && matches!(dec.simd_tables(), Some(crate::codes::SimdTables::Huffman { .. }))) =>
         {
-            avx2::decode_lanes_with(dec, lanes, out, avx512_supported())
+            avx2::decode_lanes_with(dec, lanes, readable, out, avx512_supported())
         }
         Kernel::Auto => interleaved::decode_lanes(dec, lanes, out),
         Kernel::Scalar => scalar::decode_lanes(dec, lanes, out),
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx2 => avx2::decode_lanes(dec, lanes, out),
+        Kernel::Avx2 => avx2::decode_lanes_with(dec, lanes, readable, out, false),
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512Vbmi => avx2::decode_lanes_with(dec, lanes, out, true),
+        Kernel::Avx512Vbmi => avx2::decode_lanes_with(dec, lanes, readable, out, true),
         _ => interleaved::decode_lanes(dec, lanes, out),
     }
 }
