@@ -39,7 +39,6 @@ CODEC_NAMES = {RAW: "raw", QLC: "qlc", HUFFMAN: "huffman", EXPGOLOMB: "expgolomb
                EXPGOLOMB_RANK: "expgolomb-rank", DLC: "dlc"}  # fmt: skip
 
 MODE_RAW, MODE_CODED, MODE_CONSTANT, MODE_OWN_TABLE = 0, 1, 2, 3
-MAX_HUFFMAN_LEN = 12
 MAX_AREA_WIDTH = 8
 MAX_EXP_GOLOMB_ORDER = 8
 QLC_PREFIX_BITS = 3
@@ -111,20 +110,9 @@ def parse_table(codec: int, raw: bytes, version: int = VERSION) -> CodeTable:
             raise FormatError("raw stream carries a code table")
         return CodeTable(RAW)
     if codec == HUFFMAN:
-        if version == 1:
-            if len(raw) != 128:
-                raise FormatError(f"Huffman table is {len(raw)} bytes, expected 128")
-            packed = np.frombuffer(raw, np.uint8)
-            lengths = np.empty(256, np.uint8)
-            lengths[0::2] = packed & 0x0F
-            lengths[1::2] = packed >> 4
-        else:
-            lengths = _delta_coded_lengths(raw)
-        if int(lengths.max()) > MAX_HUFFMAN_LEN:
-            raise FormatError("Huffman code length above 12")
-        present = lengths[lengths > 0].astype(np.int64)
-        if int(np.sum(1 << (MAX_HUFFMAN_LEN - present))) > 1 << MAX_HUFFMAN_LEN:
-            raise FormatError("Huffman code lengths violate the Kraft inequality")
+        # One parser for both decoders: the Rust stream reader's, checks included (lengths ≤ 12,
+        # the bit string used to its last byte, Kraft), a FormatError otherwise.
+        lengths = np.frombuffer(_core.huffman_lengths(raw, version), np.uint8)
         return CodeTable(HUFFMAN, huffman_lengths=lengths)
     if codec in (QLC, DLC):
         expected_p = QLC_PREFIX_BITS if codec == QLC else DLC_PREFIX_BITS
@@ -152,41 +140,6 @@ def parse_table(codec: int, raw: bytes, version: int = VERSION) -> CodeTable:
         ranks = _permutation(raw[1:]) if codec == EXPGOLOMB_RANK else np.arange(256, dtype=np.uint8)
         return CodeTable(codec, order=raw[0], rank_to_symbol=ranks)
     raise FormatError(f"unknown codec id {codec}")
-
-
-def _delta_coded_lengths(raw: bytes) -> np.ndarray:
-    """The 256 code lengths of a version-2 Huffman table (§1.2): per symbol, against the previous
-    one, ``0`` same, ``1 0 s`` one longer/shorter, ``1 1 l0..l3`` the length; zero padding."""
-    bits = np.unpackbits(np.frombuffer(raw, np.uint8), bitorder="little")
-    lengths = np.zeros(256, np.uint8)
-    at, prev = 0, 0
-
-    def take(n: int) -> int:
-        nonlocal at
-        if at + n > bits.size:
-            raise FormatError("Huffman table truncated")
-        value = sum(int(bits[at + k]) << k for k in range(n))
-        at += n
-        return value
-
-    for s in range(256):
-        if take(1):
-            if take(1):
-                prev = take(4)
-            elif take(1):
-                if prev == 0:
-                    raise FormatError("Huffman code length below 0")
-                prev -= 1
-            else:
-                prev += 1
-        if prev > MAX_HUFFMAN_LEN:
-            raise FormatError("Huffman code length above 12")
-        lengths[s] = prev
-    if -(-at // 8) != len(raw):
-        raise FormatError(f"Huffman table is {len(raw)} bytes, its lengths take {-(-at // 8)}")
-    if bits[at:].any():
-        raise FormatError("Huffman table padding bits are not zero")
-    return lengths
 
 
 def _permutation(raw: bytes) -> np.ndarray:

@@ -7,6 +7,7 @@
 use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyType};
+use tensorpress_core::codes::huffman::HuffmanTable;
 use tensorpress_core::fused::{self, PlaneCodecs};
 use tensorpress_core::histogram::histogram;
 use tensorpress_core::planes::Transform;
@@ -421,6 +422,18 @@ fn crc32c_checksum(py: Python<'_>, data: PyBuffer<u8>, initial: u32) -> PyResult
     Ok(py.detach(move || tensorpress_core::checksum::crc32c_append(initial, input.as_slice())))
 }
 
+/// The 256 code lengths of a serialised Huffman table of stream `version` (1: 128 nibble bytes;
+/// 2: delta-coded), validated as the stream decoder validates it (`FormatError` otherwise).
+#[pyfunction]
+fn huffman_lengths<'py>(py: Python<'py>, table: &[u8], version: u8) -> PyResult<Bound<'py, PyBytes>> {
+    let parsed = match version {
+        1 => HuffmanTable::parse_nibbles(table),
+        2 => HuffmanTable::parse(table),
+        v => Err(Error::Format(format!("stream version {v} has no Huffman table form"))),
+    };
+    parsed.map(|t| PyBytes::new(py, t.lengths())).map_err(|e| to_py_err(py, &e))
+}
+
 /// CRC32C of each buffer, spread over the shared pool with the GIL released.
 #[pyfunction]
 #[pyo3(signature = (buffers, threads=None))]
@@ -462,6 +475,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(kernels, m)?)?;
     m.add_function(wrap_pyfunction!(pool_threads, m)?)?;
     m.add_function(wrap_pyfunction!(crc32c_many, m)?)?;
+    m.add_function(wrap_pyfunction!(huffman_lengths, m)?)?;
     m.add_function(wrap_pyfunction!(crc32c_checksum, m)?)?;
     m.add("CODECS", Codec::ALL.iter().map(|c| c.name()).collect::<Vec<_>>())?;
     m.add("MAX_LANES", stream::MAX_LANES)?;
