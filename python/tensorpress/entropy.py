@@ -188,7 +188,8 @@ def decode_chunk(blob: Any, index: int, *, kernel: str = "auto") -> np.ndarray:
 
 
 def info(blob: Any) -> dict[str, Any]:
-    """Header of a blob: codec, lanes, decoded length, chunk size and (offset, length) per chunk."""
+    """Header of a blob: stream version (docs/format.md §1), codec, lanes, decoded length, chunk
+    size and (offset, length) per chunk."""
     return _core.stream_info(_blob_view(blob))
 
 

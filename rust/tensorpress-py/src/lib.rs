@@ -374,6 +374,7 @@ fn stream_info<'py>(py: Python<'py>, blob: PyBuffer<u8>) -> PyResult<Bound<'py, 
     let input = SharedBytes::of(&blob)?;
     let info = py.detach(move || parse_header(input.as_slice())).map_err(|e| to_py_err(py, &e))?;
     let d = PyDict::new(py);
+    d.set_item("version", info.version)?;
     d.set_item("codec", info.codec().name())?;
     d.set_item("lanes", info.lanes)?;
     d.set_item("decoded_len", info.decoded_len)?;

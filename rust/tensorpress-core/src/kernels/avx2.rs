@@ -256,8 +256,9 @@ impl Layout {
             }
             *r = region.map_or(lane.len(), |end| (end - lane.as_ptr() as usize).min(MAX_LANE_BYTES));
             let d = (lane.as_ptr() as isize).wrapping_sub(base as isize);
-            // Every gathered address is `base + offset + byte` with byte < lane length, and
-            // the kernel's bit addresses 8 · (offset + byte) + 7 must fit an i32.
+            // Every gathered address is `base + offset + byte` with byte < readable bytes
+            // (≤ MAX_LANE_BYTES), and the kernel's bit addresses 8 · (offset + byte) + 7 must
+            // fit an i32.
             if d.unsigned_abs() > MAX_SPAN_BYTES - MAX_LANE_BYTES {
                 return None;
             }
