@@ -20,6 +20,17 @@ pub const MAX_HUFFMAN_LEN: u8 = 12;
 /// Serialised size of a Huffman table in stream version 1.
 pub const HUFFMAN_TABLE_BYTES_V1: usize = 128;
 
+/// Each byte with its bits in reverse order.
+const REVERSED_BYTE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = (i as u8).reverse_bits();
+        i += 1;
+    }
+    t
+};
+
 /// Code lengths per symbol of a length-limited canonical Huffman code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HuffmanTable {
@@ -92,9 +103,11 @@ impl HuffmanTable {
         let codes = self.canonical_codes();
         let mut t = EncodeTable { code: [0; 256], len: self.lengths };
         for ((code, &len), &canonical) in t.code.iter_mut().zip(&self.lengths).zip(&codes) {
-            if len > 0 {
-                *code = canonical.reverse_bits() >> (32 - u32::from(len));
-            }
+            // Codes are at most 12 bits: two byte reversals by table (x86 has no bit-reverse
+            // instruction, and a decoder is built per own-table chunk).
+            let reversed = u32::from(REVERSED_BYTE[(canonical & 0xff) as usize]) << 8
+                | u32::from(REVERSED_BYTE[(canonical >> 8 & 0xff) as usize]);
+            *code = if len > 0 { reversed >> (16 - u32::from(len)) } else { 0 };
         }
         t
     }
@@ -195,16 +208,30 @@ impl HuffmanTable {
         // One padding entry past 2^max_len for the SIMD kernels' 4-byte gathers.
         let size = 1usize << max_len;
         let mut table = vec![0u16; size + 1];
-        for s in 0..256 {
-            let len = u32::from(self.lengths[s]);
-            if len == 0 {
-                continue;
-            }
-            let entry = s as u16 | ((len as u16) << 8);
-            let mut idx = codes.code[s] as usize;
-            while idx < size {
-                table[idx] = entry;
-                idx += 1 << len;
+        // Built by doubling, as every chunk with its own table builds one: the table for codes
+        // of at most `len` bits, indexed by the next `len` window bits, is the one for `len − 1`
+        // bits twice over (the new top bit does not matter to shorter codes), plus the codes of
+        // exactly `len` bits at their one index each. A copy per length instead of a store per
+        // entry of every short code.
+        // Symbols grouped by length (a counting sort, no allocation).
+        let mut start = [0usize; MAX_HUFFMAN_LEN as usize + 2];
+        for &len in &self.lengths {
+            start[usize::from(len) + 1] += 1;
+        }
+        for len in 1..start.len() {
+            start[len] += start[len - 1];
+        }
+        let mut by_len = [0u8; 256];
+        let mut next = start;
+        for (s, &len) in self.lengths.iter().enumerate() {
+            by_len[next[usize::from(len)]] = s as u8;
+            next[usize::from(len)] += 1;
+        }
+        for len in 1..=max_len as usize {
+            let half = 1usize << (len - 1);
+            table.copy_within(..half, half);
+            for &s in &by_len[start[len]..start[len + 1]] {
+                table[codes.code[usize::from(s)] as usize] = u16::from(s) | (len as u16) << 8;
             }
         }
         HuffmanDecoder { mask: (1u64 << max_len) - 1, max_len, table }
