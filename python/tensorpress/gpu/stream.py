@@ -32,6 +32,8 @@ MAX_CHUNK_SIZE = 1 << 24
 MAX_TABLE_BYTES = 265
 MAX_DECODED_LEN = 1 << 40
 INDEX_ENTRY_BYTES = 8
+#: Longest lane-length varint of version 2 (§1.1).
+MAX_VARINT_BYTES = 5
 
 #: Codec ids of the stream header.
 RAW, QLC, HUFFMAN, EXPGOLOMB, EXPGOLOMB_RANK, DLC = range(6)
@@ -294,27 +296,12 @@ def _split_lanes(
 
 
 def _lane_lengths(buf: np.ndarray, at: int, end: int, lanes: int, corrupt: Any) -> tuple[np.ndarray, int]:
-    """Version 2's lane lengths (§1.1): LEB128 varints of the zigzag differences of successive
-    lengths. Returns the lengths and where the first lane starts."""
-    lengths = np.empty(lanes, np.int64)
-    prev = 0
-    for lane in range(lanes):
-        z, shift = 0, 0
-        while True:
-            if at >= end:
-                raise corrupt("lane-length table truncated")
-            byte = int(buf[at])
-            at += 1
-            z |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                if byte == 0 and shift:
-                    raise corrupt("lane length varint is not in its shortest form")
-                break
-            shift += 7
-            if shift >= 35:
-                raise corrupt("lane length varint longer than 5 bytes")
-        prev += (z >> 1) ^ -(z & 1)
-        if not 0 <= prev <= 0xFFFFFFFF:
-            raise corrupt(f"lane length {prev} outside 0..=2^32-1")
-        lengths[lane] = prev
-    return lengths, at
+    """Version 2's lane lengths (§1.1), read by the Rust stream reader's parser (one parser for
+    both decoders). Returns the lengths and where the first lane starts."""
+    # A table takes at most MAX_VARINT_BYTES per lane: only that much is copied out.
+    table = buf[at : min(end, at + MAX_VARINT_BYTES * lanes)].tobytes()
+    try:
+        lengths, used = _core.lane_lengths(table, lanes)
+    except CorruptDataError as exc:
+        raise corrupt(str(exc)) from None
+    return np.array(lengths, np.int64), at + used

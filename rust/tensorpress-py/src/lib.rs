@@ -435,6 +435,18 @@ fn huffman_lengths<'py>(py: Python<'py>, table: &[u8], version: u8) -> PyResult<
     parsed.map(|t| PyBytes::new(py, t.lengths())).map_err(|e| to_py_err(py, &e))
 }
 
+/// The `lanes` lane lengths at the start of a version-2 coded chunk body, and the bytes they
+/// take; `CorruptDataError` as the stream decoder reports it.
+#[pyfunction]
+fn lane_lengths(py: Python<'_>, body: &[u8], lanes: usize) -> PyResult<(Vec<usize>, usize)> {
+    if !(1..=stream::MAX_LANES).contains(&lanes) {
+        return Err(to_py_err(py, &Error::InvalidArgument(format!("lanes must be 1..=32, got {lanes}"))));
+    }
+    let mut lens = vec![0usize; lanes];
+    let used = tensorpress_core::varint::read_lane_lengths(body, &mut lens).map_err(|e| to_py_err(py, &e))?;
+    Ok((lens, used))
+}
+
 /// CRC32C of each buffer, spread over the shared pool with the GIL released.
 #[pyfunction]
 #[pyo3(signature = (buffers, threads=None))]
@@ -477,6 +489,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(pool_threads, m)?)?;
     m.add_function(wrap_pyfunction!(crc32c_many, m)?)?;
     m.add_function(wrap_pyfunction!(huffman_lengths, m)?)?;
+    m.add_function(wrap_pyfunction!(lane_lengths, m)?)?;
     m.add_function(wrap_pyfunction!(crc32c_checksum, m)?)?;
     m.add("CODECS", Codec::ALL.iter().map(|c| c.name()).collect::<Vec<_>>())?;
     m.add("MAX_LANES", stream::MAX_LANES)?;

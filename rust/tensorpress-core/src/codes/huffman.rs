@@ -31,6 +31,9 @@ const REVERSED_BYTE: [u8; 256] = {
     t
 };
 
+/// Symbols in order of (length, symbol), and where each length starts in that order.
+type ByLength = ([u8; 256], [usize; MAX_HUFFMAN_LEN as usize + 2]);
+
 /// Code lengths per symbol of a length-limited canonical Huffman code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HuffmanTable {
@@ -74,42 +77,49 @@ impl HuffmanTable {
         &self.lengths
     }
 
-    /// Canonical codes, MSB-first, per symbol: in order of (length, symbol), as DEFLATE assigns
-    /// them (first code of each length from the counts, then symbols in order; no sort, since a
-    /// decoder builds one per own-table chunk).
-    fn canonical_codes(&self) -> [u32; 256] {
-        let mut count = [0u32; MAX_HUFFMAN_LEN as usize + 1];
+    /// The symbols in order of (length, symbol) — a counting sort, no allocation, since a decoder
+    /// is built per own-table chunk — and where each length's symbols start in that order
+    /// (length `l`: `start[l]..start[l + 1]`; absent symbols, length 0, come first).
+    fn by_length(&self) -> ByLength {
+        let mut start = [0usize; MAX_HUFFMAN_LEN as usize + 2];
         for &len in &self.lengths {
-            count[usize::from(len)] += 1;
+            start[usize::from(len) + 1] += 1;
         }
-        count[0] = 0;
-        let mut next = [0u32; MAX_HUFFMAN_LEN as usize + 1];
-        let mut code = 0u32;
-        for len in 1..next.len() {
-            code = (code + count[len - 1]) << 1;
-            next[len] = code;
+        for len in 1..start.len() {
+            start[len] += start[len - 1];
         }
+        let mut order = [0u8; 256];
+        let mut next = start;
+        for (s, &len) in self.lengths.iter().enumerate() {
+            order[next[usize::from(len)]] = s as u8;
+            next[usize::from(len)] += 1;
+        }
+        (order, start)
+    }
+
+    /// Each symbol's code as written (0 for absent symbols): canonical, i.e. increasing MSB-first
+    /// values in the (length, symbol) order of [`Self::by_length`], then bit-reversed.
+    fn wire_codes(&self, (order, start): &ByLength) -> [u32; 256] {
         let mut codes = [0u32; 256];
-        for (c, &len) in codes.iter_mut().zip(&self.lengths) {
-            if len > 0 {
-                *c = next[usize::from(len)];
-                next[usize::from(len)] += 1;
+        let mut code = 0u32;
+        let mut prev_len = 0;
+        for len in 1..=usize::from(MAX_HUFFMAN_LEN) {
+            for &s in &order[start[len]..start[len + 1]] {
+                code <<= len - prev_len;
+                prev_len = len;
+                // Codes are at most 12 bits: two byte reversals by table (x86 has no bit-reverse
+                // instruction, and a decoder is built per own-table chunk).
+                let reversed = u32::from(REVERSED_BYTE[(code & 0xff) as usize]) << 8
+                    | u32::from(REVERSED_BYTE[(code >> 8 & 0xff) as usize]);
+                codes[usize::from(s)] = reversed >> (16 - len);
+                code += 1;
             }
         }
         codes
     }
 
     pub fn encode_table(&self) -> EncodeTable {
-        let codes = self.canonical_codes();
-        let mut t = EncodeTable { code: [0; 256], len: self.lengths };
-        for ((code, &len), &canonical) in t.code.iter_mut().zip(&self.lengths).zip(&codes) {
-            // Codes are at most 12 bits: two byte reversals by table (x86 has no bit-reverse
-            // instruction, and a decoder is built per own-table chunk).
-            let reversed = u32::from(REVERSED_BYTE[(canonical & 0xff) as usize]) << 8
-                | u32::from(REVERSED_BYTE[(canonical >> 8 & 0xff) as usize]);
-            *code = if len > 0 { reversed >> (16 - u32::from(len)) } else { 0 };
-        }
-        t
+        EncodeTable { code: self.wire_codes(&self.by_length()), len: self.lengths }
     }
 
     /// Appends the delta-coded table (module docs).
@@ -203,7 +213,8 @@ impl HuffmanTable {
 
     pub fn decoder(&self) -> HuffmanDecoder {
         let max_len = u32::from(self.lengths.iter().copied().max().unwrap_or(0));
-        let codes = self.encode_table();
+        let by_length = self.by_length();
+        let codes = self.wire_codes(&by_length);
         // Entries left at 0 (length 0) are codes no encoder writes: flagged as invalid.
         // One padding entry past 2^max_len for the SIMD kernels' 4-byte gathers.
         let size = 1usize << max_len;
@@ -213,25 +224,12 @@ impl HuffmanTable {
         // bits twice over (the new top bit does not matter to shorter codes), plus the codes of
         // exactly `len` bits at their one index each. A copy per length instead of a store per
         // entry of every short code.
-        // Symbols grouped by length (a counting sort, no allocation).
-        let mut start = [0usize; MAX_HUFFMAN_LEN as usize + 2];
-        for &len in &self.lengths {
-            start[usize::from(len) + 1] += 1;
-        }
-        for len in 1..start.len() {
-            start[len] += start[len - 1];
-        }
-        let mut by_len = [0u8; 256];
-        let mut next = start;
-        for (s, &len) in self.lengths.iter().enumerate() {
-            by_len[next[usize::from(len)]] = s as u8;
-            next[usize::from(len)] += 1;
-        }
+        let (order, start) = &by_length;
         for len in 1..=max_len as usize {
             let half = 1usize << (len - 1);
             table.copy_within(..half, half);
-            for &s in &by_len[start[len]..start[len + 1]] {
-                table[codes.code[usize::from(s)] as usize] = u16::from(s) | (len as u16) << 8;
+            for &s in &order[start[len]..start[len + 1]] {
+                table[codes[usize::from(s)] as usize] = u16::from(s) | (len as u16) << 8;
             }
         }
         HuffmanDecoder { mask: (1u64 << max_len) - 1, max_len, table }
