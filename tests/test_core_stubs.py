@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tensorpress import _core, entropy
-from tensorpress.errors import FormatError
+from tensorpress.errors import CorruptDataError, FormatError, InvalidArgumentError
 
 STUBS = Path(__file__).parents[1] / "python" / "tensorpress" / "_core.pyi"
 #: Names the stub defines for its own annotations, not exported by the extension.
@@ -63,3 +63,15 @@ def test_huffman_lengths_reads_both_table_forms() -> None:
     for table, version, match in [(tables[1], 3, "version 3"), (tables[1] + b"\0", 2, "its lengths take")]:
         with pytest.raises(FormatError, match=match):
             _core.huffman_lengths(table, version)
+
+
+def test_lane_lengths_reads_the_varint_table() -> None:
+    """The one lane-length parser (docs/format.md §1.1), which the GPU host parser calls too."""
+    # 3000, 3010, 2990: zigzag differences 6000 (two bytes), 20, 39.
+    table = bytes([0xF0, 0x2E, 20, 39])
+    assert _core.lane_lengths(table + b"\xff", 3) == ([3000, 3010, 2990], 4)
+    for body, match in [(b"\x80", "truncated"), (b"\x82\x00", "shortest"), (b"\x01", "outside")]:
+        with pytest.raises(CorruptDataError, match=match):
+            _core.lane_lengths(body, 1)
+    with pytest.raises(InvalidArgumentError):
+        _core.lane_lengths(table, 33)
