@@ -10,6 +10,7 @@
 //! magnitudes of a float) have similar frequencies, so a table takes 40–60 bytes. Version 1
 //! stored 128 bytes: the length of symbol 2i in the low nibble of byte i, of 2i+1 in the high.
 
+use super::code_lengths::{huffman_depths, package_merge, Leaves};
 use super::{EncodeTable, SimdTables, SymbolDecoder};
 use crate::bits::BitWriter;
 use crate::error::{Error, Result};
@@ -46,26 +47,27 @@ impl HuffmanTable {
         if !(1..=MAX_HUFFMAN_LEN).contains(&max_len) {
             return Err(Error::invalid(format!("Huffman length limit must be 1..=12, got {max_len}")));
         }
-        let present: Vec<usize> = (0..256).filter(|&s| hist[s] > 0).collect();
-        if present.len() > 1 << max_len {
-            return Err(Error::invalid(format!(
-                "{} symbols do not fit in codes of at most {max_len} bits",
-                present.len()
-            )));
+        let leaves = Leaves::of(hist);
+        let n = leaves.len();
+        if n > 1 << max_len {
+            return Err(Error::invalid(format!("{n} symbols do not fit in codes of at most {max_len} bits")));
         }
         let mut lengths = [0u8; 256];
-        match present.len() {
+        match n {
             0 => {}
-            1 => lengths[present[0]] = 1,
+            1 => lengths[usize::from(leaves.symbols()[0])] = 1,
             _ => {
-                let depths = huffman_depths(hist, &present);
-                if depths.iter().all(|&d| d <= u32::from(max_len)) {
-                    for (&s, &d) in present.iter().zip(&depths) {
-                        lengths[s] = d as u8;
+                let depths = huffman_depths(leaves.counts());
+                if depths[..n].iter().all(|&d| d <= u32::from(max_len)) {
+                    for (&s, &d) in leaves.symbols().iter().zip(&depths) {
+                        lengths[usize::from(s)] = d as u8;
                     }
                 } else {
                     // The limit binds: the optimal limited code, not a repaired Huffman one.
-                    package_merge(&mut lengths, hist, &present, max_len);
+                    let limited = package_merge(leaves.counts(), max_len);
+                    for (&s, &l) in leaves.symbols().iter().zip(&limited) {
+                        lengths[usize::from(s)] = l;
+                    }
                 }
             }
         }
@@ -236,104 +238,6 @@ impl HuffmanTable {
     }
 }
 
-/// Unrestricted Huffman code lengths (tree depths) for the present symbols.
-///
-/// Merges the two lightest nodes, ties broken by node index (leaves 0..n in symbol order, then
-/// internal nodes in creation order). Merged weights never decrease, so the internal nodes
-/// queue up already sorted and two queues (sorted leaves, internal nodes in creation order)
-/// yield each step's minimum: the same merges as a binary heap, without its per-pop cost.
-fn huffman_depths(hist: &Histogram, present: &[usize]) -> Vec<u32> {
-    let n = present.len();
-    let mut leaves: Vec<(u64, usize)> = present.iter().enumerate().map(|(i, &s)| (hist[s], i)).collect();
-    leaves.sort_unstable();
-    let mut internal: Vec<(u64, usize)> = Vec::with_capacity(n - 1);
-    let (mut next_leaf, mut next_internal) = (0, 0);
-    let mut parent = vec![usize::MAX; 2 * n - 1];
-    for node in n..2 * n - 1 {
-        let mut pair = [(0u64, 0usize); 2];
-        for taken in &mut pair {
-            let leaf = leaves.get(next_leaf).copied();
-            let merged = internal.get(next_internal).copied();
-            *taken = match (leaf, merged) {
-                (Some(l), Some(m)) if m < l => {
-                    next_internal += 1;
-                    m
-                }
-                (Some(l), _) => {
-                    next_leaf += 1;
-                    l
-                }
-                (None, Some(m)) => {
-                    next_internal += 1;
-                    m
-                }
-                // n − 1 merges of 2n − 1 nodes never run out.
-                (None, None) => unreachable!("Huffman merge ran out of nodes"),
-            };
-        }
-        parent[pair[0].1] = node;
-        parent[pair[1].1] = node;
-        internal.push((pair[0].0 + pair[1].0, node));
-    }
-    // Parents always have larger indices, so one backward pass computes depths.
-    let mut depth = vec![0u32; 2 * n - 1];
-    for i in (0..2 * n - 2).rev() {
-        depth[i] = depth[parent[i]] + 1;
-    }
-    depth.truncate(n);
-    depth
-}
-
-/// Optimal code lengths of at most `max_len` bits for the present symbols (2 ≤ n ≤ 2^max_len),
-/// by package-merge (Larmore and Hirschberg, 1990): the minimum-cost multiset of 2n − 2 "coins"
-/// drawn from `max_len` denominations. Only counts are tracked: at each level the items taken
-/// are a prefix of the level's sorted list, so it is enough to know how many of them are leaves
-/// (the lightest leaves, each one bit longer) and how many are packages (pairs of the next
-/// level's items, which that level must then supply).
-///
-/// Ties: leaves sort by (count, symbol) and a leaf goes before a package of equal weight, so the
-/// result is deterministic.
-fn package_merge(lengths: &mut [u8; 256], hist: &Histogram, present: &[usize], max_len: u8) {
-    let n = present.len();
-    let mut leaves: Vec<usize> = present.to_vec();
-    leaves.sort_by_key(|&s| (hist[s], s));
-    let weights: Vec<u64> = leaves.iter().map(|&s| hist[s]).collect();
-    // levels[j]: the sorted item list of level j (0 = the deepest, max_len − 1 = the top), as
-    // (weight, is_leaf); level j + 1 merges the leaves with the pairs of level j.
-    let mut levels: Vec<Vec<(u64, bool)>> = Vec::with_capacity(usize::from(max_len));
-    levels.push(weights.iter().map(|&w| (w, true)).collect());
-    for _ in 1..max_len {
-        let below = &levels[levels.len() - 1];
-        let mut merged = Vec::with_capacity(n + below.len() / 2);
-        let mut leaf = 0;
-        for pair in below.chunks_exact(2) {
-            let package = pair[0].0 + pair[1].0;
-            while leaf < n && weights[leaf] <= package {
-                merged.push((weights[leaf], true));
-                leaf += 1;
-            }
-            merged.push((package, false));
-        }
-        merged.extend(weights[leaf..].iter().map(|&w| (w, true)));
-        levels.push(merged);
-    }
-    // From the top: take the 2n − 2 lightest items; the packages among them take twice as many
-    // items from the level below.
-    let mut take = 2 * n - 2;
-    let mut leaf_lengths = vec![0u8; n];
-    for level in levels.iter().rev() {
-        let taken = &level[..take.min(level.len())];
-        let taken_leaves = taken.iter().filter(|item| item.1).count();
-        for len in &mut leaf_lengths[..taken_leaves] {
-            *len += 1;
-        }
-        take = 2 * (taken.len() - taken_leaves);
-    }
-    for (&s, &len) in leaves.iter().zip(&leaf_lengths) {
-        lengths[s] = len;
-    }
-}
-
 /// Single-lookup Huffman decoder.
 #[derive(Debug, Clone)]
 pub struct HuffmanDecoder {
@@ -362,9 +266,9 @@ impl SymbolDecoder for HuffmanDecoder {
 
 #[cfg(test)]
 mod tests {
+    use super::super::code_lengths::tests::{heap_depths, reference_package_merge};
     use super::*;
     use crate::histogram::{entropy_bits, histogram};
-    use std::cmp::Reverse;
 
     /// xorshift64: the tests' deterministic random counts.
     fn next_random(x: &mut u64) -> u64 {
@@ -376,52 +280,6 @@ mod tests {
 
     fn kraft_ok(t: &HuffmanTable) -> bool {
         t.lengths().iter().filter(|&&l| l > 0).map(|&l| 1u32 << (12 - l)).sum::<u32>() <= 4096
-    }
-
-    /// The heap formulation the two-queue merge replaces: pop the two smallest (weight, node).
-    fn heap_depths(hist: &Histogram, present: &[usize]) -> Vec<u32> {
-        use std::collections::BinaryHeap;
-        let n = present.len();
-        let mut parent = vec![usize::MAX; 2 * n - 1];
-        let mut heap: BinaryHeap<Reverse<(u64, usize)>> =
-            present.iter().enumerate().map(|(i, &s)| Reverse((hist[s], i))).collect();
-        let mut next = n;
-        while heap.len() > 1 {
-            let Reverse((w1, a)) = heap.pop().unwrap();
-            let Reverse((w2, b)) = heap.pop().unwrap();
-            parent[a] = next;
-            parent[b] = next;
-            heap.push(Reverse((w1 + w2, next)));
-            next += 1;
-        }
-        let mut depth = vec![0u32; 2 * n - 1];
-        for i in (0..2 * n - 2).rev() {
-            depth[i] = depth[parent[i]] + 1;
-        }
-        depth.truncate(n);
-        depth
-    }
-
-    #[test]
-    fn two_queue_depths_equal_heap_depths() {
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        for case in 0..2000 {
-            let mut h = [0u64; 256];
-            let symbols = 2 + case % 255;
-            // Few distinct weights make ties (and tie-breaking) the common case.
-            let spread = [2u64, 5, 40, 1 << 20][case % 4];
-            for c in h.iter_mut().take(symbols) {
-                *c = 1 + next_random(&mut x) % spread;
-            }
-            if case % 3 == 0 {
-                h.swap(0, symbols / 2);
-                h[symbols / 3] = 0;
-            }
-            let present: Vec<usize> = (0..256).filter(|&s| h[s] > 0).collect();
-            if present.len() >= 2 {
-                assert_eq!(huffman_depths(&h, &present), heap_depths(&h, &present), "case {case}");
-            }
-        }
     }
 
     #[test]
@@ -436,28 +294,6 @@ mod tests {
         let bits = t.encode_table().coded_bits(&h).unwrap() as f64 / data.len() as f64;
         let ent = entropy_bits(&h);
         assert!(bits >= ent && bits < ent * 1.03, "{bits} vs {ent}");
-    }
-
-    /// Textbook package-merge: every item carries its leaves; the lengths are how often each
-    /// leaf appears among the 2n − 2 items taken.
-    fn reference_package_merge(h: &Histogram, max_len: u8) -> [u8; 256] {
-        let leaves: Vec<(u64, Vec<usize>)> = (0..256).filter(|&s| h[s] > 0).map(|s| (h[s], vec![s])).collect();
-        let mut list = leaves.clone();
-        list.sort_by_key(|i| i.0);
-        for _ in 1..max_len {
-            let mut next: Vec<(u64, Vec<usize>)> =
-                list.chunks_exact(2).map(|p| (p[0].0 + p[1].0, [p[0].1.clone(), p[1].1.clone()].concat())).collect();
-            next.extend(leaves.iter().cloned());
-            next.sort_by_key(|i| i.0);
-            list = next;
-        }
-        let mut lengths = [0u8; 256];
-        for item in list.iter().take(2 * leaves.len() - 2) {
-            for &s in &item.1 {
-                lengths[s] += 1;
-            }
-        }
-        lengths
     }
 
     fn cost(h: &Histogram, lengths: &[u8; 256]) -> u64 {
@@ -486,11 +322,14 @@ mod tests {
                 // Complete (Kraft sum exactly 1) and as cheap as the textbook algorithm's.
                 let kraft: u64 = present.iter().map(|&s| 1u64 << (12 - t.lengths()[s])).sum();
                 assert_eq!(kraft, 1 << 12, "case {case} limit {limit}");
-                assert_eq!(cost(&h, t.lengths()), cost(&h, &reference_package_merge(&h, limit)), "case {case}");
+                let leaves = Leaves::of(&h);
+                let textbook = reference_package_merge(leaves.counts(), limit);
+                let textbook_cost: u64 = leaves.counts().iter().zip(&textbook).map(|(&c, &l)| c * u64::from(l)).sum();
+                assert_eq!(cost(&h, t.lengths()), textbook_cost, "case {case}");
                 // Never worse than the unrestricted Huffman code where that fits the limit.
-                let depths = huffman_depths(&h, &present);
+                let depths = &heap_depths(leaves.counts());
                 if depths.iter().all(|&d| d <= u32::from(limit)) {
-                    let huff: u64 = present.iter().zip(&depths).map(|(&s, &d)| h[s] * u64::from(d)).sum();
+                    let huff: u64 = leaves.counts().iter().zip(depths).map(|(&c, &d)| c * u64::from(d)).sum();
                     assert_eq!(cost(&h, t.lengths()), huff, "case {case}");
                 }
             }

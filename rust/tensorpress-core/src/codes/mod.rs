@@ -2,6 +2,7 @@
 //! per-symbol encode table, serialises its table into the stream header, and builds a
 //! [`SymbolDecoder`] the kernels are generic over.
 
+mod code_lengths;
 pub mod exp_golomb;
 pub mod huffman;
 pub mod qlc;

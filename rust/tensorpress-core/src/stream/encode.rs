@@ -164,25 +164,29 @@ fn encode_chunk_fitted_into(
     lanes: usize,
 ) -> Result<()> {
     match own_table(table, codes, hist)? {
-        Some(own) => {
-            let mut own_bytes = Vec::with_capacity(MAX_TABLE_BYTES);
-            own.serialize(&mut own_bytes);
-            encode_chunk_into(out, chunk, own.encode_table().as_ref(), lanes, Some(&own_bytes))
-        }
+        Some(own) => encode_chunk_into(out, chunk, Some(&own.codes), lanes, Some(&own.bytes)),
         None => encode_chunk_into(out, chunk, codes, lanes, None),
     }
 }
 
+/// A chunk's own table, ready to code with: its codes and its serialised bytes.
+struct OwnTable {
+    codes: EncodeTable,
+    bytes: Vec<u8>,
+}
+
 /// The chunk's own table, if coding the chunk with it (table included) saves enough over the
 /// stream's table.
-fn own_table(table: &CodeTable, codes: Option<&EncodeTable>, hist: &Histogram) -> Result<Option<CodeTable>> {
+fn own_table(table: &CodeTable, codes: Option<&EncodeTable>, hist: &Histogram) -> Result<Option<OwnTable>> {
     let Some(shared_bits) = codes.and_then(|c| c.coded_bits(hist)) else { return Ok(None) };
     let own = CodeTable::fit(table.codec(), hist)?;
-    let Some(own_bits) = own.encode_table().and_then(|c| c.coded_bits(hist)) else { return Ok(None) };
+    let Some(own_codes) = own.encode_table() else { return Ok(None) };
+    let Some(own_bits) = own_codes.coded_bits(hist) else { return Ok(None) };
     let mut bytes = Vec::with_capacity(MAX_TABLE_BYTES);
     own.serialize(&mut bytes);
     let own_total = own_bits + 8 * (2 + bytes.len() as u64);
-    Ok((own_total * 1000 < shared_bits * (1000 - OWN_TABLE_MIN_SAVING_PERMILLE)).then_some(own))
+    Ok((own_total * 1000 < shared_bits * (1000 - OWN_TABLE_MIN_SAVING_PERMILLE))
+        .then_some(OwnTable { codes: own_codes, bytes }))
 }
 
 /// Encodes `input` with a given table (which must have a code for every byte present).
