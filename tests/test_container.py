@@ -133,6 +133,33 @@ def test_golden_payload_flip_is_caught_on_access_of_that_tensor() -> None:
             assert np.asarray(f[name]).tobytes() == np.asarray(reference[name]).tobytes(), name
 
 
+@pytest.mark.parametrize("progress", [False, True])
+def test_load_names_a_damaged_tensor_whatever_byte_is_flipped(tmp_path: Path, progress: bool) -> None:
+    """`load` leaves the payload checksum of coded lossless tensors to their streams' checksums;
+    a flip anywhere in such a payload (stream header, chunk index, table, lanes) or in a verbatim
+    or blockwise payload must still be a ChecksumError naming the tensor."""
+    rng = np.random.default_rng(3)
+    data = {
+        "w": rng.standard_normal((96, 64)).astype(ml_dtypes.bfloat16),
+        "v": rng.standard_normal(200).astype(np.float32),
+        "q": rng.integers(-100, 100, 300).astype(np.int8),
+    }
+    path = tp.save(data, tmp_path / "m.tpz")
+    with tp.open(path) as f:
+        spans = {n: (f._data_start + f.entry(n)["offset"], f.entry(n)["length"]) for n in f}
+        assert any(f._stream_checked(n) for n in f)
+    clean = path.read_bytes()
+    for name, (start, length) in spans.items():
+        for at in sorted({start, start + 5, start + 30, start + length // 2, start + length - 1}):
+            damaged = bytearray(clean)
+            damaged[at] ^= 0x10
+            path.write_bytes(bytes(damaged))
+            with pytest.raises(ChecksumError, match=f"tensor {name!r} fails its checksum"):
+                tp.load(path, progress=progress)
+    path.write_bytes(clean)
+    assert_same(tp.load(path), data)
+
+
 def test_round_trip_mixed_kinds_and_metadata(tmp_path: Path) -> None:
     data = {
         "w": np.random.default_rng(0).standard_normal((64, 48)).astype(ml_dtypes.bfloat16),

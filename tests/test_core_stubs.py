@@ -6,9 +6,14 @@ from __future__ import annotations
 
 import ast
 import inspect
+import json
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tensorpress import _core, entropy
 from tensorpress.errors import CorruptDataError, FormatError, InvalidArgumentError
@@ -75,3 +80,31 @@ def test_lane_lengths_reads_the_varint_table() -> None:
             _core.lane_lengths(body, 1)
     with pytest.raises(InvalidArgumentError):
         _core.lane_lengths(table, 33)
+
+
+#: The Python reference `_core.json_depth` replaced: strip complete strings, count brackets.
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+def reference_json_depth(data: bytes) -> int:
+    bare = np.frombuffer(_STRING.sub(b"", data), dtype=np.uint8)
+    step = np.isin(bare, (0x5B, 0x7B)).astype(np.int64) - np.isin(bare, (0x5D, 0x7D)).astype(np.int64)
+    return int(np.cumsum(step).max(initial=0))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from([b"[", b"]", b"{", b"}", b'"', b"\\", b"a", b",", b":", b"1"]), max_size=60))
+def test_json_depth_counts_brackets_outside_strings(pieces: list[bytes]) -> None:
+    text = b"".join(pieces)
+    if b'"' not in _STRING.sub(b"", text):
+        # Every string terminated: the regex reference applies exactly.
+        assert _core.json_depth(text) == reference_json_depth(text)
+    # An unterminated string runs to the end of the text: its brackets never count.
+    assert _core.json_depth(text) <= reference_json_depth(text)
+
+
+def test_json_depth_of_real_headers_and_deep_nesting() -> None:
+    header = json.dumps({"a": [[1, "[[{"], {"b": ['\\"]']}], "c": "}}}"}).encode()
+    assert _core.json_depth(header) == reference_json_depth(header) == 4
+    assert _core.json_depth(b"[" * 100_000) == 100_000
+    assert _core.json_depth(b'["[[[') == 1

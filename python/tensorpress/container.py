@@ -346,8 +346,9 @@ class TpzFile(Mapping[str, Any]):
 
     def _stored_all(self, threads: int | None = None) -> dict[str, Any]:
         """Every tensor as ``_stored(name, borrow=True)`` gives it, after one check that the file
-        is unchanged; every payload's checksum is computed side by side on the shared pool before
-        any payload is parsed."""
+        is unchanged; the payload checksums are computed side by side on the shared pool before
+        any payload is parsed, except those of :meth:`_stream_checked` tensors, which their
+        decode verifies (call :meth:`_verify_deferred` when that decode fails)."""
         spans = {}
         for name in self:
             entry = self.entry(name)
@@ -355,18 +356,46 @@ class TpzFile(Mapping[str, Any]):
             end = start + entry["length"]
             spans[name] = (start, end, self._padded_end(end))
         self._source.check_unchanged()
-        # Lossless payloads stay views (their streams' chunk checksums are checked again as they
-        # are decoded); the others are copied first, so the bytes parsed are the bytes summed.
+        # Lossless payloads stay views; the others are copied first, so the bytes parsed are the
+        # bytes summed.
         payloads = {
             name: view if self.entry(name)["method"] == lossless.METHOD else bytes(view)
             for name, view in ((n, self._source.view(a, b, checked=True)) for n, (a, b, _) in spans.items())
         }
-        crcs = _core.crc32c_many(list(payloads.values()), entropy.check_threads(threads))
+        summed = [name for name in payloads if not self._stream_checked(name)]
+        sums = _core.crc32c_many([payloads[n] for n in summed], entropy.check_threads(threads))
+        crcs = dict(zip(summed, sums, strict=True))
         stored = {}
-        for (name, (_, end, padded)), crc in zip(spans.items(), crcs, strict=True):
+        for name, (_, end, padded) in spans.items():
             padding = self._source.view(end, padded, checked=True)
-            stored[name] = self._build(name, payloads[name], padding, crc, borrow=True)
+            stored[name] = self._build(name, payloads[name], padding, crcs.get(name), borrow=True)
         return stored
+
+    def _stream_checked(self, name: str) -> bool:
+        """Whether every byte of tensor ``name``'s payload lies in an entropy stream whose header
+        and chunk checksums its decode verifies (a lossless tensor of coded planes): its payload
+        checksum, a second pass over the same bytes, is then only computed when parsing or
+        decoding it fails, to name the tensor in a ``ChecksumError``."""
+        entry = self.entry(name)
+        params = entry["params"]
+        return (
+            entry["method"] == lossless.METHOD
+            and isinstance(params, dict)
+            and params.get("transform") in lossless.TRANSFORMS
+            and params.get("transform") != lossless.VERBATIM
+        )
+
+    def _verify_deferred(self, names: Any) -> None:
+        """Raise ``ChecksumError`` for the first of ``names`` whose payload fails its checksum."""
+        for name in names:
+            if self._stream_checked(name):
+                entry = self.entry(name)
+                start = self._data_start + entry["offset"]
+                self._check_crc(name, _core.crc32c(self._source.view(start, start + entry["length"])))
+
+    def _check_crc(self, name: str, crc: int) -> None:
+        if crc != self.entry(name)["crc32c"]:
+            raise ChecksumError(f"{self.path}: payload of tensor {name!r} fails its checksum")
 
     def _stored(self, name: str, *, borrow: bool) -> Any:
         """:meth:`compressed`; with ``borrow`` a lossless tensor's planes are views into the
@@ -385,15 +414,17 @@ class TpzFile(Mapping[str, Any]):
         offset, or where the payloads end (the end of the file, or the start of a trailing header)."""
         return min(self._data_start + align(end - self._data_start), self._data_end)
 
-    def _build(self, name: str, payload: Any, padding: Any, crc: int, *, borrow: bool) -> Any:
+    def _build(self, name: str, payload: Any, padding: Any, crc: int | None, *, borrow: bool) -> Any:
         """Tensor ``name`` from its payload (a view into the file) and the zero padding after it,
-        whose checksum is ``crc``: checked, then parsed and validated against its entry."""
+        whose checksum is ``crc``: checked, then parsed and validated against its entry. With
+        ``crc=None`` (a :meth:`_stream_checked` tensor) the checksum is computed only if parsing
+        fails, so that a damaged payload is still reported as one."""
         entry = self.entry(name)
         # The zero padding after a payload belongs to it: a flipped padding bit is corruption too.
         if any(padding):
             raise CorruptDataError(f"{self.path}: non-zero padding after tensor {name!r}")
-        if crc != entry["crc32c"]:
-            raise ChecksumError(f"{self.path}: payload of tensor {name!r} fails its checksum")
+        if crc is not None:
+            self._check_crc(name, crc)
         borrow = borrow and entry["method"] == lossless.METHOD
         try:
             if borrow:
@@ -401,9 +432,11 @@ class TpzFile(Mapping[str, Any]):
                 methods.check_max_size(obj, self.max_size)
             else:
                 obj = methods.from_parts(entry["method"], entry["params"], payload, max_size=self.max_size)
+            _check_summary(entry, obj, self.path)
         except FormatError as exc:
+            if crc is None:
+                self._check_crc(name, _core.crc32c(payload))
             raise type(exc)(f"{self.path}: tensor {name!r}: {exc}") from None
-        _check_summary(entry, obj, self.path)
         return obj
 
     @property
@@ -621,14 +654,19 @@ def load(
         unknown = set(targets) - set(stored)
         if unknown:
             raise InvalidArgumentError(f"out names tensors {sorted(unknown)} that {path} does not hold")
-        if progress:
-            return {
-                name: _decode_into(stored[name], targets[name], threads)
-                if name in targets
-                else tensors.decompress(stored[name], as_kind=as_kind, device=device, threads=threads)
-                for name in _progress(list(stored), progress, "decompress")
-            }
-        return _decode_all(stored, targets, as_kind, device, threads)
+        try:
+            if progress:
+                return {
+                    name: _decode_into(stored[name], targets[name], threads)
+                    if name in targets
+                    else tensors.decompress(stored[name], as_kind=as_kind, device=device, threads=threads)
+                    for name in _progress(list(stored), progress, "decompress")
+                }
+            return _decode_all(stored, targets, as_kind, device, threads)
+        except (FormatError, CorruptDataError):
+            # Name the damaged tensor where its payload checksum was left to the decode.
+            f._verify_deferred(stored)
+            raise
 
 
 def _arena_arrays(stored: dict[str, Any]) -> dict[str, np.ndarray]:

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Protocol, TypeGuard, runtime_checkable
 
 import numpy as np
 
+from tensorpress import _core
 from tensorpress.errors import FormatError, InvalidArgumentError
 from tensorpress.methods.arrays import dtype_from_name, from_numpy, torch_module
 
@@ -85,16 +86,10 @@ class StoredTensor(Protocol):
 
 # --- JSON ------------------------------------------------------------------------------------
 
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-
 
 def json_depth(data: bytes) -> int:
     """Deepest ``[``/``{`` nesting of JSON text ``data`` (brackets inside strings ignored)."""
-    bare = np.frombuffer(_STRING.sub(b"", data), dtype=np.uint8)
-    if bare.size == 0:
-        return 0
-    step = np.isin(bare, (0x5B, 0x7B)).astype(np.int64) - np.isin(bare, (0x5D, 0x7D)).astype(np.int64)
-    return int(np.cumsum(step).max(initial=0))
+    return _core.json_depth(data)
 
 
 def _no_constant(name: str) -> Any:

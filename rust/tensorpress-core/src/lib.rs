@@ -11,6 +11,7 @@ pub mod codes;
 pub mod error;
 pub mod fused;
 pub mod histogram;
+pub mod json_depth;
 pub mod kernels;
 pub mod planes;
 pub mod stats;

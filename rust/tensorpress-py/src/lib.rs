@@ -460,6 +460,12 @@ fn crc32c_many(py: Python<'_>, buffers: Vec<PyBuffer<u8>>, threads: Option<i64>)
     .map_err(|e| to_py_err(py, &e))
 }
 
+/// Deepest `[`/`{` nesting of JSON text, brackets inside strings not counted.
+#[pyfunction]
+fn json_depth(data: &[u8]) -> usize {
+    tensorpress_core::json_depth::json_depth(data)
+}
+
 /// Workers in the shared pool (built on first use, once per process).
 #[pyfunction]
 fn pool_threads() -> usize {
@@ -490,6 +496,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(crc32c_many, m)?)?;
     m.add_function(wrap_pyfunction!(huffman_lengths, m)?)?;
     m.add_function(wrap_pyfunction!(lane_lengths, m)?)?;
+    m.add_function(wrap_pyfunction!(json_depth, m)?)?;
     m.add_function(wrap_pyfunction!(crc32c_checksum, m)?)?;
     m.add("CODECS", Codec::ALL.iter().map(|c| c.name()).collect::<Vec<_>>())?;
     m.add("MAX_LANES", stream::MAX_LANES)?;
