@@ -5,10 +5,12 @@
 //! prints, per codec, the ratio and the best-of-REPEATS encode and decode MB/s (MB = 10^6 bytes;
 //! best-of, as the huff0 peer benchmark reports, so the two compare on a busy machine).
 //! `TP_SPEED_ONLY=encode` (or `decode`) times one direction only, for `perf record`;
-//! `TP_CHUNK_SIZE=N` codes in chunks of N bytes instead of the default.
+//! `TP_CHUNK_SIZE=N` codes in chunks of N bytes instead of the default; `TP_KERNEL=NAME` decodes
+//! with that kernel (`avx2` on an AVX-512 machine measures what a machine without AVX-512 runs).
 
 use std::time::Instant;
 use tensorpress_core::stream::{decode_into, encode, Codec, DecodeOptions, EncodeOptions};
+use tensorpress_core::Kernel;
 
 fn best_secs(repeats: usize, mut f: impl FnMut()) -> f64 {
     f();
@@ -35,13 +37,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(n) => n.parse()?,
         Err(_) => EncodeOptions::default().chunk_size,
     };
+    let kernel = match std::env::var("TP_KERNEL") {
+        Ok(name) => Kernel::from_name(&name)?,
+        Err(_) => Kernel::Auto,
+    };
     let mb = data.len() as f64 / 1e6;
     for codec in codecs {
         let opts = EncodeOptions { codec, threads: Some(1), chunk_size, ..Default::default() };
         let blob = encode(&data, &opts)?;
         let enc = if only == "decode" { f64::NAN } else { mb / best_secs(repeats, || drop(encode(&data, &opts))) };
         let mut out = vec![0u8; data.len()];
-        let dopts = DecodeOptions { threads: Some(1), ..Default::default() };
+        let dopts = DecodeOptions { threads: Some(1), kernel };
         decode_into(&blob, &mut out, &dopts)?;
         assert!(out == data, "round trip failed");
         let dec = if only == "encode" {
