@@ -28,7 +28,7 @@ import struct
 import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -89,10 +89,20 @@ def _check_utf8(text: str, what: str) -> None:
         raise InvalidArgumentError(f"{what} {text!r} is not valid Unicode (lone surrogate)") from None
 
 
-def _encode_one(value: Any, codec: str, threads: int | None) -> Any:
-    if methods.is_stored(value):
-        return value  # already stored by some method (lossless, blockwise, video, lowrank)
-    return tensors.compress(value, codec, threads=threads)
+class _Encoded(NamedTuple):
+    """A stored tensor with its payload and the payload's CRC32C, computed by the worker that
+    encoded it (in parallel, while the payload is in cache) rather than by the writer."""
+
+    stored: Any
+    payload: bytes
+    crc: int
+
+
+def _encode_one(value: Any, codec: str, threads: int | None) -> _Encoded:
+    # A value already stored by some method (lossless, blockwise, video, lowrank) is kept.
+    stored = value if methods.is_stored(value) else tensors.compress(value, codec, threads=threads)
+    payload = stored.payload()
+    return _Encoded(stored, payload, _core.crc32c(payload))
 
 
 def save(
@@ -131,7 +141,7 @@ def save(
     def write(f: Any) -> None:
         writer = TpzWriter(f)
         for name, encoded in _progress(_encode_all(items, codec, threads), progress, "compress", len(items)):
-            writer.add(name, encoded)
+            writer.add_encoded(name, encoded.stored, encoded.payload, encoded.crc)
         writer.finish(meta)
 
     atomic_write(path, write)
@@ -154,15 +164,19 @@ class TpzWriter:
 
     def add(self, name: str, stored: Any) -> None:
         """Append stored tensor ``stored`` (of any registered method) as ``name``."""
+        payload = stored.payload()
+        self.add_encoded(name, stored, payload, _core.crc32c(payload))
+
+    def add_encoded(self, name: str, stored: Any, payload: bytes, crc: int) -> None:
+        """:meth:`add` with ``stored``'s payload and its CRC32C already computed."""
         if name in self._names:
             raise InvalidArgumentError(f"tensor name {name!r} is written twice")
-        payload = stored.payload()
         offset = align(self._end) if self._entries else 0
         self._f.write(bytes(offset - self._end))
         self._f.write(payload)
         self._end = offset + len(payload)
         self._names.add(name)
-        self._entries.append(header_entry(name, stored, payload, offset))
+        self._entries.append(header_entry(name, stored, payload, offset, crc))
         # Written payloads go to disk while later tensors are coded: the final fsync of an
         # atomic save then waits only for the tail (measured 10-20 % off a SmolLM2 save).
         written = TRAILING_DATA_START + self._end
@@ -183,9 +197,12 @@ class TpzWriter:
         return header_offset + len(header)
 
 
-def header_entry(name: str, stored: Any, payload: bytes, offset: int) -> dict[str, Any]:
+def header_entry(
+    name: str, stored: Any, payload: bytes, offset: int, crc: int | None = None
+) -> dict[str, Any]:
     """The header entry of one stored tensor whose ``payload`` starts at ``offset`` (relative to
-    the end of the header; docs/format.md §2.1): the one writer of entries, key order included."""
+    the end of the header; docs/format.md §2.1) and has CRC32C ``crc`` (computed if not given):
+    the one writer of entries, key order included."""
     return {
         "name": name,
         "method": stored.method,
@@ -196,7 +213,7 @@ def header_entry(name: str, stored: Any, payload: bytes, offset: int) -> dict[st
         "params": stored.header(),
         "offset": offset,
         "length": len(payload),
-        "crc32c": _core.crc32c(payload),
+        "crc32c": _core.crc32c(payload) if crc is None else crc,
     }
 
 
@@ -247,8 +264,10 @@ def _save_safetensors(tensors_by_name: Mapping[str, Any], path: Path, meta: dict
 SOLO_ENCODE_BYTES = 8 << 20
 
 
-def _encode_all(items: list[tuple[str, Any]], codec: str, threads: int | None) -> Iterator[tuple[str, Any]]:
-    """``(name, stored tensor)`` in order. Tensors are encoded two or more at a time (the Rust
+def _encode_all(
+    items: list[tuple[str, Any]], codec: str, threads: int | None
+) -> Iterator[tuple[str, _Encoded]]:
+    """``(name, encoded tensor)`` in order. Tensors are encoded two or more at a time (the Rust
     encoder releases the GIL) so that models of many small tensors, each one or two chunks,
     still use every core; ``threads=1`` encodes one at a time on the calling thread."""
     limit = entropy.check_threads(threads)
@@ -257,7 +276,7 @@ def _encode_all(items: list[tuple[str, Any]], codec: str, threads: int | None) -
         yield from ((name, _encode_one(value, codec, threads)) for name, value in items)
         return
 
-    def encode(item: tuple[str, Any]) -> tuple[str, Any]:
+    def encode(item: tuple[str, Any]) -> tuple[str, _Encoded]:
         # Tensors run side by side already: a small one is coded on its own thread alone, which
         # spares the pool's hand-offs; a large one also spreads its chunks over the pool.
         small = getattr(item[1], "nbytes", None)

@@ -3,9 +3,9 @@
 //! the parent module's.
 
 use super::{
-    CodeTable, Codec, EncodeOptions, CHUNK_INDEX_ENTRY_BYTES, DEFAULT_CHUNK_SIZE, FIXED_HEADER_BYTES, MAX_LANES,
-    MAX_TABLE_BYTES, MODE_CODED, MODE_CONSTANT, MODE_OWN_TABLE, MODE_RAW, OWN_TABLE_MIN_SAVING_PERMILLE, STREAM_MAGIC,
-    STREAM_VERSION,
+    chunk_buffers, CodeTable, Codec, EncodeOptions, CHUNK_INDEX_ENTRY_BYTES, DEFAULT_CHUNK_SIZE, FIXED_HEADER_BYTES,
+    MAX_LANES, MAX_TABLE_BYTES, MODE_CODED, MODE_CONSTANT, MODE_OWN_TABLE, MODE_RAW, OWN_TABLE_MIN_SAVING_PERMILLE,
+    STREAM_MAGIC, STREAM_VERSION,
 };
 use crate::bits::{put_lanes, BitWriter, MAX_STRIDED_CODE_LEN};
 use crate::codes::EncodeTable;
@@ -149,7 +149,7 @@ pub(crate) fn encode_chunk_fitted(
     hist: &Histogram,
     lanes: usize,
 ) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(chunk.len() + 3 + MAX_TABLE_BYTES + MAX_VARINT_BYTES * MAX_LANES);
+    let mut out = chunk_buffers::take(chunk.len() + 3 + MAX_TABLE_BYTES + MAX_VARINT_BYTES * MAX_LANES);
     encode_chunk_fitted_into(&mut out, chunk, table, codes, hist, lanes)?;
     Ok(out)
 }
@@ -247,13 +247,20 @@ impl StreamParts {
     }
 
     /// The stream as one buffer.
-    pub fn into_vec(self) -> Vec<u8> {
-        let mut out = self.head;
+    pub fn into_vec(mut self) -> Vec<u8> {
+        let mut out = std::mem::take(&mut self.head);
         out.reserve_exact(self.chunks.iter().map(Vec::len).sum());
         for chunk in &self.chunks {
             out.extend_from_slice(chunk);
         }
         out
+    }
+}
+
+impl Drop for StreamParts {
+    /// The chunk buffers go back to the pool for the next stream's chunks.
+    fn drop(&mut self) {
+        chunk_buffers::recycle(std::mem::take(&mut self.chunks));
     }
 }
 
@@ -349,7 +356,7 @@ pub(crate) fn encode_chunk(
     n_lanes: usize,
     own_table: Option<&[u8]>,
 ) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(chunk.len() + 3 + MAX_TABLE_BYTES + MAX_VARINT_BYTES * MAX_LANES);
+    let mut out = chunk_buffers::take(chunk.len() + 3 + MAX_TABLE_BYTES + MAX_VARINT_BYTES * MAX_LANES);
     encode_chunk_into(&mut out, chunk, codes, n_lanes, own_table)?;
     Ok(out)
 }
