@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -183,3 +185,49 @@ def test_compressed_tensors_pickle_with_their_own_bytes() -> None:
         assert all(isinstance(p.blob, bytes) for p in back.planes) and back.joined is None
         assert back.payload() == stored.payload()
         assert back.decode().tobytes() == arr.tobytes()
+
+
+@pytest.mark.parametrize("codec", ["auto", "huffman", ["qlc", "raw"]])
+def test_compress_many_equals_compress_of_each(codec: str | list[str]) -> None:
+    """One batched call (every chunk of every tensor on the pool) stores each tensor exactly as
+    its own call does: degenerate, constant, incompressible and multi-chunk tensors included."""
+    from tensorpress.methods import lossless
+
+    rng = np.random.default_rng(5)
+    values = [
+        rng.standard_normal((300, 700)).astype(ml_dtypes.bfloat16),
+        np.zeros(0, ml_dtypes.bfloat16),
+        np.full(1000, 1.5, ml_dtypes.bfloat16),
+        rng.standard_normal(77).astype(ml_dtypes.bfloat16),
+        rng.integers(0, 1 << 16, 5000).astype(np.uint16).view(ml_dtypes.bfloat16),
+        rng.standard_normal((64, 64)).astype(np.float16),
+    ]
+    if isinstance(codec, list):
+        values = [v for v in values if v.dtype == ml_dtypes.bfloat16]
+    many = lossless.compress_many(values, codec)
+    assert len(many) == len(values)
+    for value, stored in zip(values, many, strict=True):
+        alone = tp.compress(value, codec)
+        assert stored.payload() == alone.payload() and stored.header() == alone.header()
+        assert tp.decompress(stored).tobytes() == value.tobytes()
+    with pytest.raises(InvalidArgumentError, match="unknown codec"):
+        lossless.compress_many(values, "zstd")
+    assert lossless.compress_many([], "auto") == []
+
+
+def test_save_batches_small_tensors_and_loads_them_back(tmp_path: Path) -> None:
+    from tensorpress import container
+
+    rng = np.random.default_rng(6)
+    data = {f"t{i}": rng.standard_normal(50 + 997 * i).astype(ml_dtypes.bfloat16) for i in range(40)}
+    data["big"] = rng.standard_normal(container.SOLO_ENCODE_BYTES // 2 + 1).astype(ml_dtypes.bfloat16)
+    data["stored"] = tp.compress(rng.standard_normal(100).astype(np.float32))
+    units = list(container._units(list(data.items())))
+    assert [name for unit in units for name, _ in unit] == list(data)
+    assert any(len(unit) > 1 for unit in units)
+    assert all(len(unit) == 1 for unit in units if unit[0][0] in ("big", "stored"))
+    path = tp.save(data, tmp_path / "m.tpz")
+    back = tp.load(path)
+    for name, value in data.items():
+        want = tp.decompress(value) if name == "stored" else value
+        assert np.asarray(back[name]).tobytes() == np.asarray(want).tobytes(), name

@@ -49,6 +49,14 @@ def encode_planes(
     threads: int | None = None,
     plane_codecs: list[str] | None = None,
 ) -> tuple[list[str], list[int], bytes]: ...
+def encode_planes_many(
+    jobs: Sequence[tuple[Buffer, str, int, int, list[str] | None]],
+    codec: str = "auto",
+    candidates: list[str] = ...,
+    min_saving: float = 0.01,
+    chunk_size: int = 131072,
+    threads: int | None = None,
+) -> list[tuple[list[str], list[int], bytes]]: ...
 def split_planes_into(
     data: Buffer, transform: str, width: int, planes: Sequence[Buffer], threads: int | None = None
 ) -> None: ...

@@ -260,33 +260,65 @@ def _save_safetensors(tensors_by_name: Mapping[str, Any], path: Path, meta: dict
     safetensors_io.save_file(arrays, path, meta)
 
 
-#: While ``save`` codes several tensors at once, one smaller than this is coded on one thread.
+#: ``save`` codes tensors smaller than this together, several per call (see :func:`_units`).
 SOLO_ENCODE_BYTES = 8 << 20
+#: Most bytes of small tensors coded in one call.
+BATCH_ENCODE_BYTES = 4 << 20
 
 
 def _encode_all(
     items: list[tuple[str, Any]], codec: str, threads: int | None
 ) -> Iterator[tuple[str, _Encoded]]:
-    """``(name, encoded tensor)`` in order. Tensors are encoded two or more at a time (the Rust
-    encoder releases the GIL) so that models of many small tensors, each one or two chunks,
-    still use every core; ``threads=1`` encodes one at a time on the calling thread."""
+    """``(name, encoded tensor)`` in order. Small tensors are coded in batches, every chunk of
+    every tensor of a batch a work item on the shared pool, so that models of many small tensors
+    (one or two chunks each) still use every core; a large one spreads its own chunks over the
+    pool. Two batches or tensors are in progress at once (the Rust encoder releases the GIL), so
+    one's Python work and copies overlap the other's coding. ``threads=1`` encodes one tensor at
+    a time on the calling thread."""
     limit = entropy.check_threads(threads)
     workers = min(len(items), entropy.pool_threads() if limit is None else limit)
     if workers <= 1:
         yield from ((name, _encode_one(value, codec, threads)) for name, value in items)
         return
 
-    def encode(item: tuple[str, Any]) -> tuple[str, _Encoded]:
-        # Tensors run side by side already: a small one is coded on its own thread alone, which
-        # spares the pool's hand-offs; a large one also spreads its chunks over the pool.
-        small = getattr(item[1], "nbytes", None)
-        alone = isinstance(small, int) and small < SOLO_ENCODE_BYTES
-        return item[0], _encode_one(item[1], codec, 1 if alone else threads)
+    def encode(unit: list[tuple[str, Any]]) -> list[tuple[str, _Encoded]]:
+        if len(unit) == 1:
+            return [(unit[0][0], _encode_one(unit[0][1], codec, threads))]
+        stored = lossless.compress_many([value for _, value in unit], codec, threads=threads)
+        return [
+            (name, _Encoded(s, s.payload(), _core.crc32c(s.payload())))
+            for (name, _), s in zip(unit, stored, strict=True)
+        ]
 
-    # At most 2 x workers tensors in flight: encoded payloads are held until written anyway,
-    # but the sources of a lazily produced mapping are not all pulled into memory at once.
-    with map_in_order(encode, items, workers=workers, ahead=2 * workers, name="tensorpress-save") as encoded:
-        yield from encoded
+    # At most 2 x workers units in flight: encoded payloads are held until written anyway, but
+    # the sources of a lazily produced mapping are not all pulled into memory at once.
+    with map_in_order(
+        encode, _units(items), workers=workers, ahead=2 * workers, name="tensorpress-save"
+    ) as encoded:
+        for unit in encoded:
+            yield from unit
+
+
+def _units(items: list[tuple[str, Any]]) -> Iterator[list[tuple[str, Any]]]:
+    """``items`` in order, in units to code in one call: consecutive tensors (not yet stored) of
+    fewer than :data:`SOLO_ENCODE_BYTES` together up to :data:`BATCH_ENCODE_BYTES`, anything else
+    alone."""
+    batch: list[tuple[str, Any]] = []
+    size = 0
+    for name, value in items:
+        nbytes = getattr(value, "nbytes", None)
+        small = isinstance(nbytes, int) and nbytes < SOLO_ENCODE_BYTES and not methods.is_stored(value)
+        weight = nbytes if small and isinstance(nbytes, int) else 0
+        if batch and (not small or size + weight > BATCH_ENCODE_BYTES):
+            yield batch
+            batch, size = [], 0
+        if small:
+            batch.append((name, value))
+            size += weight
+        else:
+            yield [(name, value)]
+    if batch:
+        yield batch
 
 
 def _progress(items: Any, enabled: bool, what: str, total: int | None = None) -> Any:

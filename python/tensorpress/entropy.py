@@ -311,6 +311,40 @@ def encode_planes_joined(
     )
 
 
+def encode_planes_joined_many(
+    jobs: list[tuple[Any, str, int, list[str] | None]],
+    codec: str = "auto",
+    threads: int | None = None,
+    *,
+    candidates: tuple[str, ...] = ("qlc", "huffman", "expgolomb-rank"),
+    min_saving: float = 0.01,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> list[tuple[list[str], list[int], bytes]]:
+    """:func:`encode_planes_joined` of many tensors in one call: ``jobs`` holds
+    ``(data, transform, lanes, plane codecs or None)`` per tensor (``None``: ``codec``). Every
+    chunk of every tensor is one work item on the shared pool, so many small tensors are coded
+    on every core; the streams are those of one call per tensor."""
+    if codec != "auto":
+        _check_codec(codec)
+    for c in candidates:
+        _check_codec(c)
+    args = []
+    for data, transform, lanes, plane_codecs in jobs:
+        _check_transform(transform)
+        for c in plane_codecs or []:
+            _check_codec(c)
+        width = 1 if transform == "nibbles" else (data.dtype.itemsize if isinstance(data, np.ndarray) else 1)
+        args.append((as_byte_view(data), transform, width, _check_size("lanes", lanes, 1), plane_codecs))
+    return _core.encode_planes_many(
+        args,
+        codec,
+        list(candidates),
+        float(min_saving),
+        _check_size("chunk_size", chunk_size, 1),
+        check_threads(threads),
+    )
+
+
 def split_planes_into(
     data: Any, transform: str, planes: list[Any], threads: int | None = None, *, width: int | None = None
 ) -> list[Any]:
@@ -433,6 +467,7 @@ __all__ = [
     "encode",
     "encode_planes",
     "encode_planes_joined",
+    "encode_planes_joined_many",
     "info",
     "kernels",
     "pool_threads",

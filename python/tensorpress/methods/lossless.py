@@ -404,6 +404,61 @@ def compress(
             tensors (:func:`auto_lanes`).
         threads, chunk_size: passed to :func:`tensorpress.entropy.encode`.
     """
+    job = _prepare(tensor, codec, lanes)
+    # Split + code in one pass per chunk (the planes are never materialised whole), every
+    # stream written once into one buffer that the planes view. Each plane is the stream
+    # entropy.encode(split_planes(...)[k], compact=True) would give, its codec the plan's, the
+    # given one, or (auto) chosen as choose_codec does; never larger than the plane stored raw.
+    streams = entropy.encode_planes_joined(
+        job.flat,
+        job.transform,
+        codec,
+        threads,
+        candidates=AUTO_CANDIDATES,
+        min_saving=MIN_SAVING,
+        lanes=job.lanes,
+        chunk_size=chunk_size,
+    )
+    return _finish(job, codec, *streams)
+
+
+def compress_many(
+    tensors: list[Any],
+    codec: str = "auto",
+    *,
+    threads: int | None = None,
+    chunk_size: int = entropy.DEFAULT_CHUNK_SIZE,
+) -> list[CompressedTensor]:
+    """:func:`compress` of each of ``tensors`` (lanes chosen per tensor), in one call that codes
+    every chunk of every tensor side by side on the shared pool: a model of many small tensors
+    is coded on every core. Each result equals ``compress(tensor, codec)``."""
+    jobs = [_prepare(tensor, codec, None) for tensor in tensors]
+    plane_codecs = None if isinstance(codec, str) else list(codec)
+    encoded = entropy.encode_planes_joined_many(
+        [(job.flat, job.transform, job.lanes, plane_codecs) for job in jobs],
+        codec if isinstance(codec, str) else "auto",
+        threads,
+        candidates=AUTO_CANDIDATES,
+        min_saving=MIN_SAVING,
+        chunk_size=chunk_size,
+    )
+    return [_finish(job, codec, *streams) for job, streams in zip(jobs, encoded, strict=True)]
+
+
+@dataclass
+class _Job:
+    """A tensor checked and flattened for coding."""
+
+    flat: np.ndarray
+    dtype: str
+    shape: tuple[int, ...]
+    transform: str
+    kind: str
+    device: str | None
+    lanes: int
+
+
+def _prepare(tensor: Any, codec: str | list[str] | tuple[str, ...], lanes: int | None) -> _Job:
     for c in [codec] if isinstance(codec, str) else codec:
         if c not in entropy.CODECS and (c != "auto" or not isinstance(codec, str)):
             known = ", ".join(entropy.CODECS)
@@ -418,25 +473,18 @@ def compress(
         raise InvalidArgumentError(
             f"{len(codec)} plane codecs for a {name} tensor of {plane_count(transform, arr.dtype)} planes"
         )
-    # Split + code in one pass per chunk (the planes are never materialised whole), every
-    # stream written once into one buffer that the planes view. Each plane is the stream
-    # entropy.encode(split_planes(...)[k], compact=True) would give, its codec the plan's, the
-    # given one, or (auto) chosen as choose_codec does; never larger than the plane stored raw.
-    codecs, lengths, joined = entropy.encode_planes_joined(
-        flat,
-        transform,
-        codec,
-        threads,
-        candidates=AUTO_CANDIDATES,
-        min_saving=MIN_SAVING,
-        lanes=lanes,
-        chunk_size=chunk_size,
-    )
+    return _Job(flat, name, tuple(arr.shape), transform, kind, device, lanes)
+
+
+def _finish(
+    job: _Job, codec: str | list[str] | tuple[str, ...], codecs: list[str], lengths: list[int], joined: bytes
+) -> CompressedTensor:
+    """The stored tensor of ``job`` from its coded planes (end to end in ``joined``)."""
     view = memoryview(joined)
     ends = np.cumsum([0, *lengths]).tolist()
     streams = [PlaneStream(c, view[a:b]) for c, a, b in zip(codecs, ends[:-1], ends[1:], strict=True)]
-    stored = CompressedTensor(name, tuple(arr.shape), transform, streams, kind, device, joined)
-    return stored if codec != "auto" and isinstance(codec, str) else _verbatim_if_smaller(stored, flat)
+    stored = CompressedTensor(job.dtype, job.shape, job.transform, streams, job.kind, job.device, joined)
+    return stored if codec != "auto" and isinstance(codec, str) else _verbatim_if_smaller(stored, job.flat)
 
 
 def _verbatim_if_smaller(stored: CompressedTensor, flat: np.ndarray) -> CompressedTensor:
@@ -462,6 +510,7 @@ __all__ = [
     "auto_lanes",
     "choose_codec",
     "compress",
+    "compress_many",
     "merge_planes",
     "plane_count",
     "predicted_size",

@@ -11,7 +11,9 @@ use tensorpress_core::codes::huffman::HuffmanTable;
 use tensorpress_core::fused::{self, PlaneCodecs};
 use tensorpress_core::histogram::histogram;
 use tensorpress_core::planes::Transform;
-use tensorpress_core::stream::{self, decode_chunk_into, parse_header, Codec, DecodeOptions, EncodeOptions};
+use tensorpress_core::stream::{
+    self, decode_chunk_into, parse_header, Codec, DecodeOptions, EncodeOptions, StreamParts,
+};
 use tensorpress_core::{Error, Kernel};
 
 /// The one place core errors become Python exceptions (classes from `tensorpress.errors`).
@@ -166,30 +168,93 @@ fn encode_planes<'py>(
     chunk_size: i64,
     threads: Option<i64>,
     plane_codecs: Option<Vec<String>>,
-) -> PyResult<(Vec<&'static str>, Vec<usize>, Bound<'py, PyBytes>)> {
+) -> PyResult<JoinedPlanes<'py>> {
     let transform = Transform::from_name(transform, size_arg("width", width)?).map_err(|e| to_py_err(py, &e))?;
-    let names = |list: &[String]| {
-        list.iter().map(|c| Codec::from_name(c)).collect::<Result<Vec<_>, _>>().map_err(|e| to_py_err(py, &e))
-    };
-    let codecs = if let Some(list) = plane_codecs {
-        PlaneCodecs::PerPlane(names(&list)?)
-    } else if codec == "auto" {
-        if !(0.0..=1.0).contains(&min_saving) {
-            return Err(invalid(&format!("min_saving must be within [0, 1], got {min_saving}")));
-        }
-        PlaneCodecs::Auto { candidates: names(&candidates)?, min_saving_permille: (min_saving * 1000.0).round() as u32 }
-    } else {
-        PlaneCodecs::Fixed(Codec::from_name(codec).map_err(|e| to_py_err(py, &e))?)
-    };
+    let codecs = plane_codecs_arg(py, codec, &candidates, min_saving, plane_codecs)?;
     let opts = encode_options(Codec::Raw, lanes, chunk_size, threads)?;
     let input = SharedBytes::of(&data)?;
     let planes = py
         .detach(move || fused::encode_planes_parts(input.as_slice(), transform, &codecs, &opts))
         .map_err(|e| to_py_err(py, &e))?;
+    joined_planes(py, &planes)
+}
+
+/// [`encode_planes`] of many tensors in one call, every chunk of every tensor a work item on
+/// the shared pool (a model of many small tensors is coded on every core). `jobs` holds
+/// `(data, transform, width, lanes, plane_codecs)` per tensor (`plane_codecs` `None`: `codec`,
+/// `candidates` and `min_saving` decide, as for `encode_planes`). Returns what
+/// `encode_planes` returns, per tensor, in order.
+#[pyfunction]
+#[pyo3(signature = (jobs, codec="auto", candidates=vec![], min_saving=0.01, chunk_size=stream::DEFAULT_CHUNK_SIZE as i64, threads=None))]
+fn encode_planes_many<'py>(
+    py: Python<'py>,
+    jobs: Vec<PlanesJobArg>,
+    codec: &str,
+    candidates: Vec<String>,
+    min_saving: f64,
+    chunk_size: i64,
+    threads: Option<i64>,
+) -> PyResult<Vec<JoinedPlanes<'py>>> {
+    let mut prepared = Vec::with_capacity(jobs.len());
+    for (data, transform, width, lanes, plane_codecs) in &jobs {
+        let transform = Transform::from_name(transform, size_arg("width", *width)?).map_err(|e| to_py_err(py, &e))?;
+        let codecs = plane_codecs_arg(py, codec, &candidates, min_saving, plane_codecs.clone())?;
+        let opts = encode_options(Codec::Raw, *lanes, chunk_size, threads)?;
+        prepared.push((SharedBytes::of(data)?, transform, codecs, opts));
+    }
+    let threads = threads_arg(threads)?;
+    let encoded = py
+        .detach(move || {
+            let jobs: Vec<fused::EncodeJob<'_>> = prepared
+                .iter()
+                .map(|(input, transform, codecs, opts)| fused::EncodeJob {
+                    input: input.as_slice(),
+                    transform: *transform,
+                    codecs: codecs.clone(),
+                    opts: *opts,
+                })
+                .collect();
+            fused::encode_planes_many(&jobs, threads)
+        })
+        .map_err(|e| to_py_err(py, &e))?;
+    encoded.iter().map(|planes| joined_planes(py, planes)).collect()
+}
+
+/// One tensor of `encode_planes_many`: data, transform, width, lanes, plane codecs.
+type PlanesJobArg = (PyBuffer<u8>, String, i64, i64, Option<Vec<String>>);
+
+/// Codec per plane, stream length per plane, the streams end to end.
+type JoinedPlanes<'py> = (Vec<&'static str>, Vec<usize>, Bound<'py, PyBytes>);
+
+/// The plane codecs of `encode_planes` arguments.
+fn plane_codecs_arg(
+    py: Python<'_>,
+    codec: &str,
+    candidates: &[String],
+    min_saving: f64,
+    plane_codecs: Option<Vec<String>>,
+) -> PyResult<PlaneCodecs> {
+    let names = |list: &[String]| {
+        list.iter().map(|c| Codec::from_name(c)).collect::<Result<Vec<_>, _>>().map_err(|e| to_py_err(py, &e))
+    };
+    Ok(if let Some(list) = plane_codecs {
+        PlaneCodecs::PerPlane(names(&list)?)
+    } else if codec == "auto" {
+        if !(0.0..=1.0).contains(&min_saving) {
+            return Err(invalid(&format!("min_saving must be within [0, 1], got {min_saving}")));
+        }
+        PlaneCodecs::Auto { candidates: names(candidates)?, min_saving_permille: (min_saving * 1000.0).round() as u32 }
+    } else {
+        PlaneCodecs::Fixed(Codec::from_name(codec).map_err(|e| to_py_err(py, &e))?)
+    })
+}
+
+/// The streams of one tensor's planes end to end in one new `bytes` (one copy, GIL released).
+fn joined_planes<'py>(py: Python<'py>, planes: &[(Codec, StreamParts)]) -> PyResult<JoinedPlanes<'py>> {
     let lengths: Vec<usize> = planes.iter().map(|(_, p)| p.len()).collect();
     let joined = bytes_filled_without_gil(py, lengths.iter().sum(), |buf| {
         let mut rest = buf;
-        for (_, parts) in &planes {
+        for (_, parts) in planes {
             let (dst, tail) = rest.split_at_mut(parts.len());
             parts.write_into(dst);
             rest = tail;
@@ -484,6 +549,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(decoded_len, m)?)?;
     m.add_function(wrap_pyfunction!(decode_into, m)?)?;
     m.add_function(wrap_pyfunction!(encode_planes, m)?)?;
+    m.add_function(wrap_pyfunction!(encode_planes_many, m)?)?;
     m.add_function(wrap_pyfunction!(decode_planes_into, m)?)?;
     m.add_function(wrap_pyfunction!(split_planes_into, m)?)?;
     m.add_function(wrap_pyfunction!(decode_many, m)?)?;

@@ -12,10 +12,12 @@ pub const KEPT_BYTES: usize = 36 << 20;
 
 static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
-/// An empty buffer of at least `capacity` bytes, recycled where one is kept.
+/// An empty buffer of at least `capacity` bytes: the smallest kept one that is large enough
+/// (so small chunks do not take the buffers large ones need), else a new one.
 pub(crate) fn take(capacity: usize) -> Vec<u8> {
     let mut pool = POOL.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(i) = pool.iter().rposition(|b| b.capacity() >= capacity) {
+    let fitting = pool.iter().enumerate().filter(|(_, b)| b.capacity() >= capacity);
+    if let Some((i, _)) = fitting.min_by_key(|(_, b)| b.capacity()) {
         let mut buffer = pool.swap_remove(i);
         buffer.clear();
         return buffer;
