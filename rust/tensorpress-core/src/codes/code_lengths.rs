@@ -125,38 +125,8 @@ pub(crate) fn package_merge(count: &[u64], max_len: u8) -> [u8; 256] {
         for (p, w) in package.iter_mut().enumerate().take(packages) {
             *w = list[2 * p].saturating_add(list[2 * p + 1]);
         }
-        // A branch-free merge is bound by the latency of its index chain (load, compare, add),
-        // so two independent chains run at once: the first half of the list from the front
-        // (smallest first; a leaf before an equal package), the second from the back (largest
-        // first; an equal package before the leaf). The sentinels past each list are read but
-        // never taken.
-        let m = n + packages;
-        let (mut leaf, mut pkg) = (0usize, 0usize);
-        // Back chain: one past the next leaf and package to take from the end.
-        let (mut leaf_end, mut pkg_end) = (n, packages);
-        let flags = &mut is_leaf[level];
-        for (front, back) in (0..m / 2).zip((m / 2..m).rev()) {
-            // Bitwise, not short-circuit, logic and masked selects: no branches to mispredict.
-            let (lw, pw) = (leaf_weight[leaf], package[pkg]);
-            let take_leaf = (leaf < n) & (lw <= pw);
-            list[front] = select(take_leaf, lw, pw);
-            flags[front] = u8::from(take_leaf);
-            leaf += usize::from(take_leaf);
-            pkg += usize::from(!take_leaf);
-            let (lw, pw) = (leaf_weight[leaf_end.wrapping_sub(1).min(256)], package[pkg_end.wrapping_sub(1).min(256)]);
-            let last_leaf = (leaf_end > 0) & ((pkg_end == 0) | (lw > pw));
-            list[back] = select(last_leaf, lw, pw);
-            flags[back] = u8::from(last_leaf);
-            leaf_end -= usize::from(last_leaf);
-            pkg_end -= usize::from(!last_leaf);
-        }
-        if m % 2 == 1 {
-            // The middle item: whatever the front chain takes next.
-            let take_leaf = leaf < n && (pkg == packages || leaf_weight[leaf] <= package[pkg]);
-            list[m / 2] = select(take_leaf, leaf_weight[leaf], package[pkg]);
-            flags[m / 2] = u8::from(take_leaf);
-        }
-        list_len[level] = m;
+        merge_level(&leaf_weight, n, &package, packages, &mut list, &mut is_leaf[level]);
+        list_len[level] = n + packages;
     }
     // From the top: take the 2n − 2 lightest items. Leaf i's length is the number of levels
     // whose taken prefix holds more than i leaves: counted as a difference array.
@@ -175,6 +145,70 @@ pub(crate) fn package_merge(count: &[u64], max_len: u8) -> [u8; 256] {
         lengths[i] = running;
     }
     lengths
+}
+
+/// Merges the `n` leaves and `packages` packages (ascending, each followed by `u64::MAX`
+/// sentinels) into `list`, a leaf before a package of equal weight, flagging the leaves.
+///
+/// A branch-free merge is bound by the latency of its index chain (load, compare, add), so four
+/// independent chains run at once: the list is split at its middle (the number of leaves among
+/// its first half found by binary search), and each half is merged from its front (smallest
+/// first; a leaf before an equal package) and from its back (largest first; an equal package
+/// before the leaf) until the two meet.
+fn merge_level(
+    leaf: &[u64; 257],
+    n: usize,
+    package: &[u64; 257],
+    packages: usize,
+    list: &mut [u64; 512],
+    flags: &mut [u8; 512],
+) {
+    let m = n + packages;
+    let half = m / 2;
+    // Leaves among the `half` first items: the largest `a` whose leaf a − 1 precedes package
+    // half − a (monotone in `a`); at least `half − packages`, at most `half` and `n`.
+    let (mut lo, mut hi) = (half.saturating_sub(packages), half.min(n));
+    while lo < hi {
+        let a = (lo + hi).div_ceil(2);
+        if leaf[a - 1] <= package[half - a] {
+            lo = a;
+        } else {
+            hi = a - 1;
+        }
+    }
+    let split = (lo, half - lo);
+    // (next leaf, next package) from the front; (one past the next leaf, package) from the back.
+    let mut fronts = [(0usize, 0usize), split];
+    let mut backs = [split, (n, packages)];
+    let mut front_at = [0usize, half];
+    let mut back_at = [half, m];
+    // Items left to each front chain; the back chains take the rest of their half.
+    let front_items = [half / 2, (m - half) / 2];
+    let back_items = [half - front_items[0], m - half - front_items[1]];
+    let steps = front_items[0].max(front_items[1]).max(back_items[0]).max(back_items[1]);
+    for step in 0..steps {
+        for c in 0..2 {
+            if step < front_items[c] {
+                let (l, p) = fronts[c];
+                // Bitwise, not short-circuit, logic and masked selects: no branches to mispredict.
+                let (lw, pw) = (leaf[l], package[p]);
+                let take_leaf = (l < n) & (lw <= pw);
+                list[front_at[c]] = select(take_leaf, lw, pw);
+                flags[front_at[c]] = u8::from(take_leaf);
+                fronts[c] = (l + usize::from(take_leaf), p + usize::from(!take_leaf));
+                front_at[c] += 1;
+            }
+            if step < back_items[c] {
+                let (l_end, p_end) = backs[c];
+                let (lw, pw) = (leaf[l_end.wrapping_sub(1).min(256)], package[p_end.wrapping_sub(1).min(256)]);
+                let last_leaf = (l_end > 0) & ((p_end == 0) | (lw > pw));
+                back_at[c] -= 1;
+                list[back_at[c]] = select(last_leaf, lw, pw);
+                flags[back_at[c]] = u8::from(last_leaf);
+                backs[c] = (l_end - usize::from(last_leaf), p_end - usize::from(!last_leaf));
+            }
+        }
+    }
 }
 
 /// `a` if `pick`, else `b`, by masks.
@@ -288,6 +322,36 @@ pub(crate) mod tests {
         }
     }
 
+    /// The merge as first written: one branchy chain, the lists in vectors.
+    fn sequential_package_merge(count: &[u64], max_len: u8) -> Vec<u8> {
+        let n = count.len();
+        let mut levels: Vec<Vec<(u64, bool)>> = vec![count.iter().map(|&w| (w, true)).collect()];
+        for _ in 1..max_len {
+            let below = &levels[levels.len() - 1];
+            let mut merged = Vec::new();
+            let mut leaf = 0;
+            for pair in below.chunks_exact(2) {
+                let package = pair[0].0.saturating_add(pair[1].0);
+                while leaf < n && count[leaf] <= package {
+                    merged.push((count[leaf], true));
+                    leaf += 1;
+                }
+                merged.push((package, false));
+            }
+            merged.extend(count[leaf..].iter().map(|&w| (w, true)));
+            levels.push(merged);
+        }
+        let mut lengths = vec![0u8; n];
+        let mut take = 2 * n - 2;
+        for level in levels.iter().rev() {
+            let taken = &level[..take.min(level.len())];
+            let leaves = taken.iter().filter(|item| item.1).count();
+            lengths[..leaves].iter_mut().for_each(|l| *l += 1);
+            take = 2 * (taken.len() - leaves);
+        }
+        lengths
+    }
+
     #[test]
     fn package_merge_is_as_cheap_as_the_textbook_algorithm() {
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
@@ -308,6 +372,8 @@ pub(crate) mod tests {
                 let kraft: u64 = lengths.iter().map(|&l| 1u64 << (16 - l)).sum();
                 assert_eq!(kraft, 1 << 16, "case {case} limit {limit}");
                 assert_eq!(cost(count, lengths), cost(count, &reference_package_merge(count, limit)), "case {case}");
+                // Ties broken exactly as the plain merge breaks them: the same lengths.
+                assert_eq!(lengths, &sequential_package_merge(count, limit)[..], "case {case} limit {limit}");
             }
         }
     }
