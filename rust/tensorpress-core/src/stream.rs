@@ -232,7 +232,9 @@ pub struct DecodeOptions {
 // Fitting tables, coding chunks and assembling streams: the encode side, in its own file.
 mod chunk_buffers;
 mod encode;
-pub use encode::{encode, encode_compact, encode_with_table, parallel_histogram, raw_stream_bound, StreamParts};
+pub use encode::{
+    encode, encode_compact, encode_parts, encode_with_table, parallel_histogram, raw_stream_bound, StreamParts,
+};
 pub(crate) use encode::{encode_chunk_fitted, finish_stream};
 
 /// A parsed, checksum-verified stream header.

@@ -125,16 +125,9 @@ fn encode<'py>(
     let codec = Codec::from_name(codec).map_err(|e| to_py_err(py, &e))?;
     let input = SharedBytes::of(&data)?;
     let opts = encode_options(codec, lanes, chunk_size, threads)?;
-    let blob = py
-        .detach(move || {
-            if compact {
-                stream::encode_compact(input.as_slice(), &opts).map(|(_, blob)| blob)
-            } else {
-                stream::encode(input.as_slice(), &opts)
-            }
-        })
-        .map_err(|e| to_py_err(py, &e))?;
-    Ok(PyBytes::new(py, &blob))
+    let (_, parts) =
+        py.detach(move || stream::encode_parts(input.as_slice(), &opts, compact)).map_err(|e| to_py_err(py, &e))?;
+    bytes_filled_without_gil(py, parts.len(), |buf| parts.write_into(buf))
 }
 
 fn encode_options(codec: Codec, lanes: i64, chunk_size: i64, threads: Option<i64>) -> PyResult<EncodeOptions> {

@@ -29,20 +29,23 @@ pub fn parallel_histogram(input: &[u8], threads: Option<usize>) -> Histogram {
 /// stream uses `opts.codec` even where its table costs more than coding saves (callers that
 /// record the codec elsewhere rely on it); [`encode_compact`] does not.
 pub fn encode(input: &[u8], opts: &EncodeOptions) -> Result<Vec<u8>> {
-    encode_fitted(input, opts, false).map(|(_, blob)| blob)
+    encode_parts(input, opts, false).map(|(_, parts)| parts.into_vec())
 }
 
 /// As [`encode`], but never larger than the raw stream of the same bytes
 /// ([`raw_stream_bound`]): when the code table costs more than coding saves, the stream is
 /// written with the raw codec. Returns the codec the stream uses.
 pub fn encode_compact(input: &[u8], opts: &EncodeOptions) -> Result<(Codec, Vec<u8>)> {
-    encode_fitted(input, opts, true)
+    encode_parts(input, opts, true).map(|(codec, parts)| (codec, parts.into_vec()))
 }
 
-fn encode_fitted(input: &[u8], opts: &EncodeOptions, compact: bool) -> Result<(Codec, Vec<u8>)> {
+/// [`encode`], or [`encode_compact`] with `compact`, the stream left in its [`StreamParts`]
+/// (where it was coded in pieces) for a caller that copies it once into its own buffer.
+pub fn encode_parts(input: &[u8], opts: &EncodeOptions, compact: bool) -> Result<(Codec, StreamParts)> {
+    let whole = |blob: Vec<u8>| StreamParts { head: blob, chunks: Vec::new() };
     opts.validate()?;
     if opts.codec == Codec::Raw {
-        return encode_with_table(input, &CodeTable::Raw, opts).map(|blob| (Codec::Raw, blob));
+        return encode_with_table(input, &CodeTable::Raw, opts).map(|blob| (Codec::Raw, whole(blob)));
     }
     let hists: Vec<Histogram> = map_pieces(input.chunks(opts.chunk_size).collect(), opts.threads, histogram);
     let mut hist = [0u64; 256];
@@ -54,7 +57,7 @@ fn encode_fitted(input: &[u8], opts: &EncodeOptions, compact: bool) -> Result<(C
     // One chunk gains nothing from a second worker.
     if workers(opts.threads) == 1 || hists.len() == 1 {
         if let Some(blob) = encode_in_place(input, &table, codes.as_ref(), &hists, opts, compact)? {
-            return Ok((table.codec(), blob));
+            return Ok((table.codec(), whole(blob)));
         }
     }
     let pieces: Vec<_> = input.chunks(opts.chunk_size).zip(&hists).collect();
@@ -63,11 +66,10 @@ fn encode_fitted(input: &[u8], opts: &EncodeOptions, compact: bool) -> Result<(C
     })
     .into_iter()
     .collect::<Result<Vec<_>>>()?;
-    let (codec, parts) = finish_stream(input.len(), &table, opts, chunks, compact, |i| {
+    Ok(finish_stream(input.len(), &table, opts, chunks, compact, |i| {
         let start = i * opts.chunk_size;
         input[start..input.len().min(start + opts.chunk_size)].to_vec()
-    });
-    Ok((codec, parts.into_vec()))
+    }))
 }
 
 /// The stream written by one worker: the header's size is known before any chunk is coded, so
