@@ -332,3 +332,30 @@ def test_many_tensors_at_once_refuse_shared_outputs() -> None:
     with pytest.raises(InvalidArgumentError):
         inside = arena[: len(pb[0])]
         entropy.decode_planes_into([inside, *pb[1:]], "fp32-exponent", arena[:68].view(np.float32))
+
+
+def test_a_flip_in_any_chunk_of_any_plane_is_a_checksum_error() -> None:
+    """Raw chunks are merged before their checksum is checked and coded chunks decoded before
+    theirs: whatever was written, a damaged chunk must end in a ChecksumError."""
+    data = np.random.default_rng(4).standard_normal(3000).astype(np.float32)
+    blobs = [bytes(b) for _, b in entropy.encode_planes(data, "fp32-exponent", "auto", chunk_size=1024)]
+    assert any(entropy.info(b)["codec"] == "raw" for b in blobs)
+    assert any(entropy.info(b)["codec"] != "raw" for b in blobs)
+    for k, blob in enumerate(blobs):
+        head = entropy.info(blob)["header_len"]
+        for at in range(head, len(blob), 97):
+            bad = bytearray(blob)
+            bad[at] ^= 0x20
+            damaged = [*blobs[:k], bytes(bad), *blobs[k + 1 :]]
+            with pytest.raises(ChecksumError):
+                entropy.decode_planes_into(damaged, "fp32-exponent", np.zeros(3000, np.float32))
+            # A second flip in another plane: still the checksum error, never another kind.
+            other = (k + 1) % len(blobs)
+            worse = bytearray(damaged[other])
+            worse[-1] ^= 0x01
+            damaged[other] = bytes(worse)
+            with pytest.raises(ChecksumError):
+                entropy.decode_planes_into(damaged, "fp32-exponent", np.zeros(3000, np.float32))
+    out = np.zeros(3000, np.float32)
+    entropy.decode_planes_into(blobs, "fp32-exponent", out)
+    assert out.tobytes() == data.tobytes()

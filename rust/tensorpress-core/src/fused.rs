@@ -13,7 +13,8 @@ use crate::error::{Error, Result};
 use crate::kernels::Kernel;
 use crate::planes::{Transform, MAX_ELEMENT_BYTES};
 use crate::stream::{
-    boxed_decoder, chunk_view, decode_chunk_checked, parse_header, ChunkDecoder, DecodeOptions, StoredChunk, StreamInfo,
+    boxed_decoder, check_chunk, chunk_view, decode_chunk_checked, parse_header, ChunkDecoder, DecodeOptions,
+    StoredChunk, StreamInfo,
 };
 use crate::threads::{map_pieces, try_for_each_piece, validate_threads};
 use std::cell::RefCell;
@@ -140,18 +141,39 @@ fn decode_unit(tensor: &Checked<'_>, i: usize, dst: &mut [u8], kernel: Kernel) -
     }
     with_scratch(infos.len(), len, |scratch| {
         let mut views: [&[u8]; MAX_ELEMENT_BYTES] = [&[]; MAX_ELEMENT_BYTES];
+        // Raw chunks read straight from the stream, their checksums checked after the merge
+        // (from cache); before any other error is reported, so a damaged chunk is still a
+        // checksum error first.
+        let mut unchecked: [Option<StoredChunk<'_>>; MAX_ELEMENT_BYTES] = [None; MAX_ELEMENT_BYTES];
+        let check_raw = |unchecked: &[Option<StoredChunk<'_>>]| -> Result<()> {
+            for (k, stored) in unchecked.iter().enumerate() {
+                if let Some(stored) = stored {
+                    check_chunk(*stored, i).map_err(|e| in_plane(k, &e))?;
+                }
+            }
+            Ok(())
+        };
         for (k, (info, slot)) in infos.iter().zip(scratch.iter_mut()).enumerate() {
             let (at, stored_len, crc) = info.chunks[i];
             let stored = StoredChunk::in_stream(tensor.blobs[k], at, stored_len, crc)?;
-            views[k] = chunk_view(&*tensor.decoders[k], info.format(), stored, i, slot, kernel)
-                .map_err(|e| in_plane(k, &e))?;
+            match chunk_view(&*tensor.decoders[k], info.format(), stored, i, slot, kernel) {
+                Ok((view, raw)) => {
+                    views[k] = view;
+                    unchecked[k] = raw.then_some(stored);
+                }
+                Err(e) => {
+                    check_raw(&unchecked)?;
+                    return Err(in_plane(k, &e));
+                }
+            }
         }
         let last = i + 1 == infos[0].chunks.len();
         if tensor.transform == Transform::Nibbles && tensor.count % 2 == 1 && last && views[0][len - 1] >> 4 != 0 {
+            check_raw(&unchecked)?;
             return Err(Error::corrupt("the padding nibble of an odd-length int4 tensor is not zero"));
         }
         tensor.transform.merge(&views[..infos.len()], dst);
-        Ok(())
+        check_raw(&unchecked)
     })
 }
 
