@@ -2,8 +2,10 @@
 //! own (its size is known only once it is coded) until the stream is assembled, and then freed.
 //! A buffer of a chunk's size is above glibc's mmap threshold once trimmed, so each one was
 //! mapped afresh and every page faulted and zeroed by the kernel again: 15 % of a one-thread
-//! bf16 `tp.save` of MiniLM. [`StreamParts`](super::StreamParts) hands its chunk buffers back
-//! here when dropped, and they are reused, up to [`KEPT_BYTES`] of them.
+//! bf16 `tp.save` of MiniLM. A one-worker stream is coded into one buffer of about its size,
+//! taken here too. [`StreamParts`](super::StreamParts) hands its buffers back here when dropped
+//! (a caller that copied the stream into its own buffer), and they are reused, up to
+//! [`KEPT_BYTES`] of them.
 
 use std::sync::{Mutex, PoisonError};
 

@@ -100,7 +100,7 @@ fn encode_in_place(
         coded.min(1 + chunk.len())
     };
     let chunks_bound: usize = input.chunks(opts.chunk_size).zip(hists).map(coded_bound).sum();
-    let mut out = Vec::with_capacity(header_len + chunks_bound);
+    let mut out = chunk_buffers::take(header_len + chunks_bound);
     out.resize(header_len, 0);
     let mut saved = 0usize;
     // A lone chunk's histogram is the stream's: its own table would be the stream's table plus
@@ -260,9 +260,10 @@ impl StreamParts {
 }
 
 impl Drop for StreamParts {
-    /// The chunk buffers go back to the pool for the next stream's chunks.
+    /// The buffers go back to the pool for the next stream's chunks (or whole stream).
     fn drop(&mut self) {
-        chunk_buffers::recycle(std::mem::take(&mut self.chunks));
+        let head = std::mem::take(&mut self.head);
+        chunk_buffers::recycle(std::mem::take(&mut self.chunks).into_iter().chain([head]));
     }
 }
 
