@@ -394,3 +394,12 @@ def test_loaded_tensors_share_one_aligned_allocation_without_overlap(tmp_path: P
         assert arr.flags.writeable and (arr.size == 0 or arr.ctypes.data % container.ALIGNMENT == 0), name
     got["a"][...] = 0  # writing one tensor leaves its neighbours alone
     assert got["b"].tobytes() == w["b"].tobytes() and got["e"].tobytes() == w["e"].tobytes()
+
+
+@pytest.mark.parametrize("threads", [None, 1])
+def test_save_errors_name_the_tensor(tmp_path: Path, threads: int | None) -> None:
+    """Batched or one by one, a tensor the encoder refuses is named in the error."""
+    data = {"ok": np.zeros(10, np.float32), "bad": np.zeros(3, np.complex64), "ok2": np.ones(5, np.float32)}
+    with pytest.raises(InvalidArgumentError, match="tensor 'bad': dtype complex64"):
+        tp.save(data, tmp_path / "bad.tpz", threads=threads)
+    assert not (tmp_path / "bad.tpz").exists()

@@ -34,7 +34,13 @@ import numpy as np
 
 from tensorpress import _core, entropy, methods, safetensors_io, tensors
 from tensorpress.atomic import atomic_write, start_writeback
-from tensorpress.errors import ChecksumError, CorruptDataError, FormatError, InvalidArgumentError
+from tensorpress.errors import (
+    ChecksumError,
+    CorruptDataError,
+    FormatError,
+    InvalidArgumentError,
+    TensorpressError,
+)
 from tensorpress.filesource import FileSource
 from tensorpress.methods import base, lossless
 from tensorpress.ordered import map_in_order
@@ -96,6 +102,14 @@ class _Encoded(NamedTuple):
     stored: Any
     payload: bytes
     crc: int
+
+
+def _encode_named(name: str, value: Any, codec: str, threads: int | None) -> _Encoded:
+    """:func:`_encode_one`, its errors naming tensor ``name``."""
+    try:
+        return _encode_one(value, codec, threads)
+    except TensorpressError as exc:
+        raise type(exc)(f"tensor {name!r}: {exc}") from None
 
 
 def _encode_one(value: Any, codec: str, threads: int | None) -> _Encoded:
@@ -278,17 +292,21 @@ def _encode_all(
     limit = entropy.check_threads(threads)
     workers = min(len(items), entropy.pool_threads() if limit is None else limit)
     if workers <= 1:
-        yield from ((name, _encode_one(value, codec, threads)) for name, value in items)
+        yield from ((name, _encode_named(name, value, codec, threads)) for name, value in items)
         return
 
     def encode(unit: list[tuple[str, Any]]) -> list[tuple[str, _Encoded]]:
-        if len(unit) == 1:
-            return [(unit[0][0], _encode_one(unit[0][1], codec, threads))]
-        stored = lossless.compress_many([value for _, value in unit], codec, threads=threads)
-        return [
-            (name, _Encoded(s, s.payload(), _core.crc32c(s.payload())))
-            for (name, _), s in zip(unit, stored, strict=True)
-        ]
+        if len(unit) > 1:
+            try:
+                stored = lossless.compress_many([value for _, value in unit], codec, threads=threads)
+            except TensorpressError:
+                pass  # coded one by one below, so that the error names its tensor
+            else:
+                return [
+                    (name, _Encoded(s, s.payload(), _core.crc32c(s.payload())))
+                    for (name, _), s in zip(unit, stored, strict=True)
+                ]
+        return [(name, _encode_named(name, value, codec, threads)) for name, value in unit]
 
     # At most 2 x workers units in flight: encoded payloads are held until written anyway, but
     # the sources of a lazily produced mapping are not all pulled into memory at once.
