@@ -272,8 +272,18 @@ impl<'a> Planned<'a> {
         end - start
     }
 
+    /// Chunk `i`'s bytes where its one plane is the elements themselves (bytes split into one
+    /// plane: no copy into scratch).
+    fn identity_chunk(&self, i: usize) -> Option<&'a [u8]> {
+        let (start, end) = self.range(i);
+        (self.job.transform == Transform::BytePlanes(1)).then(|| &self.job.input[start..end])
+    }
+
     /// Chunk `i`'s histogram of every `counted` plane (zeros for the others).
     fn hists(&self, i: usize, counted: &[bool]) -> Vec<Histogram> {
+        if let Some(bytes) = self.identity_chunk(i) {
+            return vec![if counted[0] { histogram(bytes) } else { [0; 256] }];
+        }
         let exponent_only = counted.first() == Some(&true) && counted[1..].iter().all(|c| !c);
         let (start, end) = self.range(i);
         let source = &self.job.input[self.job.transform.source_range(start, end, self.count)];
@@ -297,6 +307,15 @@ impl<'a> Planned<'a> {
         codes: &[Option<EncodeTable>],
         hists: &[Histogram],
     ) -> Result<Vec<Vec<u8>>> {
+        if let Some(bytes) = self.identity_chunk(i) {
+            return Ok(vec![encode_chunk_fitted(
+                bytes,
+                &tables[0],
+                codes[0].as_ref(),
+                &hists[0],
+                self.job.opts.lanes,
+            )?]);
+        }
         with_scratch(self.k_planes, self.job.opts.chunk_size, |scratch| {
             let len = self.split(i, scratch);
             (0..self.k_planes)
