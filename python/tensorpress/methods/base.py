@@ -151,6 +151,8 @@ def need_int(h: dict[str, Any], key: str, lo: int, hi: int, method: str) -> int:
 def need_choice(h: dict[str, Any], key: str, choices: tuple[Any, ...] | dict[str, Any], method: str) -> Any:
     """``h[key]``, which must be one of ``choices`` (compared with its type: ``1`` is not ``True``)."""
     value = h.get(key)
+    if type(value) is str and value in choices:
+        return value  # the common case, without the typed scan (a str equals only a str)
     if not any(type(value) is type(c) and value == c for c in choices):
         names = ", ".join(repr(c) for c in choices)
         raise fail(method, f"unknown {key} {show(value)} (known: {names})")
