@@ -114,7 +114,10 @@ def _encode_named(name: str, value: Any, codec: str, threads: int | None) -> _En
 
 def _encode_one(value: Any, codec: str, threads: int | None) -> _Encoded:
     # A value already stored by some method (lossless, blockwise, video, lowrank) is kept.
-    stored = value if methods.is_stored(value) else tensors.compress(value, codec, threads=threads)
+    return _encoded(value if methods.is_stored(value) else tensors.compress(value, codec, threads=threads))
+
+
+def _encoded(stored: Any) -> _Encoded:
     payload = stored.payload()
     return _Encoded(stored, payload, _core.crc32c(payload))
 
@@ -302,10 +305,7 @@ def _encode_all(
             except TensorpressError:
                 pass  # coded one by one below, so that the error names its tensor
             else:
-                return [
-                    (name, _Encoded(s, s.payload(), _core.crc32c(s.payload())))
-                    for (name, _), s in zip(unit, stored, strict=True)
-                ]
+                return [(name, _encoded(s)) for (name, _), s in zip(unit, stored, strict=True)]
         return [(name, _encode_named(name, value, codec, threads)) for name, value in unit]
 
     # At most 2 x workers units in flight: encoded payloads are held until written anyway, but

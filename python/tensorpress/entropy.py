@@ -295,7 +295,7 @@ def encode_planes_joined(
         _check_codec(c)
     view = as_byte_view(data)
     if width is None:
-        width = 1 if transform == "nibbles" else (data.dtype.itemsize if isinstance(data, np.ndarray) else 1)
+        width = _element_width(data, transform)
     width = _check_size("width", width, 1)
     return _core.encode_planes(
         view,
@@ -309,6 +309,12 @@ def encode_planes_joined(
         check_threads(threads),
         plane_codecs,
     )
+
+
+def _element_width(data: Any, transform: str) -> int:
+    """Bytes per element of ``data`` under ``transform``: a numpy array's item size (nibbles and
+    other buffers: 1)."""
+    return 1 if transform == "nibbles" else (data.dtype.itemsize if isinstance(data, np.ndarray) else 1)
 
 
 def encode_planes_joined_many(
@@ -333,7 +339,7 @@ def encode_planes_joined_many(
         _check_transform(transform)
         for c in plane_codecs or []:
             _check_codec(c)
-        width = 1 if transform == "nibbles" else (data.dtype.itemsize if isinstance(data, np.ndarray) else 1)
+        width = _element_width(data, transform)
         args.append((as_byte_view(data), transform, width, _check_size("lanes", lanes, 1), plane_codecs))
     return _core.encode_planes_many(
         args,
@@ -353,7 +359,7 @@ def split_planes_into(
     length. In pieces on the shared pool with the GIL released; returns ``planes``."""
     _check_transform(transform)
     if width is None:
-        width = 1 if transform == "nibbles" else (data.dtype.itemsize if isinstance(data, np.ndarray) else 1)
+        width = _element_width(data, transform)
     _core.split_planes_into(
         as_byte_view(data), transform, _check_size("width", width, 1), list(planes), check_threads(threads)
     )

@@ -424,7 +424,7 @@ def compress(
 
 def compress_many(
     tensors: list[Any],
-    codec: str = "auto",
+    codec: str | list[str] | tuple[str, ...] = "auto",
     *,
     threads: int | None = None,
     chunk_size: int = entropy.DEFAULT_CHUNK_SIZE,
