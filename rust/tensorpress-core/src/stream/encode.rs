@@ -151,7 +151,7 @@ pub(crate) fn encode_chunk_fitted(
     hist: &Histogram,
     lanes: usize,
 ) -> Result<Vec<u8>> {
-    let mut out = chunk_buffers::take(chunk.len() + 3 + MAX_TABLE_BYTES + MAX_VARINT_BYTES * MAX_LANES);
+    let mut out = chunk_buffer(chunk.len());
     encode_chunk_fitted_into(&mut out, chunk, table, codes, hist, lanes)?;
     Ok(out)
 }
@@ -353,13 +353,19 @@ fn close_lanes(out: &mut Vec<u8>, jump_at: usize, lane_lens: &[u32]) {
     out.truncate(end - (lanes_at - jump_at - table.len()));
 }
 
+/// A buffer for the stored form of a chunk of `len` bytes: mode byte, own table and its length,
+/// the largest lane-length table, and at most the chunk's own bytes.
+fn chunk_buffer(len: usize) -> Vec<u8> {
+    chunk_buffers::take(len + 3 + MAX_TABLE_BYTES + MAX_VARINT_BYTES * MAX_LANES)
+}
+
 pub(crate) fn encode_chunk(
     chunk: &[u8],
     codes: Option<&EncodeTable>,
     n_lanes: usize,
     own_table: Option<&[u8]>,
 ) -> Result<Vec<u8>> {
-    let mut out = chunk_buffers::take(chunk.len() + 3 + MAX_TABLE_BYTES + MAX_VARINT_BYTES * MAX_LANES);
+    let mut out = chunk_buffer(chunk.len());
     encode_chunk_into(&mut out, chunk, codes, n_lanes, own_table)?;
     Ok(out)
 }
