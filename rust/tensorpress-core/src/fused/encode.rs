@@ -5,7 +5,7 @@ use super::with_scratch;
 use crate::codes::EncodeTable;
 use crate::error::{Error, Result};
 use crate::histogram::{entropy_bits, histogram, merge, Histogram};
-use crate::planes::Transform;
+use crate::planes::{Transform, MAX_ELEMENT_BYTES};
 use crate::stream::{
     encode_chunk_fitted, finish_stream, raw_stream_bound, CodeTable, Codec, EncodeOptions, StreamParts,
     CHUNK_INDEX_ENTRY_BYTES, FIXED_HEADER_BYTES,
@@ -207,12 +207,7 @@ pub fn encode_planes_many(jobs: &[EncodeJob<'_>], threads: Option<usize>) -> Res
                 .into_iter()
                 .enumerate()
                 .map(|(k, chunks)| {
-                    let raw_chunk = |i: usize| {
-                        with_scratch(p.k_planes, p.job.opts.chunk_size, |scratch| {
-                            let len = p.split(i, scratch);
-                            scratch[k][..len].to_vec()
-                        })
-                    };
+                    let raw_chunk = |i: usize| p.with_planes(i, |planes| planes[k].to_vec());
                     let stream_opts = EncodeOptions { codec: tables[k].codec(), ..p.job.opts };
                     finish_stream(p.n, &tables[k], &stream_opts, chunks, true, raw_chunk)
                 })
@@ -265,25 +260,25 @@ impl<'a> Planned<'a> {
         (i * cs, (i * cs + cs).min(self.n))
     }
 
-    /// Splits chunk `i` into `scratch`; returns its symbols per plane.
-    fn split(&self, i: usize, scratch: &mut [&mut [u8]]) -> usize {
+    /// Runs `f` on chunk `i` of every plane: the elements themselves where they are the one
+    /// plane (bytes split into one plane: no copy), else split into per-worker scratch.
+    fn with_planes<R>(&self, i: usize, f: impl FnOnce(&[&[u8]]) -> R) -> R {
         let (start, end) = self.range(i);
-        self.job.transform.split(&self.job.input[self.job.transform.source_range(start, end, self.count)], scratch);
-        end - start
-    }
-
-    /// Chunk `i`'s bytes where its one plane is the elements themselves (bytes split into one
-    /// plane: no copy into scratch).
-    fn identity_chunk(&self, i: usize) -> Option<&'a [u8]> {
-        let (start, end) = self.range(i);
-        (self.job.transform == Transform::BytePlanes(1)).then(|| &self.job.input[start..end])
+        if self.job.transform == Transform::BytePlanes(1) {
+            return f(&[&self.job.input[start..end]]);
+        }
+        with_scratch(self.k_planes, self.job.opts.chunk_size, |scratch| {
+            self.job.transform.split(&self.job.input[self.job.transform.source_range(start, end, self.count)], scratch);
+            let mut planes: [&[u8]; MAX_ELEMENT_BYTES] = [&[]; MAX_ELEMENT_BYTES];
+            for (plane, chunk) in planes.iter_mut().zip(scratch.iter()) {
+                *plane = &chunk[..end - start];
+            }
+            f(&planes[..self.k_planes])
+        })
     }
 
     /// Chunk `i`'s histogram of every `counted` plane (zeros for the others).
     fn hists(&self, i: usize, counted: &[bool]) -> Vec<Histogram> {
-        if let Some(bytes) = self.identity_chunk(i) {
-            return vec![if counted[0] { histogram(bytes) } else { [0; 256] }];
-        }
         let exponent_only = counted.first() == Some(&true) && counted[1..].iter().all(|c| !c);
         let (start, end) = self.range(i);
         let source = &self.job.input[self.job.transform.source_range(start, end, self.count)];
@@ -292,10 +287,8 @@ impl<'a> Planned<'a> {
             hists[0] = exponents;
             return hists;
         }
-        with_scratch(self.k_planes, self.job.opts.chunk_size, |scratch| {
-            let len = self.split(i, scratch);
-            let hist = |(p, &c): (&&mut [u8], &bool)| if c { histogram(&p[..len]) } else { [0; 256] };
-            scratch.iter().zip(counted).map(hist).collect()
+        self.with_planes(i, |planes| {
+            planes.iter().zip(counted).map(|(p, &c)| if c { histogram(p) } else { [0; 256] }).collect()
         })
     }
 
@@ -307,27 +300,11 @@ impl<'a> Planned<'a> {
         codes: &[Option<EncodeTable>],
         hists: &[Histogram],
     ) -> Result<Vec<Vec<u8>>> {
-        if let Some(bytes) = self.identity_chunk(i) {
-            return Ok(vec![encode_chunk_fitted(
-                bytes,
-                &tables[0],
-                codes[0].as_ref(),
-                &hists[0],
-                self.job.opts.lanes,
-            )?]);
-        }
-        with_scratch(self.k_planes, self.job.opts.chunk_size, |scratch| {
-            let len = self.split(i, scratch);
-            (0..self.k_planes)
-                .map(|k| {
-                    encode_chunk_fitted(
-                        &scratch[k][..len],
-                        &tables[k],
-                        codes[k].as_ref(),
-                        &hists[k],
-                        self.job.opts.lanes,
-                    )
-                })
+        self.with_planes(i, |planes| {
+            planes
+                .iter()
+                .enumerate()
+                .map(|(k, p)| encode_chunk_fitted(p, &tables[k], codes[k].as_ref(), &hists[k], self.job.opts.lanes))
                 .collect()
         })
     }
