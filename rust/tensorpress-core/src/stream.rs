@@ -492,11 +492,7 @@ pub(crate) fn chunk_view<'a>(
 ) -> Result<(&'a [u8], bool)> {
     match stored.bytes().split_first() {
         Some((&MODE_RAW, body)) if body.len() == scratch.len() => Ok((body, true)),
-        _ => {
-            let decoded = decode_chunk_body(dec, format, stored, index, scratch, kernel);
-            check_chunk(stored, index)?;
-            decoded.map(|()| (&*scratch, false))
-        }
+        _ => decode_chunk_checked(dec, format, stored, index, scratch, kernel).map(|()| (&*scratch, false)),
     }
 }
 
