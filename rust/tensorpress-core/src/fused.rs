@@ -11,6 +11,7 @@ pub use encode::{encode_planes, encode_planes_many, encode_planes_parts, EncodeJ
 
 use crate::error::{Error, Result};
 use crate::kernels::Kernel;
+use crate::memory::populate;
 use crate::planes::{Transform, MAX_ELEMENT_BYTES};
 use crate::stream::{
     boxed_decoder, check_chunk, chunk_view, decode_chunk_checked, parse_header, ChunkDecoder, DecodeOptions,
@@ -54,6 +55,11 @@ pub struct TensorJob<'a> {
     pub out: &'a mut [u8],
 }
 
+/// Outputs at least this large are populated up front and merged with non-temporal stores
+/// ([`Transform::merge_streaming`]); a smaller one may well be read soon, and the few lines a
+/// plain store reads first cost nothing.
+pub const STREAMING_MIN_BYTES: usize = 64 << 10;
+
 /// A tensor whose headers passed every check.
 struct Checked<'a> {
     blobs: Vec<&'a [u8]>,
@@ -61,6 +67,8 @@ struct Checked<'a> {
     infos: Vec<StreamInfo>,
     decoders: Vec<Box<dyn ChunkDecoder>>,
     count: usize,
+    /// Merged with non-temporal stores.
+    streaming: bool,
 }
 
 /// Parses every plane header and checks it against an output of `out_len` bytes.
@@ -88,7 +96,8 @@ fn check<'a>(blobs: Vec<&'a [u8]>, transform: Transform, out_len: usize) -> Resu
         }
     }
     let decoders = infos.iter().map(|i| boxed_decoder(&i.table)).collect();
-    Ok(Checked { blobs, transform, infos, decoders, count })
+    let streaming = out_len >= STREAMING_MIN_BYTES && transform.has_streaming_merge();
+    Ok(Checked { blobs, transform, infos, decoders, count, streaming })
 }
 
 /// Decodes many tensors at once: every chunk of every tensor is one work item on the shared
@@ -103,6 +112,10 @@ pub fn decode_many(jobs: Vec<TensorJob<'_>>, opts: &DecodeOptions) -> Result<()>
         tensors.push(checked);
         outs.push(job.out);
     }
+    // Fresh pages are faulted in by every worker before the streaming merges write them
+    // (crate::memory explains why); on mapped pages this is a page-table walk.
+    let streamed = tensors.iter().zip(outs.iter_mut()).filter(|(t, _)| t.streaming).map(|(_, o)| &mut **o);
+    populate(streamed.collect(), opts.threads);
     // (tensor, chunk, output bytes of that chunk); planes cut into different chunk sizes are
     // decoded whole instead (`unaligned`).
     let mut units: Vec<(usize, usize, &mut [u8])> = Vec::new();
@@ -172,7 +185,11 @@ fn decode_unit(tensor: &Checked<'_>, i: usize, dst: &mut [u8], kernel: Kernel) -
             check_raw(&unchecked)?;
             return Err(Error::corrupt("the padding nibble of an odd-length int4 tensor is not zero"));
         }
-        tensor.transform.merge(&views[..infos.len()], dst);
+        if tensor.streaming {
+            tensor.transform.merge_streaming(&views[..infos.len()], dst);
+        } else {
+            tensor.transform.merge(&views[..infos.len()], dst);
+        }
         check_raw(&unchecked)
     })
 }

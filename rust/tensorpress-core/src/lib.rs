@@ -13,6 +13,7 @@ pub mod fused;
 pub mod histogram;
 pub mod json_depth;
 pub mod kernels;
+pub mod memory;
 pub mod planes;
 pub mod stats;
 pub mod stream;

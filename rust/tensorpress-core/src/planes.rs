@@ -11,8 +11,11 @@
 //!
 //! Split and merge work on any element range, so the fused paths run them per chunk.
 
+mod nontemporal;
+
 use crate::error::{Error, Result};
 use crate::histogram::{histogram_by, Histogram};
+use nontemporal::Pair;
 
 /// A byte-plane transform, with the element width for `byte-planes`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,6 +150,25 @@ impl Transform {
                     }
                 }
             }
+        }
+    }
+
+    /// Whether [`Transform::merge_streaming`] streams on this CPU (bf16-exponent and 2-byte
+    /// byte-planes on x86-64 with AVX2).
+    pub fn has_streaming_merge(self) -> bool {
+        matches!(self, Transform::Bf16Exponent | Transform::BytePlanes(2)) && nontemporal::available()
+    }
+
+    /// [`Transform::merge`] writing `dst` with non-temporal stores where
+    /// [`Transform::has_streaming_merge`]: for large outputs that are not read again soon.
+    pub fn merge_streaming(self, planes: &[&[u8]], dst: &mut [u8]) {
+        let streamed = match (self, planes) {
+            (Transform::Bf16Exponent, [e, sm]) => nontemporal::merge(Pair::Bf16, e, sm, dst, merge_bf16),
+            (Transform::BytePlanes(2), [hi, lo]) => nontemporal::merge(Pair::Bytes, hi, lo, dst, merge_pairs),
+            _ => false,
+        };
+        if !streamed {
+            self.merge(planes, dst);
         }
     }
 

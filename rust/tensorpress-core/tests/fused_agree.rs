@@ -282,3 +282,44 @@ fn raw_probe_decides_from_every_eighth_chunk() {
     let parts = encode_planes(short, Transform::Bf16Exponent, &auto, &opts).unwrap();
     assert_eq!(parts[1].0, Codec::Huffman);
 }
+
+/// Outputs of `STREAMING_MIN_BYTES` and more take the populate + non-temporal merge path: on
+/// fresh and reused memory, at aligned, element-aligned and odd offsets, on every thread count,
+/// they hold exactly the elements.
+#[test]
+fn large_outputs_merged_with_streaming_stores_equal_the_elements() {
+    use tensorpress_core::fused::STREAMING_MIN_BYTES;
+    let count = STREAMING_MIN_BYTES + 12_345; // elements: several chunks of two-byte elements
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let data: Vec<u8> = (0..2 * count)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if i % 2 == 1 {
+                60 + (x % 5) as u8
+            } else {
+                x as u8
+            }
+        })
+        .collect();
+    for t in [Transform::Bf16Exponent, Transform::BytePlanes(2)] {
+        let opts = EncodeOptions { chunk_size: 1 << 15, ..Default::default() };
+        let fused = encode_planes(&data, t, &PlaneCodecs::Fixed(Codec::Huffman), &opts).unwrap();
+        let blobs: Vec<&[u8]> = fused.iter().map(|(_, b)| b.as_slice()).collect();
+        for threads in [1, 2, 3] {
+            let decode_opts = DecodeOptions { threads: Some(threads), ..Default::default() };
+            for offset in [0, 1, 2, 62] {
+                // Fresh pages (a new allocation of this size is a fresh mapping), then reused.
+                let mut storage = vec![0u8; data.len() + 64];
+                for round in 0..2 {
+                    let out = &mut storage[offset..offset + data.len()];
+                    decode_planes_into(&blobs, t, out, &decode_opts).unwrap();
+                    assert!(out == &data[..], "{t:?} threads={threads} offset={offset} round={round}");
+                    out.fill(0x5A);
+                }
+                assert!(storage[..offset].iter().chain(&storage[offset + data.len()..]).all(|&b| b == 0));
+            }
+        }
+    }
+}
