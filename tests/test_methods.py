@@ -363,3 +363,16 @@ def test_per_plane_codecs_are_a_plan_and_may_fall_back_to_verbatim() -> None:
         lossless.compress(x, ["huffman"])
     with pytest.raises(InvalidArgumentError, match="unknown codec 'auto'"):
         lossless.compress(x, ["auto", "raw"])
+
+
+@pytest.mark.parametrize(
+    ("plane_bytes", "lanes"),
+    [(0, 1), (4095, 1), (7 * 4096, 7), (8 * 4096, 8), (15 * 4096, 8), (16 * 4096, 16), (31 * 4096, 16), (1 << 30, 32)],
+)
+def test_auto_lanes_round_down_to_a_simd_lane_count(plane_bytes: int, lanes: int) -> None:
+    from tensorpress.methods import lossless
+
+    assert lossless.auto_lanes(plane_bytes) == lanes
+    if 0 < plane_bytes < 1 << 20:  # and compress uses it (one uint8 plane of plane_bytes)
+        stored = lossless.compress(np.full(plane_bytes, 7, np.uint8), "huffman")
+        assert tp.entropy.info(stored.planes[0].blob)["lanes"] == lanes

@@ -377,11 +377,15 @@ def choose_codec(
 #: padding, and the decoder's per-lane setup, which a bias vector of a few hundred values cannot
 #: pay for.
 BYTES_PER_LANE = 4096
+#: Lane counts the SIMD decoders take whole (8 lanes per AVX2 register): a count between them is
+#: rounded down to one, as other counts decode on the portable kernel at half the speed.
+SIMD_LANES = (32, 16, 8)
 
 
 def auto_lanes(plane_bytes: int) -> int:
     """Lanes for a plane of ``plane_bytes`` bytes when the caller leaves them to us."""
-    return max(1, min(entropy.DEFAULT_LANES, plane_bytes // BYTES_PER_LANE))
+    lanes = max(1, min(entropy.DEFAULT_LANES, plane_bytes // BYTES_PER_LANE))
+    return next((n for n in SIMD_LANES if lanes >= n), lanes)
 
 
 def compress(
@@ -500,6 +504,7 @@ def _verbatim_if_smaller(stored: CompressedTensor, flat: np.ndarray) -> Compress
 __all__ = [
     "AUTO_CANDIDATES",
     "BYTES_PER_LANE",
+    "SIMD_LANES",
     "METHOD",
     "MIN_SAVING",
     "STORED",
