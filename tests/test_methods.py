@@ -367,7 +367,16 @@ def test_per_plane_codecs_are_a_plan_and_may_fall_back_to_verbatim() -> None:
 
 @pytest.mark.parametrize(
     ("plane_bytes", "lanes"),
-    [(0, 1), (4095, 1), (7 * 4096, 7), (8 * 4096, 8), (15 * 4096, 8), (16 * 4096, 16), (31 * 4096, 16), (1 << 30, 32)],
+    [
+        (0, 1),
+        (4095, 1),
+        (7 * 4096, 7),
+        (8 * 4096, 8),
+        (15 * 4096, 8),
+        (16 * 4096, 16),
+        (31 * 4096, 16),
+        (1 << 30, 32),
+    ],
 )
 def test_auto_lanes_round_down_to_a_simd_lane_count(plane_bytes: int, lanes: int) -> None:
     from tensorpress.methods import lossless

@@ -504,9 +504,9 @@ def _verbatim_if_smaller(stored: CompressedTensor, flat: np.ndarray) -> Compress
 __all__ = [
     "AUTO_CANDIDATES",
     "BYTES_PER_LANE",
-    "SIMD_LANES",
     "METHOD",
     "MIN_SAVING",
+    "SIMD_LANES",
     "STORED",
     "TRANSFORMS",
     "VERBATIM",
