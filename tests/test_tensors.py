@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import ml_dtypes
@@ -231,3 +232,20 @@ def test_save_batches_small_tensors_and_loads_them_back(tmp_path: Path) -> None:
     for name, value in data.items():
         want = tp.decompress(value) if name == "stored" else value
         assert np.asarray(back[name]).tobytes() == np.asarray(want).tobytes(), name
+
+
+def test_delivered_torch_tensors_share_the_decode_output() -> None:
+    """A decode output handed to ``deliver`` becomes a torch tensor without another copy of the
+    weights; a read-only array (not ours to hand over) is still copied."""
+    torch = pytest.importorskip("torch")
+    from tensorpress.methods import base
+
+    arr = np.arange(12, dtype=np.float32).reshape(3, 4)
+    shared = base.deliver(arr, "torch", None, None, None)
+    assert shared.data_ptr() == arr.ctypes.data and shared.dtype == torch.float32
+    frozen = np.frombuffer(arr.tobytes(), np.float32).reshape(3, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns when it wraps a read-only array
+        copied = base.deliver(frozen, "torch", None, None, None)
+    assert copied.data_ptr() != frozen.ctypes.data and torch.equal(copied, shared)
+    assert tensors.from_numpy(arr, "torch", None).data_ptr() != arr.ctypes.data  # copies by default

@@ -111,8 +111,12 @@ def to_numpy(tensor: Any) -> tuple[np.ndarray, str, str | None]:
     raise InvalidTypeError(f"expected a numpy array or torch tensor, got {type(tensor).__name__}")
 
 
-def from_numpy(arr: np.ndarray, kind: str, device: str | None) -> Any:
-    """Return ``arr`` as a numpy array or a torch tensor on ``device`` (None: the CPU)."""
+def from_numpy(arr: np.ndarray, kind: str, device: str | None, *, copy: bool = True) -> Any:
+    """Return ``arr`` as a numpy array or a torch tensor on ``device`` (None: the CPU).
+
+    A CPU torch tensor is a copy of ``arr``'s bytes unless ``copy=False``: then it shares the
+    memory of a writable C-contiguous ``arr`` (a fresh decode output handed over; copying
+    a model's weights once more would cost as much as decoding them)."""
     if kind == "numpy":
         return arr
     torch = torch_module()
@@ -123,7 +127,9 @@ def from_numpy(arr: np.ndarray, kind: str, device: str | None) -> Any:
     if arr.size == 0:
         out = torch.empty(arr.shape, dtype=torch_dtype)
     else:
-        raw = torch.from_numpy(np.ascontiguousarray(arr).reshape(-1).view(np.uint8).copy())
+        flat = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
+        shared = not copy and flat.flags.writeable and np.shares_memory(flat, arr)
+        raw = torch.from_numpy(flat if shared else flat.copy())
         out = (raw.bool() if name == "bool" else raw.view(torch_dtype)).reshape(arr.shape)
     return out.to(device) if device and device != "cpu" else out
 

@@ -271,13 +271,14 @@ def gpu_decode_target(kind: str, recorded: str | None, as_kind: str | None, devi
 
 
 def deliver(arr: np.ndarray, kind: str, recorded: str | None, as_kind: str | None, device: str | None) -> Any:
-    """``arr`` as the requested kind: ``as_kind`` (default the recorded ``kind``); a torch tensor
-    goes to ``device`` if given, else to the recorded device when it exists here, else to the CPU
-    with a warning."""
+    """``arr``, a fresh decode output the caller hands over, as the requested kind: ``as_kind``
+    (default the recorded ``kind``); a torch tensor goes to ``device`` if given, else to the
+    recorded device when it exists here, else to the CPU with a warning. A CPU torch tensor
+    shares ``arr``'s memory."""
     target = target_device(kind, recorded, as_kind, device)
     if target is None:
         return arr
-    return from_numpy(arr, "torch", None if target == "cpu" else target)
+    return from_numpy(arr, "torch", None if target == "cpu" else target, copy=False)
 
 
 __all__ = [
