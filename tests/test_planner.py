@@ -195,3 +195,23 @@ def test_video_candidate_when_available() -> None:
     assert labels, p.explain()
     obj = p.apply(x)
     assert tp.decompress(obj).shape == x.shape
+
+
+def test_no_lossless_plan_codes_a_plane_that_saves_under_min_saving() -> None:
+    """The uniform "all <codec>" alternatives follow the per-plane rule: on these real bf16 weights
+    "all huffman" is predicted a bit smaller, but the sign·mantissa plane must stay raw."""
+    from tensorpress import samples, tensors
+
+    weights = samples.minilm_weights()
+    for name in ("pooler.dense.weight", "encoder.layer.3.attention.output.LayerNorm.weight"):
+        p = planner.plan(weights[name].astype(ml_dtypes.bfloat16), lossless=True)
+        rows = {
+            (r.options["plane"], r.options["codec"]): r.predicted_bytes
+            for r in p.candidates
+            if "plane" in r.options
+        }
+        codecs = p.chosen.options["codecs"]
+        for k, c in enumerate(codecs):
+            if c != "raw":
+                assert rows[(k, c)] <= (1 - tensors.MIN_SAVING) * rows[(k, "raw")], (name, codecs)
+        assert codecs[1] == "raw", (name, codecs)

@@ -405,6 +405,7 @@ def _lossless_candidates(
         lossless=True,
     )
     out = [best]
+    raw_bytes = {r.options["plane"]: r.predicted_bytes for r in rows if r.options["codec"] == "raw"}
     # Uniform alternatives: one codec for every plane, and raw.
     for c in (*PLANE_CODECS, "raw"):
         per_plane = [r for r in rows if r.options["codec"] == c]
@@ -412,6 +413,12 @@ def _lossless_candidates(
         if len(per_plane) != len(planes):
             continue  # some plane (constant/empty) has no such code: not a distinct candidate
         if [c] * len(planes) == codecs:
+            continue
+        if c != "raw" and any(
+            r.predicted_bytes > (1 - tensors.MIN_SAVING) * raw_bytes[r.options["plane"]] for r in per_plane
+        ):
+            # The per-plane rule holds here too: a code that saves under MIN_SAVING of a plane
+            # (a bf16 sign·mantissa plane: 0.2 %) would double its decode time for nothing.
             continue
         out.append(
             Candidate(
