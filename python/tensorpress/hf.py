@@ -381,8 +381,7 @@ def decompress_folder(folder: str | os.PathLike[str], out_dir: str | os.PathLike
 # --- loading ---------------------------------------------------------------------------------
 
 
-def _to_torch(obj: Any) -> Any:
-    value = tensors.decompress(obj, as_kind="torch")
+def _as_torch(value: Any) -> Any:
     if not tensors.is_torch_tensor(value):  # other methods decode to their own kind
         arr, _, _ = tensors.to_numpy(value)
         value = tensors.from_numpy(arr, "torch", None)
@@ -400,13 +399,20 @@ def read_folder(folder: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[st
         with container.open(shard) as f:
             if not metadata:
                 metadata = dict(f.metadata)
-            for name in f:
+            names = list(f)
+            for name in names:
                 if mapping is not None and mapping.get(name) != shard:
                     index = folder / hf_folder.TPZ_INDEX
                     raise FormatError(f"{index}: {shard.name} holds unlisted tensor {name!r}")
                 if name in state:
                     raise FormatError(f"{shard}: tensor {name!r} is stored twice")
-                state[name] = _to_torch(f.compressed(name))
+        # One batched decode per shard: every chunk of every tensor on the pool, the lossless
+        # ones into one allocation that the returned tensors share.
+        loaded = container.load(shard, as_kind="torch")
+        if list(loaded) != names:
+            raise FormatError(f"{shard}: changed while it was read")
+        for name, value in loaded.items():
+            state[name] = _as_torch(value)
     if mapping is not None:
         missing = [n for n in mapping if n not in state]
         if missing:
