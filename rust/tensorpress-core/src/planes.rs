@@ -153,10 +153,11 @@ impl Transform {
         }
     }
 
-    /// Whether [`Transform::merge_streaming`] streams on this CPU (bf16-exponent and 2-byte
-    /// byte-planes on x86-64 with AVX2).
+    /// Whether [`Transform::merge_streaming`] streams on this CPU (bf16-exponent,
+    /// fp32-exponent and 2-byte byte-planes on x86-64 with AVX2).
     pub fn has_streaming_merge(self) -> bool {
-        matches!(self, Transform::Bf16Exponent | Transform::BytePlanes(2)) && nontemporal::available()
+        matches!(self, Transform::Bf16Exponent | Transform::Fp32Exponent | Transform::BytePlanes(2))
+            && nontemporal::available()
     }
 
     /// [`Transform::merge`] writing `dst` with non-temporal stores where
@@ -165,6 +166,7 @@ impl Transform {
         let streamed = match (self, planes) {
             (Transform::Bf16Exponent, [e, sm]) => nontemporal::merge(Pair::Bf16, e, sm, dst, merge_bf16),
             (Transform::BytePlanes(2), [hi, lo]) => nontemporal::merge(Pair::Bytes, hi, lo, dst, merge_pairs),
+            (Transform::Fp32Exponent, &[e, st, m1, m0]) => nontemporal::merge_fp32([e, st, m1, m0], dst, merge_fp32),
             _ => false,
         };
         if !streamed {

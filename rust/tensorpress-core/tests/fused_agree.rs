@@ -289,21 +289,21 @@ fn raw_probe_decides_from_every_eighth_chunk() {
 #[test]
 fn large_outputs_merged_with_streaming_stores_equal_the_elements() {
     use tensorpress_core::fused::STREAMING_MIN_BYTES;
-    let count = STREAMING_MIN_BYTES + 12_345; // elements: several chunks of two-byte elements
+    let count = STREAMING_MIN_BYTES + 12_345; // several chunks of every transform's elements
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    let data: Vec<u8> = (0..2 * count)
+    let data: Vec<u8> = (0..4 * count)
         .map(|i| {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            if i % 2 == 1 {
+            if i % 2 == 1 && i % 4 != 1 {
                 60 + (x % 5) as u8
             } else {
                 x as u8
             }
         })
         .collect();
-    for t in [Transform::Bf16Exponent, Transform::BytePlanes(2)] {
+    for t in [Transform::Bf16Exponent, Transform::BytePlanes(2), Transform::Fp32Exponent] {
         let opts = EncodeOptions { chunk_size: 1 << 15, ..Default::default() };
         let fused = encode_planes(&data, t, &PlaneCodecs::Fixed(Codec::Huffman), &opts).unwrap();
         let blobs: Vec<&[u8]> = fused.iter().map(|(_, b)| b.as_slice()).collect();

@@ -1,13 +1,13 @@
-//! Two-plane merges (bf16-exponent, 2-byte byte-planes) that write their output with
-//! non-temporal (streaming) stores: a decoded model is not read again soon, and a plain store
-//! first reads each output line from memory. On outputs already mapped this made a bf16 load
-//! 20–28 % faster (benches/RESULTS.md §2); fresh outputs are populated first
+//! Plane merges (bf16-exponent, 2-byte byte-planes, fp32-exponent) that write their output
+//! with non-temporal (streaming) stores: a decoded model is not read again soon, and a plain
+//! store first reads each output line from memory. On outputs already mapped this made a bf16
+//! load 20–28 % faster (benches/RESULTS.md §2); fresh outputs are populated first
 //! ([`crate::memory::populate`]).
 //!
-//! Each step turns 64 (AVX-512BW) or 32 (AVX2) elements of the two planes into their low and
-//! high output bytes, interleaves them and streams whole 64-byte aligned lines; the unaligned
-//! head and the tail go through the plain merge. Same results as the plain merges (tests pin
-//! every length and alignment).
+//! Each step turns 64 (AVX-512BW) or 32 (AVX2) elements of the planes into their output bytes,
+//! interleaves them and streams whole 64-byte aligned lines; the unaligned head and the tail go
+//! through the plain merge. Same results as the plain merges (tests pin every length and
+//! alignment).
 
 /// How the low and high byte of an element come from the two planes' bytes `a` and `b`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +45,42 @@ pub(super) fn merge(pair: Pair, a: &[u8], b: &[u8], dst: &mut [u8], plain: fn(&[
     let done = start + streamed(pair, &a[start..n], &b[start..n], &mut dst[head..2 * n]);
     plain(&a[done..n], &b[done..n], &mut dst[2 * done..2 * n]);
     true
+}
+
+/// The fp32-exponent merge of planes `[e, st, m1, m0]` into `dst` (`4 n` bytes), as [`merge`].
+pub(super) fn merge_fp32(planes: [&[u8]; 4], dst: &mut [u8], plain: Plain4) -> bool {
+    let n = planes.iter().fold(dst.len() / 4, |n, p| n.min(p.len()));
+    let head = dst.as_ptr().align_offset(64).min(4 * n);
+    if !head.is_multiple_of(4) || !available() {
+        return false;
+    }
+    let cut = |from: usize, to: usize| planes.map(|p| &p[from..to]);
+    let start = head / 4;
+    let [e, st, m1, m0] = cut(0, start);
+    plain(e, st, m1, m0, &mut dst[..head]);
+    let done = start + streamed_fp32(cut(start, n), &mut dst[head..4 * n]);
+    let [e, st, m1, m0] = cut(done, n);
+    plain(e, st, m1, m0, &mut dst[4 * done..4 * n]);
+    true
+}
+
+/// The plain four-plane merge [`merge_fp32`] falls back to.
+pub(super) type Plain4 = fn(&[u8], &[u8], &[u8], &[u8], &mut [u8]);
+
+fn streamed_fp32(planes: [&[u8]; 4], dst: &mut [u8]) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512bw") {
+            // SAFETY: the CPU has AVX-512F/BW (checked just above); `dst` is 64-byte aligned.
+            return unsafe { x86::avx512_fp32(planes, dst) };
+        }
+        if is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above); `dst` is 64-byte aligned.
+            return unsafe { x86::avx2_fp32(planes, dst) };
+        }
+    }
+    let _ = (planes, dst);
+    0
 }
 
 /// Streams as many whole steps as fit into the 64-byte aligned `dst`; returns the elements
@@ -147,6 +183,93 @@ mod x86 {
         _mm_sfence();
         32 * steps
     }
+
+    /// # Safety
+    /// The CPU has AVX-512F/BW; `dst` is 64-byte aligned.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn avx512_fp32(planes: [&[u8]; 4], dst: &mut [u8]) -> usize {
+        let steps = planes.iter().fold(dst.len() / 256, |s, p| s.min(p.len() / 64));
+        let (low_bits, high_bit) = (_mm512_set1_epi8(0x7F), _mm512_set1_epi8(-128));
+        let [e, st, m1, m0] = planes.map(<[u8]>::as_ptr);
+        let pd = dst.as_mut_ptr();
+        for s in 0..steps {
+            // SAFETY: step s reads each plane at 64 s..64 s + 64 and writes dst at
+            // 256 s..256 s + 256, inside the slices (s < steps); dst + 256 s is 64-byte aligned.
+            unsafe {
+                let load = |p: *const u8| _mm512_loadu_si512(p.add(64 * s).cast());
+                for p in [st, m1, m0] {
+                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * s + PREFETCH_BYTES).cast());
+                }
+                let (ev, sv) = (load(e), load(st));
+                // Bytes 3 and 2 of each element are the bf16 merge's high and low byte.
+                let b2 = _mm512_ternarylogic_epi64::<0xAC>(low_bits, _mm512_slli_epi16::<7>(ev), sv);
+                let b3 = _mm512_ternarylogic_epi64::<0xAC>(high_bit, _mm512_srli_epi16::<1>(ev), sv);
+                let (b1, b0) = (load(m1), load(m0));
+                // In-lane interleaves: w_k's 128-bit lane j holds elements 16 j + 4 k ..+4.
+                let (lo01, hi01) = (_mm512_unpacklo_epi8(b0, b1), _mm512_unpackhi_epi8(b0, b1));
+                let (lo23, hi23) = (_mm512_unpacklo_epi8(b2, b3), _mm512_unpackhi_epi8(b2, b3));
+                let w0 = _mm512_unpacklo_epi16(lo01, lo23);
+                let w1 = _mm512_unpackhi_epi16(lo01, lo23);
+                let w2 = _mm512_unpacklo_epi16(hi01, hi23);
+                let w3 = _mm512_unpackhi_epi16(hi01, hi23);
+                // Output line j is lane j of w0..w3: a 4 × 4 transpose of 128-bit lanes.
+                let t0 = _mm512_shuffle_i64x2::<0x44>(w0, w1);
+                let t1 = _mm512_shuffle_i64x2::<0x44>(w2, w3);
+                let t2 = _mm512_shuffle_i64x2::<0xEE>(w0, w1);
+                let t3 = _mm512_shuffle_i64x2::<0xEE>(w2, w3);
+                let out = pd.add(256 * s);
+                _mm512_stream_si512(out.cast(), _mm512_shuffle_i64x2::<0x88>(t0, t1));
+                _mm512_stream_si512(out.add(64).cast(), _mm512_shuffle_i64x2::<0xDD>(t0, t1));
+                _mm512_stream_si512(out.add(128).cast(), _mm512_shuffle_i64x2::<0x88>(t2, t3));
+                _mm512_stream_si512(out.add(192).cast(), _mm512_shuffle_i64x2::<0xDD>(t2, t3));
+            }
+        }
+        _mm_sfence();
+        64 * steps
+    }
+
+    /// # Safety
+    /// The CPU has AVX2; `dst` is 32-byte aligned.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn avx2_fp32(planes: [&[u8]; 4], dst: &mut [u8]) -> usize {
+        let steps = planes.iter().fold(dst.len() / 128, |s, p| s.min(p.len() / 32));
+        let (low_bits, high_bit) = (_mm256_set1_epi8(0x7F), _mm256_set1_epi8(-128));
+        let [e, st, m1, m0] = planes.map(<[u8]>::as_ptr);
+        let pd = dst.as_mut_ptr();
+        for s in 0..steps {
+            // SAFETY: step s reads each plane at 32 s..32 s + 32 and writes dst at
+            // 128 s..128 s + 128, inside the slices (s < steps); dst + 128 s is 32-byte aligned.
+            unsafe {
+                let load = |p: *const u8| _mm256_loadu_si256(p.add(32 * s).cast());
+                for p in [st, m1, m0] {
+                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(32 * s + PREFETCH_BYTES).cast());
+                }
+                let (ev, sv) = (load(e), load(st));
+                let b2 = _mm256_or_si256(
+                    _mm256_and_si256(sv, low_bits),
+                    _mm256_and_si256(_mm256_slli_epi16::<7>(ev), high_bit),
+                );
+                let b3 = _mm256_or_si256(
+                    _mm256_and_si256(sv, high_bit),
+                    _mm256_and_si256(_mm256_srli_epi16::<1>(ev), low_bits),
+                );
+                let (b1, b0) = (load(m1), load(m0));
+                let (lo01, hi01) = (_mm256_unpacklo_epi8(b0, b1), _mm256_unpackhi_epi8(b0, b1));
+                let (lo23, hi23) = (_mm256_unpacklo_epi8(b2, b3), _mm256_unpackhi_epi8(b2, b3));
+                let w0 = _mm256_unpacklo_epi16(lo01, lo23);
+                let w1 = _mm256_unpackhi_epi16(lo01, lo23);
+                let w2 = _mm256_unpacklo_epi16(hi01, hi23);
+                let w3 = _mm256_unpackhi_epi16(hi01, hi23);
+                let out = pd.add(128 * s);
+                _mm256_stream_si256(out.cast(), _mm256_permute2x128_si256::<0x20>(w0, w1));
+                _mm256_stream_si256(out.add(32).cast(), _mm256_permute2x128_si256::<0x20>(w2, w3));
+                _mm256_stream_si256(out.add(64).cast(), _mm256_permute2x128_si256::<0x31>(w0, w1));
+                _mm256_stream_si256(out.add(96).cast(), _mm256_permute2x128_si256::<0x31>(w2, w3));
+            }
+        }
+        _mm_sfence();
+        32 * steps
+    }
 }
 
 #[cfg(test)]
@@ -185,6 +308,56 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    fn plain_fp32(e: &[u8], st: &[u8], m1: &[u8], m0: &[u8], dst: &mut [u8]) {
+        Transform::Fp32Exponent.merge(&[e, st, m1, m0], dst);
+    }
+
+    #[test]
+    fn streamed_fp32_merge_equals_the_plain_one_at_every_length_and_alignment() {
+        let planes: Vec<Vec<u8>> = (0..4u32)
+            .map(|k| (0..700u32).map(|i| (i.wrapping_mul(2_654_435_761).rotate_left(5 * k) >> 9) as u8).collect())
+            .collect();
+        let mut storage = vec![0u8; 4 * 700 + 128];
+        for offset in [0, 1, 4, 60, 64] {
+            for n in [0, 1, 15, 16, 31, 32, 63, 64, 65, 129, 700] {
+                let cut: [&[u8]; 4] = std::array::from_fn(|k| &planes[k][..n]);
+                let mut want = vec![0u8; 4 * n];
+                Transform::Fp32Exponent.merge(&cut, &mut want);
+                let dst = &mut storage[offset..offset + 4 * n];
+                dst.fill(0x5A);
+                if merge_fp32(cut, dst, plain_fp32) {
+                    assert_eq!(dst, &want[..], "n={n} offset={offset}");
+                } else {
+                    assert!(!available() || !dst.as_ptr().align_offset(64).is_multiple_of(4));
+                }
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn both_instruction_sets_agree_on_fp32() {
+        #[repr(align(64))]
+        struct Aligned([u8; 4096]);
+        let planes: Vec<Vec<u8>> =
+            (0..4u32).map(|k| (0..1024u32).map(|i| (i.wrapping_mul(40_503 + k) >> 3) as u8).collect()).collect();
+        let views: [&[u8]; 4] = std::array::from_fn(|k| planes[k].as_slice());
+        let mut want = vec![0u8; 4096];
+        Transform::Fp32Exponent.merge(&views, &mut want);
+        if is_x86_feature_detected!("avx2") {
+            let mut out = Aligned([0; 4096]);
+            // SAFETY: AVX2 checked; `out` is 64-byte aligned.
+            assert_eq!(unsafe { x86::avx2_fp32(views, &mut out.0) }, 1024);
+            assert_eq!(out.0.to_vec(), want, "avx2");
+        }
+        if is_x86_feature_detected!("avx512bw") {
+            let mut out = Aligned([0; 4096]);
+            // SAFETY: AVX-512BW checked; `out` is 64-byte aligned.
+            assert_eq!(unsafe { x86::avx512_fp32(views, &mut out.0) }, 1024);
+            assert_eq!(out.0.to_vec(), want, "avx512");
         }
     }
 
