@@ -378,6 +378,25 @@ def test_borrowed_planes_outlive_close_and_load_owns_its_results(tmp_path: Path)
     assert tp.load(path, mmap=False)["x"].tobytes() == np.zeros_like(x).tobytes()
 
 
+def test_read_all_of_an_open_file_is_load(tmp_path: Path) -> None:
+    """``TpzFile.read_all`` gives what ``load`` gives (one header parse for callers that read
+    the file's names and metadata first), honours ``max_size`` and ``out``, and works only open."""
+    rng = np.random.default_rng(4)
+    w = {"a": rng.normal(size=(300, 70)).astype(ml_dtypes.bfloat16), "b": np.arange(50, dtype=np.int8)}
+    path = tmp_path / "r.tpz"
+    tp.save(w, path)
+    with tp.open(path) as f:
+        assert list(f) == ["a", "b"]
+        got = f.read_all()
+        out = {"b": np.zeros(50, np.int8)}
+        assert f.read_all(out=out)["b"] is out["b"] and out["b"].tobytes() == w["b"].tobytes()
+    assert {k: v.tobytes() for k, v in got.items()} == {k: v.tobytes() for k, v in w.items()}
+    with tp.open(path, max_size=w["a"].nbytes) as f, pytest.raises(FormatError, match="max_size"):
+        f.read_all()
+    with pytest.raises(InvalidArgumentError):
+        f.read_all()
+
+
 def test_loaded_tensors_share_one_aligned_allocation_without_overlap(tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
     w = {

@@ -512,6 +512,43 @@ class TpzFile(Mapping[str, Any]):
     def closed(self) -> bool:
         return self._source.closed
 
+    def read_all(
+        self,
+        *,
+        as_kind: str | None = None,
+        device: str | None = None,
+        progress: bool = False,
+        threads: int | None = None,
+        out: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Every tensor decoded, as :func:`load` gives them (its arguments mean the same; this
+        file's ``max_size`` bounds all tensors together)."""
+        base.check_as_kind(as_kind)
+        # Lossless planes are borrowed from the mapping: decoded below, before the file closes.
+        stored = self._stored_all(threads)
+        total = sum(int(obj.decoded_nbytes) for obj in stored.values())
+        if self.max_size is not None and total > self.max_size:
+            raise FormatError(
+                f"{self.path}: tensors decode to {total:,} bytes, more than max_size={self.max_size:,}"
+            )
+        targets = dict(out or {})
+        unknown = set(targets) - set(stored)
+        if unknown:
+            raise InvalidArgumentError(f"out names tensors {sorted(unknown)} that {self.path} does not hold")
+        try:
+            if progress:
+                return {
+                    name: _decode_into(stored[name], targets[name], threads)
+                    if name in targets
+                    else tensors.decompress(stored[name], as_kind=as_kind, device=device, threads=threads)
+                    for name in _progress(list(stored), progress, "decompress")
+                }
+            return _decode_all(stored, targets, as_kind, device, threads)
+        except (FormatError, CorruptDataError):
+            # Name the damaged tensor where its payload checksum was left to the decode.
+            self._verify_deferred(stored)
+            raise
+
     def read_into(self, name: str, out: Any, *, threads: int | None = None) -> Any:
         """Decode tensor ``name`` straight into ``out`` (a C-contiguous numpy array or torch CPU
         tensor of its dtype and shape, caller-owned: preallocated or pinned memory) and return
@@ -714,28 +751,7 @@ def load(
             return {k: tensors.from_numpy(v, "torch", device) for k, v in arrays.items()}
         return arrays
     with TpzFile(path, max_size=max_size, mmap=mmap) as f:
-        # Lossless planes are borrowed from the mapping: decoded below, before the file closes.
-        stored = f._stored_all(threads)
-        total = sum(int(obj.decoded_nbytes) for obj in stored.values())
-        if max_size is not None and total > max_size:
-            raise FormatError(f"{path}: tensors decode to {total:,} bytes, more than max_size={max_size:,}")
-        targets = dict(out or {})
-        unknown = set(targets) - set(stored)
-        if unknown:
-            raise InvalidArgumentError(f"out names tensors {sorted(unknown)} that {path} does not hold")
-        try:
-            if progress:
-                return {
-                    name: _decode_into(stored[name], targets[name], threads)
-                    if name in targets
-                    else tensors.decompress(stored[name], as_kind=as_kind, device=device, threads=threads)
-                    for name in _progress(list(stored), progress, "decompress")
-                }
-            return _decode_all(stored, targets, as_kind, device, threads)
-        except (FormatError, CorruptDataError):
-            # Name the damaged tensor where its payload checksum was left to the decode.
-            f._verify_deferred(stored)
-            raise
+        return f.read_all(as_kind=as_kind, device=device, progress=progress, threads=threads, out=out)
 
 
 def _arena_arrays(stored: dict[str, Any]) -> dict[str, np.ndarray]:

@@ -399,20 +399,16 @@ def read_folder(folder: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[st
         with container.open(shard) as f:
             if not metadata:
                 metadata = dict(f.metadata)
-            names = list(f)
-            for name in names:
+            for name in f:
                 if mapping is not None and mapping.get(name) != shard:
                     index = folder / hf_folder.TPZ_INDEX
                     raise FormatError(f"{index}: {shard.name} holds unlisted tensor {name!r}")
                 if name in state:
                     raise FormatError(f"{shard}: tensor {name!r} is stored twice")
-        # One batched decode per shard: every chunk of every tensor on the pool, the lossless
-        # ones into one allocation that the returned tensors share.
-        loaded = container.load(shard, as_kind="torch")
-        if list(loaded) != names:
-            raise FormatError(f"{shard}: changed while it was read")
-        for name, value in loaded.items():
-            state[name] = _as_torch(value)
+            # One batched decode per shard: every chunk of every tensor on the pool, the
+            # lossless ones into one allocation that the returned tensors share.
+            for name, value in f.read_all(as_kind="torch").items():
+                state[name] = _as_torch(value)
     if mapping is not None:
         missing = [n for n in mapping if n not in state]
         if missing:
