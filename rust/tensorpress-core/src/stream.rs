@@ -233,7 +233,8 @@ pub struct DecodeOptions {
 mod chunk_buffers;
 mod encode;
 pub use encode::{
-    encode, encode_compact, encode_parts, encode_with_table, parallel_histogram, raw_stream_bound, StreamParts,
+    encode, encode_compact, encode_parts, encode_with_table, parallel_histogram, raw_stream_bound, write_streams_into,
+    StreamParts, PARALLEL_WRITE_MIN_BYTES,
 };
 pub(crate) use encode::{encode_chunk_fitted, finish_stream};
 

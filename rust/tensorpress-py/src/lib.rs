@@ -127,7 +127,7 @@ fn encode<'py>(
     let opts = encode_options(codec, lanes, chunk_size, threads)?;
     let (_, parts) =
         py.detach(move || stream::encode_parts(input.as_slice(), &opts, compact)).map_err(|e| to_py_err(py, &e))?;
-    bytes_filled_without_gil(py, parts.len(), |buf| parts.write_into(buf))
+    bytes_filled_without_gil(py, parts.len(), |buf| stream::write_streams_into([&parts], buf, opts.threads))
 }
 
 fn encode_options(codec: Codec, lanes: i64, chunk_size: i64, threads: Option<i64>) -> PyResult<EncodeOptions> {
@@ -169,7 +169,7 @@ fn encode_planes<'py>(
     let planes = py
         .detach(move || fused::encode_planes_parts(input.as_slice(), transform, &codecs, &opts))
         .map_err(|e| to_py_err(py, &e))?;
-    joined_planes(py, &planes)
+    joined_planes(py, &planes, opts.threads)
 }
 
 /// [`encode_planes`] of many tensors in one call, every chunk of every tensor a work item on
@@ -210,7 +210,7 @@ fn encode_planes_many<'py>(
             fused::encode_planes_many(&jobs, threads)
         })
         .map_err(|e| to_py_err(py, &e))?;
-    encoded.iter().map(|planes| joined_planes(py, planes)).collect()
+    encoded.iter().map(|planes| joined_planes(py, planes, threads)).collect()
 }
 
 /// One tensor of `encode_planes_many`: data, transform, width, lanes, plane codecs.
@@ -243,15 +243,14 @@ fn plane_codecs_arg(
 }
 
 /// The streams of one tensor's planes end to end in one new `bytes` (one copy, GIL released).
-fn joined_planes<'py>(py: Python<'py>, planes: &[(Codec, StreamParts)]) -> PyResult<JoinedPlanes<'py>> {
+fn joined_planes<'py>(
+    py: Python<'py>,
+    planes: &[(Codec, StreamParts)],
+    threads: Option<usize>,
+) -> PyResult<JoinedPlanes<'py>> {
     let lengths: Vec<usize> = planes.iter().map(|(_, p)| p.len()).collect();
     let joined = bytes_filled_without_gil(py, lengths.iter().sum(), |buf| {
-        let mut rest = buf;
-        for (_, parts) in planes {
-            let (dst, tail) = rest.split_at_mut(parts.len());
-            parts.write_into(dst);
-            rest = tail;
-        }
+        stream::write_streams_into(planes.iter().map(|(_, p)| p), buf, threads);
     })?;
     Ok((planes.iter().map(|(c, _)| c.name()).collect(), lengths, joined))
 }
