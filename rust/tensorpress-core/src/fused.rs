@@ -113,7 +113,7 @@ pub fn decode_many(jobs: Vec<TensorJob<'_>>, opts: &DecodeOptions) -> Result<()>
         outs.push(job.out);
     }
     // Fresh pages are faulted in by every worker before the streaming merges write them
-    // (crate::memory explains why); on mapped pages this is a page-table walk.
+    // (crate::memory explains why); mapped ones are left alone.
     let streamed = tensors.iter().zip(outs.iter_mut()).filter(|(t, _)| t.streaming).map(|(_, o)| &mut **o);
     populate(streamed.collect(), opts.threads);
     // (tensor, chunk, output bytes of that chunk); planes cut into different chunk sizes are
