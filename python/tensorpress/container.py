@@ -731,9 +731,8 @@ def load(
     ``out`` maps tensor names to caller-owned arrays/CPU tensors of the right dtype and shape
     (preallocated model parameters, pinned memory): those tensors are decoded straight into
     them and returned as given. Arrays already written once load fastest: their pages need no
-    clearing, and large float tensors are written with streaming stores (a bf16 model 1.2x
-    the speed of loading it from safetensors on a 2-core VM). ``threads`` bounds the decode
-    workers (default: all cores).
+    clearing, and large float tensors are written with streaming stores (benches/RESULTS.md
+    §2). ``threads`` bounds the decode workers (default: all cores).
 
     Tensors come back as the kind they were saved from (numpy or torch) unless ``as_kind`` says
     otherwise; torch tensors go to ``device``, or to their recorded device when this machine has
