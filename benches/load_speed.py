@@ -13,8 +13,14 @@ second, best of ``--repeats``; the save's traced peak memory (``tracemalloc``) i
 file also pays the kernel's freeing of the old file's page cache inside the rename (about 0.1 s per
 GB here), which is not the encoder's cost.
 
+With ``--cold N`` each model is also loaded N times in a fresh interpreter (the page cache
+warm, the process new, as a user's first load): safetensors ``load_file`` + clones, and
+``tp.load`` with transparent huge pages on and off (``TENSORPRESS_HUGE_PAGES``); best, median
+and worst ms of the load call alone.
+
     python benches/load_speed.py                      # both models
     python benches/load_speed.py --models minilm --repeats 3
+    python benches/load_speed.py --cold 6             # and first loads in fresh processes
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import argparse
 import contextlib
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 import tracemalloc
@@ -85,7 +93,10 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def bench_model(name: str, weights: dict[str, np.ndarray], workdir: Path, repeats: int) -> list[str]:
+def bench_model(
+    name: str, weights: dict[str, np.ndarray], workdir: Path, repeats: int, cold_runs: int = 0
+) -> tuple[list[str], list[str]]:
+    """(rows of the in-process table, rows of the fresh-process table)."""
     import torch
     from safetensors.torch import load, load_file, save_file
 
@@ -124,6 +135,7 @@ def bench_model(name: str, weights: dict[str, np.ndarray], workdir: Path, repeat
     ]:
         with contextlib.suppress(TypeError):
             timings[what] = _best(fn, repeats)
+    cold = cold_rows(name, tpz, st, cold_runs) if cold_runs else []
     check = tp.load(tpz)
     assert all(check[k].tobytes() == v.tobytes() for k, v in weights.items()), "round trip differs"
     ratio = tpz.stat().st_size / raw
@@ -134,6 +146,48 @@ def bench_model(name: str, weights: dict[str, np.ndarray], workdir: Path, repeat
     rows.append(f"| {name} | {len(weights)} | {raw / 1e6:.1f} | {ratio:.2%} | {save_row}")
     peak_row = f"tp.save traced peak memory: {save_peak / 1e6:,.1f} MB | | |"
     rows.append(f"| {name} | {len(weights)} | {raw / 1e6:.1f} | {ratio:.2%} | {peak_row}")
+    return rows, cold
+
+
+_COLD_LOAD = """
+import sys, time
+import torch
+from safetensors.torch import load_file
+import tensorpress as tp
+import tensorpress.container  # imported before the clock starts, as tp.load imports it lazily
+path = sys.argv[1]
+t = time.perf_counter()
+if path.endswith(".safetensors"):
+    result = {k: v.clone() for k, v in load_file(path).items()}
+else:
+    result = tp.load(path)
+print(time.perf_counter() - t)
+"""
+
+
+def cold_rows(name: str, tpz: Path, st: Path, runs: int) -> list[str]:
+    """First loads in fresh interpreters, ms: one row per path, interleaved across runs."""
+    paths = {
+        "safetensors load_file + clones": (st, "1"),
+        "tp.load, huge pages": (tpz, "1"),
+        "tp.load, TENSORPRESS_HUGE_PAGES=0": (tpz, "0"),
+    }
+    times: dict[str, list[float]] = {what: [] for what in paths}
+    for _ in range(runs):
+        for what, (path, huge) in paths.items():
+            env = dict(os.environ, TENSORPRESS_HUGE_PAGES=huge)
+            done = subprocess.run(
+                [sys.executable, "-c", _COLD_LOAD, str(path)],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            times[what].append(float(done.stdout) * 1e3)
+    rows = []
+    for what, ts in times.items():
+        ts.sort()
+        rows.append(f"| {name} | {what} | {ts[0]:.1f} | {ts[len(ts) // 2]:.1f} | {ts[-1]:.1f} |")
     return rows
 
 
@@ -152,6 +206,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--cold", type=int, default=0, help="fresh-process loads per path (0: none)")
     args = ap.parse_args()
     flags = ""
     try:
@@ -172,10 +227,20 @@ def main() -> None:
     print()
     print("| model | tensors | raw MB | .tpz / raw | path | MB/s | vs fastest safetensors |")
     print("|---|---:|---:|---:|---|---:|---:|")
+    cold: list[str] = []
     with tempfile.TemporaryDirectory() as d:
         for name in args.models:
-            for row in bench_model(name, MODELS[name](), Path(d), args.repeats):
+            rows, cold_of_model = bench_model(name, MODELS[name](), Path(d), args.repeats, args.cold)
+            for row in rows:
                 print(row, flush=True)
+            cold += cold_of_model
+    if cold:
+        print()
+        print(f"First load in a fresh process (page cache warm), {args.cold} runs, ms of the load call:")
+        print()
+        print("| model | path | best | median | worst |")
+        print("|---|---|---:|---:|---:|")
+        print("\n".join(cold))
 
 
 if __name__ == "__main__":

@@ -415,6 +415,35 @@ def test_loaded_tensors_share_one_aligned_allocation_without_overlap(tmp_path: P
     assert got["b"].tobytes() == w["b"].tobytes() and got["e"].tobytes() == w["e"].tobytes()
 
 
+@pytest.mark.parametrize("value", ["0", "off", "1", ""])
+def test_huge_pages_can_be_switched_off_for_load_outputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """TENSORPRESS_HUGE_PAGES=0 carves the outputs from an anonymous mapping (4 KiB pages):
+    same tensors, aligned and writable, the mapping alive as long as a tensor is; a value it
+    does not know is an error naming the variable."""
+    import mmap
+
+    rng = np.random.default_rng(6)
+    w = {"a": rng.normal(size=(300, 70)).astype(ml_dtypes.bfloat16), "b": np.arange(9, dtype=np.int16)}
+    tp.save(w, tmp_path / "h.tpz")
+    monkeypatch.setenv(container.HUGE_PAGES_ENV, value)
+    got = tp.load(tmp_path / "h.tpz")
+    assert_same(got, w)
+    base = got["a"]
+    while isinstance(base, np.ndarray):
+        base = base.base
+    owner = base.obj if isinstance(base, memoryview) else base  # np.frombuffer keeps a memoryview
+    assert isinstance(owner, mmap.mmap) == (value in ("0", "off"))
+    for arr in got.values():
+        assert arr.flags.writeable and arr.ctypes.data % container.ALIGNMENT == 0
+    del got["b"]
+    got["a"][...] = 0  # the mapping outlives the dropped neighbour
+    monkeypatch.setenv(container.HUGE_PAGES_ENV, "maybe")
+    with pytest.raises(InvalidArgumentError, match=container.HUGE_PAGES_ENV):
+        tp.load(tmp_path / "h.tpz")
+
+
 @pytest.mark.parametrize("threads", [None, 1])
 def test_save_errors_name_the_tensor(tmp_path: Path, threads: int | None) -> None:
     """Batched or one by one, a tensor the encoder refuses is named in the error."""

@@ -756,6 +756,35 @@ def load(
         return f.read_all(as_kind=as_kind, device=device, progress=progress, threads=threads, out=out)
 
 
+#: Environment variable: ``0`` (or ``off``, ``false``) carves :func:`load`'s outputs from 4 KiB
+#: pages instead of transparent huge pages. Huge pages load a model faster within a process,
+#: but some virtual machines hand a fresh process its huge pages slowly: the first load of a
+#: model in a new process can then take twice as long (benches/RESULTS.md §2).
+HUGE_PAGES_ENV = "TENSORPRESS_HUGE_PAGES"
+
+
+def _huge_pages() -> bool:
+    value = os.environ.get(HUGE_PAGES_ENV, "").strip().lower()
+    if value in ("", "1", "on", "true"):
+        return True
+    if value in ("0", "off", "false"):
+        return False
+    raise InvalidArgumentError(f"{HUGE_PAGES_ENV}={value!r}: use 1 (huge pages, the default) or 0")
+
+
+def _arena(nbytes: int) -> np.ndarray:
+    """``nbytes`` of fresh, uninitialised memory: from numpy (which advises transparent huge
+    pages above 4 MB), or an anonymous mapping advised against them (:data:`HUGE_PAGES_ENV`)."""
+    if _huge_pages():
+        return np.empty(nbytes, np.uint8)
+    import mmap
+
+    pages = mmap.mmap(-1, nbytes)
+    if hasattr(mmap, "MADV_NOHUGEPAGE"):  # Linux; elsewhere there is nothing to advise against
+        pages.madvise(mmap.MADV_NOHUGEPAGE)
+    return np.frombuffer(pages, np.uint8)  # keeps the mapping alive while any view lives
+
+
 def _arena_arrays(stored: dict[str, Any]) -> dict[str, np.ndarray]:
     """Empty output arrays for ``stored``, carved (64-byte aligned) out of one allocation.
 
@@ -764,7 +793,7 @@ def _arena_arrays(stored: dict[str, Any]) -> dict[str, np.ndarray]:
     cost as much as decoding. The arrays share that memory, which is freed once none of them is
     referenced any more (as the tensors of a memory-mapped safetensors file share its mapping)."""
     sizes = {name: int(obj.decoded_nbytes) for name, obj in stored.items()}
-    arena = np.empty(sum(align(n) for n in sizes.values()) + ALIGNMENT, np.uint8)
+    arena = _arena(sum(align(n) for n in sizes.values()) + ALIGNMENT)
     at = -arena.ctypes.data % ALIGNMENT
     out = {}
     for name, obj in stored.items():
