@@ -128,7 +128,7 @@ def from_numpy(arr: np.ndarray, kind: str, device: str | None, *, copy: bool = T
         out = torch.empty(arr.shape, dtype=torch_dtype)
     else:
         flat = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
-        shared = not copy and flat.flags.writeable and np.shares_memory(flat, arr)
+        shared = not copy and flat.flags.writeable and np.may_share_memory(flat, arr)  # a view, not a copy
         raw = torch.from_numpy(flat if shared else flat.copy())
         out = (raw.bool() if name == "bool" else raw.view(torch_dtype)).reshape(arr.shape)
     return out.to(device) if device and device != "cpu" else out
