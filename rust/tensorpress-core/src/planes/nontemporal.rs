@@ -110,12 +110,33 @@ mod x86 {
     /// 4 KiB pages stop the hardware prefetchers); plane `a` is the decoder's scratch, in cache.
     const PREFETCH_BYTES: usize = 2048;
 
+    /// The low and high byte of 64 bf16 elements from their exponent bytes `e` and
+    /// sign·mantissa bytes `sm` (bytes 2 and 3 of fp32 elements alike). Shifts are 16-bit; each
+    /// select (0xAC: mask ? sm : shifted e) keeps only each byte's own bits.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn bf16_bytes_512(e: __m512i, sm: __m512i) -> (__m512i, __m512i) {
+        let (low_bits, high_bit) = (_mm512_set1_epi8(0x7F), _mm512_set1_epi8(-128));
+        (
+            _mm512_ternarylogic_epi64::<0xAC>(low_bits, _mm512_slli_epi16::<7>(e), sm),
+            _mm512_ternarylogic_epi64::<0xAC>(high_bit, _mm512_srli_epi16::<1>(e), sm),
+        )
+    }
+
+    /// [`bf16_bytes_512`] for 32 elements with AVX2.
+    #[target_feature(enable = "avx2")]
+    fn bf16_bytes_256(e: __m256i, sm: __m256i) -> (__m256i, __m256i) {
+        let (low_bits, high_bit) = (_mm256_set1_epi8(0x7F), _mm256_set1_epi8(-128));
+        (
+            _mm256_or_si256(_mm256_and_si256(sm, low_bits), _mm256_and_si256(_mm256_slli_epi16::<7>(e), high_bit)),
+            _mm256_or_si256(_mm256_and_si256(sm, high_bit), _mm256_and_si256(_mm256_srli_epi16::<1>(e), low_bits)),
+        )
+    }
+
     /// # Safety
     /// The CPU has AVX-512F/BW; `dst` is 64-byte aligned.
     #[target_feature(enable = "avx512f,avx512bw")]
     pub(super) unsafe fn avx512(pair: Pair, a: &[u8], b: &[u8], dst: &mut [u8]) -> usize {
         let steps = (dst.len() / 128).min(a.len() / 64).min(b.len() / 64);
-        let low_bits = _mm512_set1_epi8(0x7F);
         let first = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0);
         let second = _mm512_set_epi64(15, 14, 7, 6, 13, 12, 5, 4);
         let (pa, pb, pd) = (a.as_ptr(), b.as_ptr(), dst.as_mut_ptr());
@@ -128,12 +149,7 @@ mod x86 {
                 let bv = _mm512_loadu_si512(pb.add(64 * s).cast());
                 _mm_prefetch::<_MM_HINT_T0>(pb.wrapping_add(64 * s + PREFETCH_BYTES).cast());
                 let (lo, hi) = match pair {
-                    // Shifts are 16-bit; each select (0xAC: mask ? b : shifted a) keeps only
-                    // each byte's own bits.
-                    Pair::Bf16 => (
-                        _mm512_ternarylogic_epi64::<0xAC>(low_bits, _mm512_slli_epi16::<7>(av), bv),
-                        _mm512_ternarylogic_epi64::<0xAC>(_mm512_set1_epi8(-128), _mm512_srli_epi16::<1>(av), bv),
-                    ),
+                    Pair::Bf16 => bf16_bytes_512(av, bv),
                     Pair::Bytes => (bv, av),
                 };
                 // unpack interleaves within 128-bit lanes: qwords 2j, 2j+1 of x are elements
@@ -152,7 +168,6 @@ mod x86 {
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn avx2(pair: Pair, a: &[u8], b: &[u8], dst: &mut [u8]) -> usize {
         let steps = (dst.len() / 64).min(a.len() / 32).min(b.len() / 32);
-        let (low_bits, high_bit) = (_mm256_set1_epi8(0x7F), _mm256_set1_epi8(-128));
         let (pa, pb, pd) = (a.as_ptr(), b.as_ptr(), dst.as_mut_ptr());
         for s in 0..steps {
             // SAFETY: step s reads a and b at 32 s..32 s + 32 and writes dst at 64 s..64 s + 64,
@@ -162,16 +177,7 @@ mod x86 {
                 let bv = _mm256_loadu_si256(pb.add(32 * s).cast());
                 _mm_prefetch::<_MM_HINT_T0>(pb.wrapping_add(32 * s + PREFETCH_BYTES).cast());
                 let (lo, hi) = match pair {
-                    Pair::Bf16 => (
-                        _mm256_or_si256(
-                            _mm256_and_si256(bv, low_bits),
-                            _mm256_and_si256(_mm256_slli_epi16::<7>(av), high_bit),
-                        ),
-                        _mm256_or_si256(
-                            _mm256_and_si256(bv, high_bit),
-                            _mm256_and_si256(_mm256_srli_epi16::<1>(av), low_bits),
-                        ),
-                    ),
+                    Pair::Bf16 => bf16_bytes_256(av, bv),
                     Pair::Bytes => (bv, av),
                 };
                 // x = elements 0..8 | 16..24, y = 8..16 | 24..32.
@@ -189,7 +195,6 @@ mod x86 {
     #[target_feature(enable = "avx512f,avx512bw")]
     pub(super) unsafe fn avx512_fp32(planes: [&[u8]; 4], dst: &mut [u8]) -> usize {
         let steps = planes.iter().fold(dst.len() / 256, |s, p| s.min(p.len() / 64));
-        let (low_bits, high_bit) = (_mm512_set1_epi8(0x7F), _mm512_set1_epi8(-128));
         let [e, st, m1, m0] = planes.map(<[u8]>::as_ptr);
         let pd = dst.as_mut_ptr();
         for s in 0..steps {
@@ -201,9 +206,8 @@ mod x86 {
                     _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * s + PREFETCH_BYTES).cast());
                 }
                 let (ev, sv) = (load(e), load(st));
-                // Bytes 3 and 2 of each element are the bf16 merge's high and low byte.
-                let b2 = _mm512_ternarylogic_epi64::<0xAC>(low_bits, _mm512_slli_epi16::<7>(ev), sv);
-                let b3 = _mm512_ternarylogic_epi64::<0xAC>(high_bit, _mm512_srli_epi16::<1>(ev), sv);
+                // Bytes 2 and 3 of each element are the bf16 merge's low and high byte.
+                let (b2, b3) = bf16_bytes_512(ev, sv);
                 let (b1, b0) = (load(m1), load(m0));
                 // In-lane interleaves: w_k's 128-bit lane j holds elements 16 j + 4 k ..+4.
                 let (lo01, hi01) = (_mm512_unpacklo_epi8(b0, b1), _mm512_unpackhi_epi8(b0, b1));
@@ -233,7 +237,6 @@ mod x86 {
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn avx2_fp32(planes: [&[u8]; 4], dst: &mut [u8]) -> usize {
         let steps = planes.iter().fold(dst.len() / 128, |s, p| s.min(p.len() / 32));
-        let (low_bits, high_bit) = (_mm256_set1_epi8(0x7F), _mm256_set1_epi8(-128));
         let [e, st, m1, m0] = planes.map(<[u8]>::as_ptr);
         let pd = dst.as_mut_ptr();
         for s in 0..steps {
@@ -245,14 +248,7 @@ mod x86 {
                     _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(32 * s + PREFETCH_BYTES).cast());
                 }
                 let (ev, sv) = (load(e), load(st));
-                let b2 = _mm256_or_si256(
-                    _mm256_and_si256(sv, low_bits),
-                    _mm256_and_si256(_mm256_slli_epi16::<7>(ev), high_bit),
-                );
-                let b3 = _mm256_or_si256(
-                    _mm256_and_si256(sv, high_bit),
-                    _mm256_and_si256(_mm256_srli_epi16::<1>(ev), low_bits),
-                );
+                let (b2, b3) = bf16_bytes_256(ev, sv);
                 let (b1, b0) = (load(m1), load(m0));
                 let (lo01, hi01) = (_mm256_unpacklo_epi8(b0, b1), _mm256_unpackhi_epi8(b0, b1));
                 let (lo23, hi23) = (_mm256_unpacklo_epi8(b2, b3), _mm256_unpackhi_epi8(b2, b3));
