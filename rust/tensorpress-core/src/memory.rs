@@ -9,7 +9,7 @@
 //! cores. Memory that is already mapped (a reused buffer, model parameters) is left alone after
 //! one `mincore` call per 2 MiB.
 
-use crate::threads::try_for_each_piece;
+use crate::threads::map_pieces;
 
 /// Bytes each worker populates per work item: one transparent huge page.
 pub const POPULATE_PIECE_BYTES: usize = 2 << 20;
@@ -22,11 +22,7 @@ const PAGE_BYTES: usize = 4096;
 /// Faults in every whole page of `bufs`, on the shared pool, without changing their bytes.
 pub fn populate(bufs: Vec<&mut [u8]>, threads: Option<usize>) {
     let pieces: Vec<&mut [u8]> = bufs.into_iter().flat_map(|b| b.chunks_mut(POPULATE_PIECE_BYTES)).collect();
-    // Never fails: the closure always returns Ok.
-    let _ = try_for_each_piece(pieces, threads, |piece| {
-        populate_piece(piece);
-        Ok(())
-    });
+    map_pieces(pieces, threads, populate_piece);
 }
 
 /// Faults in the whole pages of `piece`: `madvise(MADV_POPULATE_WRITE)` where the kernel has it
