@@ -239,13 +239,7 @@ impl StreamParts {
     /// Writes the stream into `out`, which must be exactly [`StreamParts::len`] bytes long.
     pub fn write_into(&self, out: &mut [u8]) {
         assert_eq!(out.len(), self.len(), "StreamParts::write_into needs a buffer of the stream's length");
-        let (head, mut rest) = out.split_at_mut(self.head.len());
-        head.copy_from_slice(&self.head);
-        for chunk in &self.chunks {
-            let (dst, tail) = rest.split_at_mut(chunk.len());
-            dst.copy_from_slice(chunk);
-            rest = tail;
-        }
+        write_streams_into([self], out, Some(1));
     }
 
     /// The stream's pieces in order: the head, then each chunk.
@@ -269,8 +263,8 @@ impl StreamParts {
 pub const PARALLEL_WRITE_MIN_BYTES: usize = 1 << 20;
 
 /// Writes `streams` end to end into `out` (exactly their total length), their pieces copied on
-/// the shared pool, each worker a contiguous run of them. `out` is typically fresh memory (a
-/// Python `bytes`): its page faults alone made the copy a third of a two-thread encode.
+/// the shared pool. `out` is typically fresh memory (a Python `bytes`): its page faults alone
+/// made a one-thread copy a third of a two-thread encode.
 pub fn write_streams_into<'a>(
     streams: impl IntoIterator<Item = &'a StreamParts>,
     out: &mut [u8],
