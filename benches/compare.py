@@ -61,6 +61,8 @@ def datasets(sizes: list[int]) -> dict[str, dict[int, np.ndarray]]:
     flat = np.concatenate([v.reshape(-1).astype(np.float32) for v in w.values()])
     e4m3 = samples.to_e4m3(flat).view(np.uint8)
     bf16_hi = (flat.view(np.uint32) >> 24).astype(np.uint8)
+    # The exponent plane tensorpress codes for bf16 tensors (the byte of bits 7-14).
+    bf16_exp = ((flat.view(np.uint32) >> 23) & 0xFF).astype(np.uint8)
     rng = np.random.default_rng(0)
     n_max = max(sizes) * MiB
     scale = 448 / 128  # weights scaled into e4m3's range, like a per-tensor scale
@@ -77,6 +79,7 @@ def datasets(sizes: list[int]) -> dict[str, dict[int, np.ndarray]]:
     for name, arr in [
         ("minilm-e4m3", e4m3),
         ("minilm-bf16-hi", bf16_hi),
+        ("minilm-bf16-exp", bf16_exp),
         ("gauss-e4m3", gauss),
         ("laplace-e4m3", lap),
         ("minilm-bf16", bf16),
@@ -357,7 +360,7 @@ def main() -> None:
                 # 256 MiB: linear-cost check only — tensorpress at 32 lanes, zstd, memcpy, on two
                 # datasets (keeps the run in minutes on a 2-core machine).
                 if size > 16 and (
-                    dname not in ("minilm-e4m3", "gauss-e4m3")
+                    dname not in ("minilm-e4m3", "gauss-e4m3", "minilm-bf16-exp")
                     or not name.startswith(("tensorpress", "zstd", "numpy", "huff0", "FSE"))
                     or (name.startswith("tensorpress") and "L=32" not in name)
                 ):

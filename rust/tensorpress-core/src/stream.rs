@@ -62,7 +62,7 @@ pub const CHUNK_INDEX_ENTRY_BYTES: usize = 8;
 pub const MAX_DECODED_LEN: u64 = 1 << 40;
 
 const MODE_RAW: u8 = 0;
-const MODE_CODED: u8 = 1;
+pub(crate) const MODE_CODED: u8 = 1;
 const MODE_CONSTANT: u8 = 2;
 const MODE_OWN_TABLE: u8 = 3;
 /// A chunk gets its own table only if that saves at least this many thousandths of its coded
@@ -562,7 +562,7 @@ fn decode_chunk_body(
 
 /// Splits a coded chunk body (lane lengths, then lanes) into its `n_lanes` lanes, which must
 /// tile the body exactly.
-fn split_lanes(body: &[u8], n_lanes: usize, version: u8) -> Result<[&[u8]; MAX_LANES]> {
+pub(crate) fn split_lanes(body: &[u8], n_lanes: usize, version: u8) -> Result<[&[u8]; MAX_LANES]> {
     let mut lens = [0usize; MAX_LANES];
     let mut data = if version == 1 {
         let jump = 4 * n_lanes;

@@ -143,16 +143,7 @@ proptest! {
                 }
             }
         }
-        // Re-seal: the index (lengths, CRCs), then the header CRC.
-        let index_at = info.header_len - 4 - info.chunks.len() * 8;
-        let mut bad = blob[..info.header_len].to_vec();
-        for (i, chunk) in chunks.iter().enumerate() {
-            bad[index_at + 8 * i..index_at + 8 * i + 4].copy_from_slice(&(chunk.len() as u32).to_le_bytes());
-            bad[index_at + 8 * i + 4..index_at + 8 * i + 8].copy_from_slice(&crc32c::crc32c(chunk).to_le_bytes());
-        }
-        let hcrc = crc32c::crc32c(&bad[..info.header_len - 4]);
-        bad[info.header_len - 4..info.header_len].copy_from_slice(&hcrc.to_le_bytes());
-        bad.extend(chunks.iter().flatten());
+        let bad = resealed(&blob, &info, &chunks);
         check_all_agree(&bad)?;
         let reference = decode_with(&bad, Kernel::Scalar);
         if cut && !any_flip {
@@ -166,6 +157,80 @@ proptest! {
                 reference.as_deref() != Ok(&data[..]),
                 "a flipped code bit decoded to the original bytes"
             );
+        }
+    }
+}
+
+/// Exponent-like bytes (bf16 exponent planes: 2–3 bits per symbol): a geometric spread over
+/// about 20 values, plus a share `rare_per_mille`/1000 of 16 rare values (long codes).
+fn exponent_like(seed: u64, n: usize, rare_per_mille: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if (x >> 20) % 1000 < rare_per_mille {
+                ((x >> 40) % 16 * 7 + 3) as u8
+            } else {
+                (118 + (x % 4096).trailing_zeros() * 2 + ((x >> 30) & 1) as u32) as u8
+            }
+        })
+        .collect()
+}
+
+/// `blob` with its chunks replaced by `chunks`: the index (lengths, CRCs) and the header CRC
+/// recomputed, so corruption inside the chunks reaches the kernels.
+fn resealed(blob: &[u8], info: &tensorpress_core::stream::StreamInfo, chunks: &[Vec<u8>]) -> Vec<u8> {
+    let index_at = info.header_len - 4 - info.chunks.len() * 8;
+    let mut bad = blob[..info.header_len].to_vec();
+    for (i, chunk) in chunks.iter().enumerate() {
+        bad[index_at + 8 * i..index_at + 8 * i + 4].copy_from_slice(&(chunk.len() as u32).to_le_bytes());
+        bad[index_at + 8 * i + 4..index_at + 8 * i + 8].copy_from_slice(&crc32c::crc32c(chunk).to_le_bytes());
+    }
+    let hcrc = crc32c::crc32c(&bad[..info.header_len - 4]);
+    bad[info.header_len - 4..info.header_len].copy_from_slice(&hcrc.to_le_bytes());
+    bad.extend(chunks.iter().flatten());
+    bad
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(48),
+        ..ProptestConfig::default()
+    })]
+
+    /// Huffman chunks of short codes, where the AVX2 and AVX-512 kernels decode two symbols per
+    /// lookup (`kernels::huffman_pairs`), intact and with bytes of coded lanes overwritten: every
+    /// kernel returns the reference's bytes or its error.
+    #[test]
+    fn pair_decoding_matches_reference(
+        seed in any::<u64>(),
+        n in 60_000usize..400_000,
+        rare_per_mille in 0u64..20,
+        lanes in prop::sample::select(vec![8usize, 16, 32]),
+        chunk_pow in 16u32..=18,
+        overwrites in prop::collection::vec((any::<prop::sample::Index>(), any::<prop::sample::Index>(), any::<u8>()), 0..4),
+    ) {
+        let data = exponent_like(seed, n, rare_per_mille);
+        let opts = EncodeOptions { codec: Codec::Huffman, lanes, chunk_size: 1 << chunk_pow, threads: Some(1) };
+        let blob = encode(&data, &opts).unwrap();
+        let info = tensorpress_core::parse_header(&blob).unwrap();
+        let mut chunks: Vec<Vec<u8>> = info.chunks.iter().map(|&(off, len, _)| blob[off..off + len].to_vec()).collect();
+        for (chunk_at, byte_at, value) in &overwrites {
+            let k = chunk_at.index(chunks.len());
+            if let Some((data_at, lens)) = coded_lanes(&chunks[k], lanes) {
+                let total: usize = lens.iter().sum();
+                if total > 0 {
+                    chunks[k][data_at + byte_at.index(total)] = *value;
+                }
+            }
+        }
+        let stream = resealed(&blob, &info, &chunks);
+        check_all_agree(&stream)?;
+        if overwrites.is_empty() {
+            let reference = decode_with(&stream, Kernel::Scalar);
+            prop_assert_eq!(reference.as_deref(), Ok(&data[..]));
         }
     }
 }

@@ -15,6 +15,7 @@ use super::{EncodeTable, SimdTables, SymbolDecoder};
 use crate::bits::BitWriter;
 use crate::error::{Error, Result};
 use crate::histogram::Histogram;
+use std::sync::OnceLock;
 
 /// Longest code the encoder emits and the decoder accepts.
 pub const MAX_HUFFMAN_LEN: u8 = 12;
@@ -234,17 +235,74 @@ impl HuffmanTable {
                 table[codes[usize::from(s)] as usize] = u16::from(s) | (len as u16) << 8;
             }
         }
-        HuffmanDecoder { mask: (1u64 << max_len) - 1, max_len, table }
+        // How often two codes fit in one lookup, taking 2^−length as each symbol's frequency
+        // (what a Huffman code implies): Σ over length pairs with l₁ + l₂ ≤ max_len.
+        let count = |len: usize| (start[len + 1] - start[len]) as f64;
+        let mut pair_fit = 0.0;
+        for l1 in 1..=max_len as usize {
+            for l2 in 1..=max_len as usize - l1 {
+                pair_fit += count(l1) * count(l2) / f64::from(1u32 << (l1 + l2));
+            }
+        }
+        HuffmanDecoder { mask: (1u64 << max_len) - 1, max_len, table, pair_fit, pairs: OnceLock::new() }
     }
 }
 
+/// Smallest chunk (decoded bytes) worth building a decoder's pair table for: the table has
+/// 2^max_len entries, built in about as long as 16 KiB take to decode.
+pub const PAIR_MIN_CHUNK: usize = 64 << 10;
+/// Smallest share of lookups that must decode two symbols for the pair kernel to run: where a
+/// register group of 8 lanes has a lane whose pair does not fit, it pays a second lookup.
+pub const PAIR_MIN_FIT: f64 = 0.95;
+
+/// Bit 31 of a pair entry: the second symbol does not fit (or the first code is invalid).
+pub const PAIR_SPLIT: u32 = 1 << 31;
+
+/// Builds the pair table from a single-symbol table (`single[i]` = symbol | length << 8 for the
+/// next `max_len` bits `i`, length 0 = invalid). Entry `i`, for window bits `i`:
+/// - bits 0-7: the first symbol; bits 8-15: the second (0 when it does not fit);
+/// - bits 16-23: the first code's length (0: invalid code);
+/// - bits 24-31: both codes' length when the second fits in the `max_len` bits, else
+///   [`PAIR_SPLIT`] | the first code's length.
+pub fn pair_table(single: &[u16], max_len: u32) -> Vec<u32> {
+    let size = 1usize << max_len;
+    let single = &single[..size];
+    let mut pairs = vec![0u32; size];
+    for (i, (pair, &first)) in pairs.iter_mut().zip(single).enumerate() {
+        let len1 = u32::from(first >> 8);
+        // Bits past the window's first code; their top `len1` bits read as zeros, so the entry
+        // there is the second code's exactly when that code has at most `max_len − len1` bits.
+        let second = single[i >> len1];
+        let len2 = u32::from(second >> 8);
+        let fits = len1 != 0 && len2 != 0 && len1 + len2 <= max_len;
+        let low = u32::from(first & 0xff) | len1 << 16;
+        *pair = if fits {
+            low | u32::from(second & 0xff) << 8 | (len1 + len2) << 24
+        } else {
+            low | PAIR_SPLIT | len1 << 24
+        };
+    }
+    pairs
+}
+
 /// Single-lookup Huffman decoder.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct HuffmanDecoder {
     mask: u64,
     max_len: u32,
     /// symbol | length << 8; length 0 = invalid code.
     table: Vec<u16>,
+    /// Share of lookups that would decode two symbols (see [`PAIR_MIN_FIT`]).
+    pair_fit: f64,
+    /// Two-symbol entries, built on first use by a chunk that pays for them.
+    pairs: OnceLock<Vec<u32>>,
+}
+
+impl HuffmanDecoder {
+    /// The single-symbol table: `table[bits & (2^max_len − 1)]` = symbol | length << 8.
+    pub fn table(&self) -> &[u16] {
+        &self.table
+    }
 }
 
 impl SymbolDecoder for HuffmanDecoder {
@@ -261,6 +319,13 @@ impl SymbolDecoder for HuffmanDecoder {
 
     fn simd_tables(&self) -> Option<SimdTables<'_>> {
         Some(SimdTables::Huffman { max_len: self.max_len, table: &self.table })
+    }
+
+    fn pair_table(&self, chunk_len: usize) -> Option<&[u32]> {
+        if !cfg!(target_arch = "x86_64") || chunk_len < PAIR_MIN_CHUNK || self.pair_fit < PAIR_MIN_FIT {
+            return None;
+        }
+        Some(self.pairs.get_or_init(|| pair_table(&self.table, self.max_len)))
     }
 }
 
@@ -334,6 +399,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The pair table is offered for short codes on large chunks only.
+    #[test]
+    fn pair_table_only_where_pairs_fit() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut exponents: Histogram = [0; 256];
+        let mut uniform: Histogram = [0; 256];
+        for _ in 0..200_000 {
+            let r = next_random(&mut x);
+            exponents[(118 + (r % 4096).trailing_zeros() * 2 + ((r >> 30) & 1) as u32) as usize] += 1;
+            uniform[(r >> 32) as u8 as usize] += 1;
+        }
+        let short = HuffmanTable::fit(&exponents, MAX_HUFFMAN_LEN).unwrap().decoder();
+        let expected = cfg!(target_arch = "x86_64");
+        assert_eq!(short.pair_table(PAIR_MIN_CHUNK).is_some(), expected);
+        assert!(short.pair_table(PAIR_MIN_CHUNK - 1).is_none());
+        let long = HuffmanTable::fit(&uniform, MAX_HUFFMAN_LEN).unwrap().decoder();
+        assert!(long.pair_table(1 << 20).is_none());
     }
 
     #[test]

@@ -51,6 +51,11 @@ pub trait SymbolDecoder: Sync {
     fn simd_tables(&self) -> Option<SimdTables<'_>> {
         None
     }
+    /// Huffman only: the two-symbol table (`kernels::huffman_pairs`) where a chunk of
+    /// `chunk_len` decoded bytes is worth it.
+    fn pair_table(&self, _chunk_len: usize) -> Option<&[u32]> {
+        None
+    }
 }
 
 /// Read-only views of a decoder's tables for the SIMD kernels, which gather 32-bit words from

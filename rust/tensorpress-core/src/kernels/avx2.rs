@@ -113,6 +113,12 @@ pub fn decode_lanes_with<D: SymbolDecoder>(
     if !supported() || !lanes.len().is_multiple_of(8) || !matches!(groups, 1 | 2 | 4) {
         return interleaved::decode_lanes(dec, lanes, out);
     }
+    if let (SimdTables::Huffman { max_len, .. }, Some(pairs)) = (tables, dec.pair_table(out.len())) {
+        let vl = vbmi && super::avx512::supported();
+        if let Some(result) = super::huffman_pairs::decode_lanes(dec, pairs, max_len, lanes, readable, out, vl) {
+            return result;
+        }
+    }
     let Some(layout) = Layout::of(lanes, readable) else { return interleaved::decode_lanes(dec, lanes, out) };
     if matches!(tables, SimdTables::Qlc { lut, .. } if lut.len() < 256) {
         // Not a table `QlcTable::decoder` builds (its ranks cover 0..256).
@@ -207,7 +213,13 @@ pub fn decode_lanes_with<D: SymbolDecoder>(
 }
 
 /// Checked tail: rows from `row` on, each lane from its bit position, then the end check.
-fn tail<D: SymbolDecoder>(dec: &D, lanes: &[&[u8]], out: &mut [u8], row: usize, pos: &[u32; 32]) -> Result<()> {
+pub(super) fn tail<D: SymbolDecoder>(
+    dec: &D,
+    lanes: &[&[u8]],
+    out: &mut [u8],
+    row: usize,
+    pos: &[u32; 32],
+) -> Result<()> {
     let n_lanes = lanes.len();
     for (l, lane) in lanes.iter().enumerate() {
         let mut p = pos[l] as usize;
@@ -225,18 +237,18 @@ fn tail<D: SymbolDecoder>(dec: &D, lanes: &[&[u8]], out: &mut [u8], row: usize, 
 }
 
 /// Where the lanes lie relative to one base pointer, for gathers with `i32` offsets.
-struct Layout {
-    base: *const u8,
+pub(super) struct Layout {
+    pub(super) base: *const u8,
     /// Byte offset of each lane from `base`; |offset| + readable bytes ≤ MAX_SPAN_BYTES, so bit
     /// addresses `8 · offset + pos` (pos ≤ 8 · readable bytes) fit an `i32`.
-    offset: [i32; 32],
+    pub(super) offset: [i32; 32],
     /// Bytes that may be read from each lane's first byte on: its own length, or (with a
     /// [`Readable::Region`]) up to the region's end, at most MAX_LANE_BYTES.
-    readable: [usize; 32],
+    pub(super) readable: [usize; 32],
 }
 
 impl Layout {
-    fn of(lanes: &[&[u8]], readable: &Readable<'_>) -> Option<Self> {
+    pub(super) fn of(lanes: &[&[u8]], readable: &Readable<'_>) -> Option<Self> {
         let base = lanes.first()?.as_ptr();
         let mut offset = [0i32; 32];
         let mut reach = [0usize; 32];
@@ -530,7 +542,7 @@ fast_part!(
 /// `y` lanes 2, 3, 6, 7 (bits past the window read as zeros).
 #[target_feature(enable = "avx2")]
 #[inline]
-fn view(x: __m256i, y: __m256i, sh: __m256i) -> __m256i {
+pub(super) fn view(x: __m256i, y: __m256i, sh: __m256i) -> __m256i {
     let zero = _mm256_setzero_si256();
     // unpacklo: shift counts of lanes 0, 1 | 4, 5 as u64s; unpackhi: 2, 3 | 6, 7.
     let xs = _mm256_srlv_epi64(x, _mm256_unpacklo_epi32(sh, zero));
@@ -606,7 +618,7 @@ fn translate_n<const N: usize>(buf: &mut [u8], map: &[u8; 256]) {
 /// Low bytes of 4 × 8 `u32`s (each ≤ 255) as 32 bytes: a's 8, then b's, c's, d's.
 #[target_feature(enable = "avx2")]
 #[inline]
-fn pack32(a: __m256i, b: __m256i, c: __m256i, d: __m256i) -> __m256i {
+pub(super) fn pack32(a: __m256i, b: __m256i, c: __m256i, d: __m256i) -> __m256i {
     // Per 128-bit half: a0-3 b0-3 c0-3 d0-3 | a4-7 b4-7 c4-7 d4-7 (saturating packs).
     let bytes = _mm256_packus_epi16(_mm256_packus_epi32(a, b), _mm256_packus_epi32(c, d));
     _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))

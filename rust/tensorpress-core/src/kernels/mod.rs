@@ -6,6 +6,8 @@
 pub mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
+#[cfg(target_arch = "x86_64")]
+pub mod huffman_pairs;
 pub mod interleaved;
 #[cfg(target_arch = "x86_64")]
 pub mod pack_avx512;
