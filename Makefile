@@ -67,7 +67,7 @@ fuzz:
 	cargo install cargo-fuzz --locked --quiet 2>/dev/null || true
 	mkdir -p rust/fuzz/corpus/decode_stream
 	cp tests/golden/stream-v*.tpe rust/fuzz/corpus/decode_stream/
-	cd rust && for t in decode_stream decode_kernels code_tables fused_planes; do \
+	cd rust && for t in decode_stream decode_kernels code_tables fused_planes huffman_pairs; do \
 		RUSTC_BOOTSTRAP=1 cargo fuzz run -O --fuzz-dir fuzz $$t -- -max_total_time=$(FUZZ_SECONDS) -max_len=8192 || exit 1; \
 	done
 
@@ -77,7 +77,7 @@ fuzz-runs:
 	cargo install cargo-fuzz --locked --quiet 2>/dev/null || true
 	mkdir -p rust/fuzz/corpus/decode_stream
 	cp tests/golden/stream-v*.tpe rust/fuzz/corpus/decode_stream/
-	cd rust && for t in decode_stream decode_kernels code_tables fused_planes; do \
+	cd rust && for t in decode_stream decode_kernels code_tables fused_planes huffman_pairs; do \
 		RUSTC_BOOTSTRAP=1 cargo fuzz run -O -a -s none --no-trace-compares --fuzz-dir fuzz $$t -- \
 			-runs=$(FUZZ_RUNS) -max_len=8192 -print_final_stats=1 || exit 1; \
 	done

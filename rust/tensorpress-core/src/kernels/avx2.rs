@@ -14,7 +14,9 @@
 //! - QLC/DLC: the 3-bit (1-bit) area prefix selects the area's length and rank base with
 //!   `vpermd` (an in-register table of 8 entries, no memory access at all); the index bits are
 //!   masked with a second `vpermd`; the loop stores the *rank*.
-//! - Huffman: one gather from the `u16` table indexed by the low `max_len` bits.
+//! - Huffman: one gather from the `u16` table indexed by the low `max_len` bits. Chunks of
+//!   short codes (where the decoder offers a pair table: bf16 exponent planes) run
+//!   [`super::huffman_pairs`] instead, which decodes two symbols per gather.
 //! - Exp-Golomb: trailing zeros by isolating the lowest set bit and reading the exponent of
 //!   its float conversion (AVX2 has no `tzcnt`), then variable shifts; the loop stores the value.
 //!
