@@ -159,46 +159,6 @@ proptest! {
             );
         }
     }
-}
-
-/// Exponent-like bytes (bf16 exponent planes: 2–3 bits per symbol): a geometric spread over
-/// about 20 values, plus a share `rare_per_mille`/1000 of 16 rare values (long codes).
-fn exponent_like(seed: u64, n: usize, rare_per_mille: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            if (x >> 20) % 1000 < rare_per_mille {
-                ((x >> 40) % 16 * 7 + 3) as u8
-            } else {
-                (118 + (x % 4096).trailing_zeros() * 2 + ((x >> 30) & 1) as u32) as u8
-            }
-        })
-        .collect()
-}
-
-/// `blob` with its chunks replaced by `chunks`: the index (lengths, CRCs) and the header CRC
-/// recomputed, so corruption inside the chunks reaches the kernels.
-fn resealed(blob: &[u8], info: &tensorpress_core::stream::StreamInfo, chunks: &[Vec<u8>]) -> Vec<u8> {
-    let index_at = info.header_len - 4 - info.chunks.len() * 8;
-    let mut bad = blob[..info.header_len].to_vec();
-    for (i, chunk) in chunks.iter().enumerate() {
-        bad[index_at + 8 * i..index_at + 8 * i + 4].copy_from_slice(&(chunk.len() as u32).to_le_bytes());
-        bad[index_at + 8 * i + 4..index_at + 8 * i + 8].copy_from_slice(&crc32c::crc32c(chunk).to_le_bytes());
-    }
-    let hcrc = crc32c::crc32c(&bad[..info.header_len - 4]);
-    bad[info.header_len - 4..info.header_len].copy_from_slice(&hcrc.to_le_bytes());
-    bad.extend(chunks.iter().flatten());
-    bad
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(48),
-        ..ProptestConfig::default()
-    })]
 
     /// Huffman chunks of short codes, where the AVX2 and AVX-512 kernels decode two symbols per
     /// lookup (`kernels::huffman_pairs`), intact and with bytes of coded lanes overwritten: every
@@ -233,6 +193,39 @@ proptest! {
             prop_assert_eq!(reference.as_deref(), Ok(&data[..]));
         }
     }
+}
+
+/// Exponent-like bytes (bf16 exponent planes: 2–3 bits per symbol): a geometric spread over
+/// about 20 values, plus a share `rare_per_mille`/1000 of 16 rare values (long codes).
+fn exponent_like(seed: u64, n: usize, rare_per_mille: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if (x >> 20) % 1000 < rare_per_mille {
+                ((x >> 40) % 16 * 7 + 3) as u8
+            } else {
+                (118 + (x % 4096).trailing_zeros() * 2 + ((x >> 30) & 1) as u32) as u8
+            }
+        })
+        .collect()
+}
+
+/// `blob` with its chunks replaced by `chunks`: the index (lengths, CRCs) and the header CRC
+/// recomputed, so corruption inside the chunks reaches the kernels.
+fn resealed(blob: &[u8], info: &tensorpress_core::stream::StreamInfo, chunks: &[Vec<u8>]) -> Vec<u8> {
+    let index_at = info.header_len - 4 - info.chunks.len() * 8;
+    let mut bad = blob[..info.header_len].to_vec();
+    for (i, chunk) in chunks.iter().enumerate() {
+        bad[index_at + 8 * i..index_at + 8 * i + 4].copy_from_slice(&(chunk.len() as u32).to_le_bytes());
+        bad[index_at + 8 * i + 4..index_at + 8 * i + 8].copy_from_slice(&crc32c::crc32c(chunk).to_le_bytes());
+    }
+    let hcrc = crc32c::crc32c(&bad[..info.header_len - 4]);
+    bad[info.header_len - 4..info.header_len].copy_from_slice(&hcrc.to_le_bytes());
+    bad.extend(chunks.iter().flatten());
+    bad
 }
 
 /// Where the lane data of a coded (mode 1) chunk starts and each lane's length; `None` for

@@ -544,7 +544,7 @@ fast_part!(
 /// `y` lanes 2, 3, 6, 7 (bits past the window read as zeros).
 #[target_feature(enable = "avx2")]
 #[inline]
-pub(super) fn view(x: __m256i, y: __m256i, sh: __m256i) -> __m256i {
+fn view(x: __m256i, y: __m256i, sh: __m256i) -> __m256i {
     let zero = _mm256_setzero_si256();
     // unpacklo: shift counts of lanes 0, 1 | 4, 5 as u64s; unpackhi: 2, 3 | 6, 7.
     let xs = _mm256_srlv_epi64(x, _mm256_unpacklo_epi32(sh, zero));

@@ -1,18 +1,21 @@
 //! Two symbols per table lookup for Huffman chunks of short codes (bf16 exponent planes average
-//! 2.6 bits per symbol): the AVX2 kernel's Huffman step gathers one table entry per symbol, and
-//! gathered elements bound it (benches/RESULTS.md §2); here one gather decodes a lane's next two
-//! symbols wherever both codes fit in the `max_len` bits that index the table.
+//! 2.6 bits per symbol). The AVX2 kernel's Huffman step gathers one table entry per symbol, and
+//! its register groups wait on chains of gathers (benches/RESULTS.md §2); here one gather
+//! decodes a lane's next two symbols wherever both codes fit in the `max_len` bits that index
+//! the table.
 //!
 //! A round per register group of 8 lanes: one `vpgatherdd` of each lane's 32-bit window at byte
-//! `pos / 8` (25 valid bits after the shift by `pos % 8`), one gather of the pair entries, and
-//! two rows of output. Where some lane's pair does not fit (or its first code is invalid) the
-//! group takes a second lookup for its second symbol, at the window shifted by the first code's
-//! length: `len1 + max_len ≤ 24` bits, inside the window. The branch is per group; on chunks
-//! where pairs are worth it (see `HuffmanDecoder::pair_table`) it is rarely taken.
+//! `pos / 8` (25 valid bits after the shift by `pos % 8`), then K pair steps, each one gather of
+//! the pair entries and two rows of output. A step without a split consumes at most `max_len`
+//! bits. Where some lane's pair does not fit (or its first code is invalid) the group takes a
+//! second path: its split lanes look up their second symbol in a fresh window gathered after the
+//! first code, the others fetch a fresh window after their pair, so every lane leaves the step
+//! with at least 25 − max_len valid bits. The branch is per group; on chunks where pairs are
+//! worth it (see `HuffmanDecoder::pair_table`) it is rarely taken.
 //!
 //! Invalid codes: the entry of an invalid first code is flagged like a pair that does not fit,
-//! so the fast path never meets one; the second-lookup path keeps the smallest length it saw
-//! (0: invalid), checked once per chunk. Any error re-runs the scalar reference, so results and
+//! so the fast path never meets one; the second path keeps the smallest length it saw (0:
+//! invalid), checked once per chunk. Any error re-runs the scalar reference, so results and
 //! errors are exactly the reference's (`kernels_agree` and the tests below).
 
 use super::avx2::{pack32, tail, Layout};
@@ -21,9 +24,10 @@ use crate::codes::SymbolDecoder;
 use crate::error::Result;
 use std::arch::x86_64::*;
 
-/// Decodes `lanes` (8, 16 or 32 of them) into `out` with `pairs` (built by
-/// [`pair_table`](crate::codes::huffman::pair_table) from `dec`'s table); `vl` (the caller checked AVX-512 F/BW/VL) selects the build with 32 `ymm`
-/// registers. Returns `None` where this kernel does not apply (then the caller decodes).
+/// Decodes `lanes` (16 or 32 of them) into `out` with `pairs` (built by
+/// [`pair_table`](crate::codes::huffman::pair_table) from `dec`'s table); `vl` (the caller
+/// checked AVX-512 F/BW/VL) selects the build with 32 `ymm` registers. Returns `None` where this
+/// kernel does not apply (then the caller decodes).
 pub fn decode_lanes<D: SymbolDecoder>(
     dec: &D,
     pairs: &[u32],
@@ -43,7 +47,7 @@ pub fn decode_lanes<D: SymbolDecoder>(
     let steps = (1 + (25 - max_len) / max_len).min(4);
     // SAFETY: AVX2 is available (checked above), AVX-512 F/BW/VL where the caller says `vl`;
     // `layout` describes `lanes`; `pairs` has 2^max_len entries, max_len ≤ 12 (so steps ≥ 2)
-    // and steps · max_len ≤ 25 − max_len + max_len.
+    // and (steps − 1) · max_len ≤ 25 − max_len: every step's window holds max_len valid bits.
     let (rows, pos, smallest) = unsafe {
         match (lanes.len(), vl, steps) {
             (16, false, 2) => fast::<2, 2>(pairs, &layout, out, max_len),
