@@ -357,7 +357,7 @@ def main() -> None:
                     continue
                 if dname == "minilm-bf16" and size > 16:
                     continue
-                # 256 MiB: linear-cost check only — tensorpress at 32 lanes, zstd, memcpy, on two
+                # 256 MiB: linear-cost check only — tensorpress at 32 lanes, zstd, memcpy, on three
                 # datasets (keeps the run in minutes on a 2-core machine).
                 if size > 16 and (
                     dname not in ("minilm-e4m3", "gauss-e4m3", "minilm-bf16-exp")
